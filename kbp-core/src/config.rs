@@ -1,0 +1,85 @@
+//! Poller configuration: NAPI's defaults and the limits a module parameter must respect.
+
+use crate::rx::Nanos;
+
+/// What the poller does when it finds no work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdleMode {
+    /// The paper's KBP thread: never sleep; keep every instance owned with its
+    /// interrupt masked, and poll it continuously.
+    Spin,
+    /// Spin for `window_ns` after the last packet, then release every instance (re-arm
+    /// its interrupt) and park until an interrupt lists one again.
+    Adaptive {
+        /// How long to keep polling after the last packet was seen.
+        window_ns: Nanos,
+    },
+}
+
+/// The knobs of one poller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Most packets one poll of one instance may process (NAPI weight, 64).
+    pub weight: u32,
+    /// Most packets one round may process (`netdev_budget`, 300); a round overshoots
+    /// it by less than one weight.
+    pub budget: u32,
+    /// Longest a round may run (`netdev_budget_usecs`, 2 ms).
+    pub time_limit_ns: Nanos,
+    /// What to do when there is no work.
+    pub idle: IdleMode,
+}
+
+/// A parameter out of its range: which one, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The parameter's name, as a module parameter would spell it.
+    pub param: &'static str,
+    /// The accepted range, in words.
+    pub expected: &'static str,
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "invalid {}: expected {}", self.param, self.expected)
+    }
+}
+
+impl Config {
+    /// Largest accepted weight (a poll processes at most this many packets).
+    pub const MAX_WEIGHT: u32 = 4096;
+    /// Largest accepted round budget.
+    pub const MAX_BUDGET: u32 = 1 << 20;
+    /// Longest accepted round time limit (1 s).
+    pub const MAX_TIME_LIMIT_NS: Nanos = 1_000_000_000;
+    /// Longest accepted adaptive spin window (10 s).
+    pub const MAX_WINDOW_NS: Nanos = 10_000_000_000;
+
+    /// NAPI's defaults: weight 64, budget 300, 2 ms; the paper's never-sleeping thread.
+    pub const DEFAULT: Config = Config { weight: 64, budget: 300, time_limit_ns: 2_000_000, idle: IdleMode::Spin };
+
+    /// Checks every field; the first bad one is reported.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.weight == 0 || self.weight > Self::MAX_WEIGHT {
+            return Err(ConfigError { param: "weight", expected: "1..=4096 packets" });
+        }
+        if self.budget == 0 || self.budget > Self::MAX_BUDGET {
+            return Err(ConfigError { param: "budget", expected: "1..=1048576 packets" });
+        }
+        if self.time_limit_ns < 1_000 || self.time_limit_ns > Self::MAX_TIME_LIMIT_NS {
+            return Err(ConfigError { param: "time_limit_us", expected: "1..=1000000 microseconds" });
+        }
+        if let IdleMode::Adaptive { window_ns } = self.idle {
+            if window_ns > Self::MAX_WINDOW_NS {
+                return Err(ConfigError { param: "spin_window_us", expected: "0..=10000000 microseconds" });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}

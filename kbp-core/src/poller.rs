@@ -1,0 +1,378 @@
+//! The poller: NAPI's `net_rx_action`, run by a dedicated thread instead of a softirq.
+//!
+//! ```text
+//!            +------------------------- step() --------------------------+
+//!            |                                                           |
+//!            v                                                           |
+//!   drain_round: pop the instances listed at the start of the round;     |
+//!     for each: mask softirqs, poll(weight), unmask;                     |
+//!       work == weight  -> still owned, re-listed behind new arrivals    |
+//!       work <  weight  -> keep_busy (Spin, or Adaptive inside window)   |
+//!                          or complete + re-arm IRQ (idle / disabling)   |
+//!     stop early at budget or time limit (squeeze)                       |
+//!            |                                                           |
+//!            v                                                           |
+//!   idle policy: Spin -> never park; Adaptive -> when the list is empty  |
+//!     and no packet for window_ns: park (see crate::park)                |
+//!            |                                                           |
+//!            v                                                           |
+//!   platform.quiescent()   (RCU-tasks QS, cond_resched) ----------------+
+//! ```
+//!
+//! A step does a bounded amount of work (one round: at most `budget + weight` packets
+//! and one time limit), so the caller can check for a stop request between steps.
+
+use crate::atomic::AtomicWord;
+use crate::config::{Config, ConfigError, IdleMode};
+use crate::counters::{InstanceStats, PollerStats};
+use crate::park::TryPark;
+use crate::rx::{Nanos, Platform, RxInstance};
+use crate::shared::Shared;
+use crate::state::{Attach, Detach, SchedToken};
+
+/// What one [`Poller::step`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub enum StepOutcome {
+    /// Processed packets.
+    Worked {
+        /// How many.
+        packets: u32,
+    },
+    /// Found no packets and did not park.
+    Idle,
+    /// Parked and came back; `woken` is true when an interrupt woke the poller (false:
+    /// spurious wake-up or stop request).
+    Parked {
+        /// Woken by a producer.
+        woken: bool,
+    },
+}
+
+/// What one [`Poller::drain_round`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// Packets processed.
+    pub packets: u32,
+    /// Instances polled.
+    pub polls: u32,
+    /// Stopped early (budget or time) with listed instances left.
+    pub squeezed: bool,
+}
+
+/// What [`Poller::shutdown`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Instances that were owned by the poller and were handed back (IRQ re-armed).
+    pub released: u32,
+    /// Packets processed while handing them back.
+    pub packets: u32,
+}
+
+/// Tokens held back during a round, re-listed at its end (NAPI's `repoll` list).
+struct Repoll<const N: usize> {
+    tokens: [Option<SchedToken>; N],
+    len: usize,
+}
+
+impl<const N: usize> Repoll<N> {
+    fn new() -> Self {
+        Repoll { tokens: [const { None }; N], len: 0 }
+    }
+
+    /// Holds `token`; hands it back if full (impossible: at most N tokens exist).
+    fn hold(&mut self, token: SchedToken) -> Result<(), SchedToken> {
+        match self.tokens.get_mut(self.len) {
+            Some(slot) => {
+                *slot = Some(token);
+                self.len += 1;
+                Ok(())
+            }
+            None => Err(token),
+        }
+    }
+}
+
+/// A busy-polling engine serving up to `N` instances from one thread.
+pub struct Poller<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> {
+    shared: &'a Shared<A, N>,
+    rx: &'a [R],
+    platform: &'a P,
+    config: Config,
+    stats: PollerStats,
+    instances: [InstanceStats; N],
+    last_work_ns: Option<Nanos>,
+}
+
+impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A, R, P, N> {
+    /// A poller for instances `0..rx.len()` of `shared`. Nothing is attached yet.
+    pub fn new(shared: &'a Shared<A, N>, rx: &'a [R], platform: &'a P, config: Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        if rx.len() > N {
+            return Err(ConfigError { param: "instances", expected: "at most the poll list capacity" });
+        }
+        Ok(Poller {
+            shared,
+            rx,
+            platform,
+            config,
+            stats: PollerStats::default(),
+            instances: [InstanceStats::default(); N],
+            last_work_ns: None,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Poller counters.
+    pub fn stats(&self) -> &PollerStats {
+        &self.stats
+    }
+
+    /// Instance `id`'s counters.
+    pub fn instance_stats(&self, id: usize) -> Option<&InstanceStats> {
+        self.instances.get(id)
+    }
+
+    /// Attaches instance `id`: from now on an interrupt lists it on this poller's list.
+    /// In `Spin` mode the poller also takes an idle instance at once and masks its
+    /// interrupt. Returns false when the normal path owns it right now (retry later).
+    pub fn attach(&mut self, id: usize) -> bool {
+        if id >= self.rx.len() || self.shared.attach(id) != Some(Attach::Attached) {
+            return false;
+        }
+        if self.config.idle == IdleMode::Spin {
+            let taken = self.shared.state(id).and_then(|state| state.try_take_busy(id));
+            if let Some(token) = taken {
+                self.rx[id].mask_irq();
+                if let Err(token) = self.shared.list.push(token) {
+                    self.overflow(token);
+                }
+            }
+        }
+        true
+    }
+
+    /// Attaches every instance, yielding while the normal path still owns one.
+    pub fn attach_all(&mut self) {
+        for id in 0..self.rx.len() {
+            while !self.attach(id) {
+                self.platform.quiescent();
+            }
+        }
+    }
+
+    /// One unit of work: a drain round, the idle policy, a quiescent point.
+    pub fn step(&mut self) -> StepOutcome {
+        let round = self.drain_round();
+        let outcome = if round.packets > 0 {
+            StepOutcome::Worked { packets: round.packets }
+        } else {
+            self.idle()
+        };
+        self.platform.quiescent();
+        outcome
+    }
+
+    /// Polls the instances listed when the round starts, in order, within the budget
+    /// and the time limit. Instances still owned afterwards are re-listed behind the
+    /// ones scheduled during the round.
+    pub fn drain_round(&mut self) -> RoundReport {
+        let listed = self.shared.list.len();
+        let mut report = RoundReport::default();
+        if listed == 0 {
+            return report;
+        }
+        self.stats.rounds += 1;
+        let deadline = self.platform.now().saturating_add(self.config.time_limit_ns);
+        let mut repoll = Repoll::<N>::new();
+        for taken in 1..=listed {
+            let Some(token) = self.shared.list.pop() else { break };
+            let now = self.poll_one(token, &mut repoll, &mut report);
+            let over_budget = report.packets >= self.config.budget;
+            let over_time = now >= deadline;
+            if over_budget || over_time {
+                self.stats.budget_exhausted += u64::from(over_budget);
+                self.stats.time_exhausted += u64::from(over_time && !over_budget);
+                if taken < listed || repoll.len > 0 {
+                    self.stats.squeezes += 1;
+                    report.squeezed = true;
+                }
+                break;
+            }
+        }
+        for token in repoll.tokens.iter_mut().take(repoll.len).filter_map(Option::take) {
+            if let Err(token) = self.shared.list.push(token) {
+                self.overflow(token);
+            }
+        }
+        report
+    }
+
+    /// Polls one owned instance and decides what becomes of it. Returns the time after
+    /// the poll.
+    fn poll_one(&mut self, token: SchedToken, repoll: &mut Repoll<N>, report: &mut RoundReport) -> Nanos {
+        let id = token.id();
+        let weight = self.config.weight;
+        let work = match self.rx.get(id) {
+            Some(rx) => {
+                let _softirqs_masked = self.platform.mask_softirqs();
+                rx.poll(weight)
+            }
+            None => 0,
+        };
+        let work = if work > weight {
+            self.stats.overruns += 1;
+            weight
+        } else {
+            work
+        };
+        let now = self.platform.now();
+        self.stats.polls += 1;
+        self.stats.packets += u64::from(work);
+        self.stats.empty_polls += u64::from(work == 0);
+        if let Some(stats) = self.instances.get_mut(id) {
+            stats.record_poll(now, work, weight);
+        }
+        report.polls += 1;
+        report.packets += work;
+        if work > 0 {
+            self.last_work_ns = Some(now);
+        }
+
+        let keep = if work == weight {
+            // Not finished: still owned, state untouched (NAPI's work == budget rule).
+            Ok(token)
+        } else if self.wants_busy(now) {
+            match self.shared.state(id) {
+                Some(state) => state.keep_busy(token),
+                None => Err(token),
+            }
+        } else {
+            Err(token)
+        };
+        match keep {
+            Ok(token) => {
+                if let Err(token) = repoll.hold(token) {
+                    self.overflow(token);
+                }
+            }
+            Err(token) => {
+                if let Err(token) = self.release(token) {
+                    if let Err(token) = repoll.hold(token) {
+                        self.overflow(token);
+                    }
+                }
+            }
+        }
+        now
+    }
+
+    /// Keep owning instances with their interrupt masked after a poll?
+    fn wants_busy(&self, now: Nanos) -> bool {
+        match self.config.idle {
+            IdleMode::Spin => true,
+            IdleMode::Adaptive { window_ns } => {
+                self.last_work_ns.is_some_and(|last| now.saturating_sub(last) < window_ns)
+            }
+        }
+    }
+
+    /// `napi_complete_done`: releases and re-arms the interrupt, or hands the token back
+    /// when an event was missed (the instance must be listed again).
+    fn release(&mut self, token: SchedToken) -> Result<(), SchedToken> {
+        let id = token.id();
+        match self.shared.state(id) {
+            Some(state) => state.complete(token)?,
+            None => return Ok(()),
+        }
+        self.stats.releases += 1;
+        if let Some(stats) = self.instances.get_mut(id) {
+            stats.record_release();
+        }
+        if let Some(rx) = self.rx.get(id) {
+            rx.rearm_irq();
+        }
+        Ok(())
+    }
+
+    /// A push the token discipline says cannot fail did: release the instance anyway
+    /// (its interrupt's re-check picks up any pending work), never lose it.
+    fn overflow(&mut self, token: SchedToken) {
+        self.stats.list_overflows += 1;
+        if let Err(token) = self.release(token) {
+            // MISSED was set; the second completion clears SCHED.
+            let _ = self.release(token);
+        }
+    }
+
+    /// The idle policy after a round without packets.
+    fn idle(&mut self) -> StepOutcome {
+        let IdleMode::Adaptive { window_ns } = self.config.idle else { return StepOutcome::Idle };
+        if !self.shared.list.is_empty() {
+            return StepOutcome::Idle;
+        }
+        let now = self.platform.now();
+        if self.last_work_ns.is_some_and(|last| now.saturating_sub(last) < window_ns) {
+            return StepOutcome::Idle;
+        }
+        self.park()
+    }
+
+    /// Parks until an interrupt lists an instance (see [`crate::park`]).
+    fn park(&mut self) -> StepOutcome {
+        let park = &self.shared.park;
+        park.begin_idle_check();
+        if !self.shared.list.is_empty() {
+            return StepOutcome::Idle;
+        }
+        if park.try_park() == TryPark::Notified {
+            return StepOutcome::Idle;
+        }
+        self.stats.parks += 1;
+        self.platform.park(&|| park.is_parked());
+        let woken = park.finish_park();
+        self.stats.wakes += u64::from(woken);
+        StepOutcome::Parked { woken }
+    }
+
+    /// Stops serving every instance: detaches them (later interrupts take the normal
+    /// path), then polls each instance the poller still owns once more and releases it
+    /// with its interrupt re-armed. Packets that arrive meanwhile are found by the
+    /// re-arm's re-check and go to the normal path: none is lost.
+    pub fn shutdown(&mut self) -> ShutdownReport {
+        let mut owed = 0u32;
+        for id in 0..N {
+            if let Detach::Detached { listed: true } = self.shared.detach(id) {
+                owed += 1;
+            }
+        }
+        let mut report = ShutdownReport::default();
+        while report.released < owed {
+            let Some(token) = self.shared.list.pop() else {
+                // An interrupt that won SCHED before the detach is still pushing.
+                self.platform.quiescent();
+                continue;
+            };
+            let id = token.id();
+            if let Some(rx) = self.rx.get(id) {
+                let _softirqs_masked = self.platform.mask_softirqs();
+                report.packets += rx.poll(self.config.weight).min(self.config.weight);
+            }
+            match self.release(token) {
+                Ok(()) => report.released += 1,
+                Err(token) => {
+                    if let Err(token) = self.shared.list.push(token) {
+                        self.overflow(token);
+                        report.released += 1;
+                    }
+                }
+            }
+        }
+        self.stats.packets += u64::from(report.packets);
+        report
+    }
+}

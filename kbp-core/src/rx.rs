@@ -1,0 +1,57 @@
+//! The pluggable receive path: what a driver (or a test double) gives the engine.
+//!
+//! Two small traits, in the spirit of smoltcp's `phy::Device`:
+//!
+//! * [`RxInstance`] is one receive instance, the NAPI analogue: poll up to a budget,
+//!   mask and re-arm its interrupt.
+//! * [`Platform`] is what the engine needs from the execution environment: the
+//!   softirq-mask guard held around each instance's poll, a yield/quiescent-state hook
+//!   between rounds, a monotonic clock supplied by the caller, and park/unpark of the
+//!   poller thread.
+
+/// Monotonic time in nanoseconds, as supplied by [`Platform::now`].
+pub type Nanos = u64;
+
+/// One receive instance (a NAPI context: one RX or TX-completion queue).
+pub trait RxInstance {
+    /// Processes up to `budget` packets and returns how many it processed.
+    ///
+    /// Called only by the owner of the instance (see [`crate::state::SchedToken`]),
+    /// never concurrently for one instance, with softirqs masked. Returning `budget`
+    /// means "not finished": the instance stays owned and is polled again. Returning
+    /// more than `budget` is a driver bug; the engine counts it and clamps.
+    fn poll(&self, budget: u32) -> u32;
+
+    /// Masks the instance's interrupt (a busy poller took it while it was idle).
+    fn mask_irq(&self);
+
+    /// Re-arms the interrupt after the instance was released. Like a driver's
+    /// `virtqueue_enable_cb` check, it must look for work that arrived while the
+    /// interrupt was masked and, if any, raise the interrupt path itself (call
+    /// [`crate::Shared::schedule`] as its interrupt handler would).
+    fn rearm_irq(&self);
+}
+
+/// The execution environment of a poller.
+pub trait Platform: Sync {
+    /// Masks softirqs (bottom halves) on this CPU while alive; unmasks on drop.
+    type SoftirqGuard;
+
+    /// Masks softirqs on this CPU (`local_bh_disable`); dropping the guard unmasks them.
+    fn mask_softirqs(&self) -> Self::SoftirqGuard;
+
+    /// Monotonic time. The engine reads time only through this method.
+    fn now(&self) -> Nanos;
+
+    /// Called between drain rounds: report a quiescent state (RCU, RCU-tasks) and yield
+    /// the CPU if the scheduler asks for it (`cond_resched_tasks_rcu_qs`).
+    fn quiescent(&self);
+
+    /// Puts the poller thread to sleep while `still_parked()` is true. Must re-check
+    /// `still_parked` after arming its wake-up (set the task state, then check, then
+    /// sleep), may return early (spurious wake-up, stop request).
+    fn park(&self, still_parked: &dyn Fn() -> bool);
+
+    /// Wakes the poller thread (any CPU, interrupt context).
+    fn unpark(&self);
+}
