@@ -6,6 +6,7 @@
 //!            v                                                           |
 //!   drain_round: pop the instances listed at the start of the round;     |
 //!     for each: mask softirqs, poll(weight), unmask;                     |
+//!       disable pending -> complete + re-arm IRQ (the disabler waits)    |
 //!       work == weight  -> still owned, re-listed behind new arrivals    |
 //!       work <  weight  -> keep_busy (Spin, or Adaptive inside window)   |
 //!                          or complete + re-arm IRQ (idle / disabling)   |
@@ -28,7 +29,7 @@ use crate::counters::{InstanceStats, PollerStats};
 use crate::park::TryPark;
 use crate::rx::{Nanos, Platform, RxInstance};
 use crate::shared::Shared;
-use crate::state::{Attach, Detach, SchedToken};
+use crate::state::{Attach, Detach, SchedToken, StateFlags};
 
 /// What one [`Poller::step`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,7 +244,11 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
             self.last_work_ns = Some(now);
         }
 
-        let keep = if work == weight {
+        let disabling = self.shared.flags(id).contains(StateFlags::DISABLE);
+        let keep = if disabling {
+            // A disabler waits: let go even with work left (`__napi_poll` does the same).
+            Err(token)
+        } else if work == weight {
             // Not finished: still owned, state untouched (NAPI's work == budget rule).
             Ok(token)
         } else if self.wants_busy(now) {

@@ -1,0 +1,279 @@
+//! A plain sequential reference model of the engine: the NAPI semantics written with
+//! booleans and a `VecDeque`, no atomics, no tokens. The proptest suite and the fuzzer
+//! run it beside the real kbp-core on the same operations and compare every observable.
+
+use std::collections::VecDeque;
+
+use kbp_core::{Config, IdleMode, Nanos, StateFlags};
+
+use crate::sim::{PACKET_COST_NS, POLL_COST_NS};
+
+/// One instance of the reference.
+#[derive(Clone, Debug, Default)]
+pub struct RefRx {
+    /// Packets waiting in the ring.
+    pub pending: u32,
+    /// Packets consumed.
+    pub consumed: u32,
+    /// Interrupt armed.
+    pub irq_armed: bool,
+    /// Owned (SCHED).
+    pub sched: bool,
+    /// Event missed while owned.
+    pub missed: bool,
+    /// Kept between polls by the poller.
+    pub busy: bool,
+    /// Disable pending.
+    pub disabling: bool,
+    /// Disabled.
+    pub disabled: bool,
+    /// Served by the poller.
+    pub attached: bool,
+}
+
+impl RefRx {
+    /// The state word kbp-core should hold for this instance.
+    pub fn flags(&self) -> StateFlags {
+        let mut f = StateFlags::empty();
+        f.set(StateFlags::SCHED, self.sched || self.disabled);
+        f.set(StateFlags::MISSED, self.missed);
+        f.set(StateFlags::BUSY, self.busy);
+        f.set(StateFlags::DISABLE, self.disabling);
+        f.set(StateFlags::NPSVC, self.disabled);
+        f.set(StateFlags::ATTACHED, self.attached);
+        f
+    }
+}
+
+/// What a step did, as the reference sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefStep {
+    /// Processed packets.
+    Worked(u32),
+    /// Nothing to do, no park.
+    Idle,
+    /// Parked.
+    Parked,
+}
+
+/// The reference engine plus its simulated NIC.
+#[derive(Clone, Debug)]
+pub struct Reference {
+    /// Configuration.
+    pub config: Config,
+    /// Instances.
+    pub rx: Vec<RefRx>,
+    /// The poll list, oldest first.
+    pub list: VecDeque<usize>,
+    /// Simulated clock.
+    pub now: Nanos,
+    last_work: Option<Nanos>,
+    fallback_weight: u32,
+}
+
+impl Reference {
+    /// `instances` idle, detached instances with armed interrupts.
+    pub fn new(config: Config, instances: usize, fallback_weight: u32) -> Self {
+        let rx = vec![RefRx { irq_armed: true, ..RefRx::default() }; instances];
+        Reference { config, rx, list: VecDeque::new(), now: 0, last_work: None, fallback_weight }
+    }
+
+    /// Attach every instance (the poller's `attach_all`).
+    pub fn attach_all(&mut self) {
+        for id in 0..self.rx.len() {
+            self.rx[id].attached = true;
+            let r = &mut self.rx[id];
+            if self.config.idle == IdleMode::Spin && !r.sched && !r.disabling && !r.disabled {
+                r.sched = true;
+                r.busy = true;
+                r.irq_armed = false;
+                self.list.push_back(id);
+            }
+        }
+    }
+
+    /// The NIC writes `n` packets.
+    pub fn produce(&mut self, id: usize, n: u32) {
+        let r = &mut self.rx[id];
+        r.pending += n;
+        if r.irq_armed {
+            r.irq_armed = false;
+            self.irq(id);
+        }
+    }
+
+    fn irq(&mut self, id: usize) {
+        let r = &mut self.rx[id];
+        if r.disabling || r.disabled {
+            return;
+        }
+        if r.sched {
+            r.missed = true;
+            return;
+        }
+        r.sched = true;
+        if r.attached {
+            self.list.push_back(id);
+        } else {
+            self.normal_path(id);
+        }
+    }
+
+    fn normal_path(&mut self, id: usize) {
+        loop {
+            let w = self.fallback_weight;
+            if self.poll(id, w) == w {
+                continue;
+            }
+            let r = &mut self.rx[id];
+            if r.missed {
+                r.missed = false;
+            } else {
+                r.sched = false;
+                break;
+            }
+        }
+        self.rearm(id);
+    }
+
+    fn rearm(&mut self, id: usize) {
+        if self.rx[id].pending > 0 {
+            self.irq(id);
+        } else {
+            self.rx[id].irq_armed = true;
+        }
+    }
+
+    fn poll(&mut self, id: usize, budget: u32) -> u32 {
+        let r = &mut self.rx[id];
+        let n = r.pending.min(budget);
+        r.pending -= n;
+        r.consumed += n;
+        self.now += POLL_COST_NS + PACKET_COST_NS * Nanos::from(n);
+        n
+    }
+
+    fn within_window(&self, now: Nanos) -> bool {
+        match self.config.idle {
+            IdleMode::Spin => true,
+            IdleMode::Adaptive { window_ns } => self.last_work.is_some_and(|l| now - l < window_ns),
+        }
+    }
+
+    /// Releases an owned instance; true when it must be listed again (MISSED).
+    fn release(&mut self, id: usize) -> bool {
+        let r = &mut self.rx[id];
+        r.busy = false;
+        if r.missed {
+            r.missed = false;
+            return true;
+        }
+        r.sched = false;
+        self.rearm(id);
+        false
+    }
+
+    /// One `Poller::step` with a sequential (non-blocking) park.
+    pub fn step(&mut self) -> RefStep {
+        let listed = self.list.len();
+        let mut packets = 0u32;
+        if listed > 0 {
+            let deadline = self.now + self.config.time_limit_ns;
+            let mut repoll = Vec::new();
+            for taken in 1..=listed {
+                let id = self.list.pop_front().expect("listed");
+                let w = self.config.weight;
+                let work = self.poll(id, w);
+                packets += work;
+                let now = self.now;
+                if work > 0 {
+                    self.last_work = Some(now);
+                }
+                let keep = if self.rx[id].disabling {
+                    self.release(id)
+                } else if work == w {
+                    true
+                } else if self.within_window(now) && self.rx[id].attached {
+                    self.rx[id].busy = true;
+                    self.rx[id].missed = false;
+                    true
+                } else {
+                    self.release(id)
+                };
+                if keep {
+                    repoll.push(id);
+                }
+                if packets >= self.config.budget || now >= deadline {
+                    let _ = taken;
+                    break;
+                }
+            }
+            self.list.extend(repoll);
+        }
+        if packets > 0 {
+            return RefStep::Worked(packets);
+        }
+        let IdleMode::Adaptive { window_ns } = self.config.idle else { return RefStep::Idle };
+        if !self.list.is_empty() || self.last_work.is_some_and(|l| self.now - l < window_ns) {
+            return RefStep::Idle;
+        }
+        RefStep::Parked
+    }
+
+    /// `begin_disable`; false when refused.
+    pub fn begin_disable(&mut self, id: usize) -> bool {
+        let r = &mut self.rx[id];
+        if r.disabling || r.disabled {
+            return false;
+        }
+        r.disabling = true;
+        true
+    }
+
+    /// One `try_finish_disable`; true when the instance is now disabled.
+    pub fn try_finish_disable(&mut self, id: usize) -> bool {
+        let r = &mut self.rx[id];
+        if !r.disabling || r.sched {
+            return false;
+        }
+        r.disabling = false;
+        r.disabled = true;
+        true
+    }
+
+    /// `enable` followed by the driver re-arming the interrupt; false when refused.
+    pub fn enable(&mut self, id: usize) -> bool {
+        let r = &mut self.rx[id];
+        if !r.disabled || r.disabling {
+            return false;
+        }
+        r.disabled = false;
+        r.missed = false;
+        self.rearm(id);
+        true
+    }
+
+    /// `Poller::shutdown`.
+    pub fn shutdown(&mut self) {
+        let mut owed = 0;
+        for r in &mut self.rx {
+            if r.attached {
+                r.attached = false;
+                if r.sched && !r.disabled {
+                    owed += 1;
+                }
+            }
+        }
+        let mut released = 0;
+        while released < owed {
+            let id = self.list.pop_front().expect("owed instance listed");
+            let w = self.config.weight;
+            self.poll(id, w);
+            if self.release(id) {
+                self.list.push_back(id);
+            } else {
+                released += 1;
+            }
+        }
+    }
+}
