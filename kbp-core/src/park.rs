@@ -65,9 +65,10 @@ impl<A: AtomicWord> ParkState<A> {
         transition(&self.word, |w| {
             if w & PARKED != 0 {
                 (Some(w & !(PARKED | NOTIFIED)), Notify::Unpark)
-            } else if w & NOTIFIED != 0 {
-                (None, Notify::Running)
             } else {
+                // Always write, even when NOTIFIED is already set: the write is what
+                // publishes this producer's push to the poller's next read-modify-write
+                // of the word (a plain load here would not; loom model (b) catches it).
                 (Some(w | NOTIFIED), Notify::Running)
             }
         })
