@@ -1,0 +1,21 @@
+//! Replays the committed fuzz corpus (`fuzz/corpus/ops`) through the same entry point
+//! the fuzz target uses, so the default test command covers it without cargo-fuzz.
+
+#![cfg(not(kbp_loom))]
+
+use kbp_model::ops::{run, Case};
+
+#[test]
+fn committed_fuzz_corpus_passes() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/ops");
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(dir).expect("fuzz corpus directory") {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        if let Err(v) = run(&Case::from_bytes(&data)) {
+            panic!("{}: {v}", path.display());
+        }
+        replayed += 1;
+    }
+    assert!(replayed >= 3, "only {replayed} corpus entries");
+}
