@@ -167,7 +167,18 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
     }
 
     /// One unit of work: a drain round, the idle policy, a quiescent point.
+    #[inline(always)]
     pub fn step(&mut self) -> StepOutcome {
+        if matches!(self.config.idle, IdleMode::Spin) && self.shared.list.is_empty() {
+            // The hot path of a spinning poller with nothing listed: two loads, no call.
+            self.platform.quiescent();
+            return StepOutcome::Idle;
+        }
+        self.step_with_work_or_idle_policy()
+    }
+
+    #[inline(never)]
+    fn step_with_work_or_idle_policy(&mut self) -> StepOutcome {
         let round = self.drain_round();
         let outcome = if round.packets > 0 {
             StepOutcome::Worked { packets: round.packets }
@@ -181,6 +192,7 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
     /// Polls the instances listed when the round starts, in order, within the budget
     /// and the time limit. Instances still owned afterwards are re-listed behind the
     /// ones scheduled during the round.
+    #[inline]
     pub fn drain_round(&mut self) -> RoundReport {
         let listed = self.shared.list.len();
         let mut report = RoundReport::default();
@@ -315,6 +327,7 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
     }
 
     /// The idle policy after a round without packets.
+    #[inline]
     fn idle(&mut self) -> StepOutcome {
         let IdleMode::Adaptive { window_ns } = self.config.idle else { return StepOutcome::Idle };
         if !self.shared.list.is_empty() {
