@@ -36,6 +36,14 @@ fn poll_until(nic: &SimNic, config: Config, instances: usize, total: u32) {
     poller.shutdown();
 }
 
+/// `loom::model` with the environment's settings (`LOOM_MAX_PREEMPTIONS`, ...) and room
+/// for the disabler's yield loop, which loom counts as branches.
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.max_branches = 100_000;
+    builder.check(f);
+}
+
 fn new_nic() -> Arc<SimNic> {
     Arc::new(SimNic::new(SimPlatform::blocking()))
 }
@@ -44,7 +52,7 @@ fn new_nic() -> Arc<SimNic> {
 /// either before (the poll sees it), during (MISSED, re-listed) or after (a new win).
 #[test]
 fn a_irq_schedule_races_complete_and_missed() {
-    loom::model(|| {
+    model(|| {
         let nic = new_nic();
         let producer = {
             let nic = nic.clone();
@@ -63,7 +71,7 @@ fn a_irq_schedule_races_complete_and_missed() {
 /// the wake-up must never be lost (a lost one deadlocks the model).
 #[test]
 fn b_poller_park_races_irq_wake() {
-    loom::model(|| {
+    model(|| {
         let nic = new_nic();
         let producers: Vec<_> = (0..2)
             .map(|id| {
@@ -84,7 +92,7 @@ fn b_poller_park_races_irq_wake() {
 /// delivered.
 #[test]
 fn c_disable_races_schedule_and_poll() {
-    loom::model(|| {
+    model(|| {
         let nic = new_nic();
         let producer = {
             let nic = nic.clone();
@@ -110,7 +118,7 @@ fn c_disable_races_schedule_and_poll() {
 /// MISSED; it is listed once and polled by one owner at a time.
 #[test]
 fn d_two_cpus_schedule_the_same_instance() {
-    loom::model(|| {
+    model(|| {
         let nic = new_nic();
         let producers: Vec<_> = (0..2)
             .map(|_| {
@@ -131,7 +139,7 @@ fn d_two_cpus_schedule_the_same_instance() {
 /// every packet is consumed, by the poller or by the normal path afterwards.
 #[test]
 fn e_shutdown_hands_every_instance_back() {
-    loom::model(|| {
+    model(|| {
         let nic = new_nic();
         let producer = {
             let nic = nic.clone();
