@@ -1,0 +1,186 @@
+//! A running test guest: a network namespace of our own holding a multi-queue tap, QEMU
+//! (TCG, 4 vCPUs, virtio-net with 2 queue pairs) on that tap, and a TCP client for the
+//! guest's agent. No traffic leaves the namespace.
+//!
+//! The xtask process itself enters the namespace (`setns`) before booting, so its
+//! sockets (the load generator, the agent client) and its children (QEMU) live there.
+
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::initramfs::{AGENT_PORT, GUEST_ADDR, HOST_ADDR};
+use crate::progress::run;
+use crate::Result;
+
+/// Queue pairs of the guest's virtio-net.
+pub const QUEUE_PAIRS: u32 = 2;
+/// Guest vCPUs.
+pub const VCPUS: u32 = 4;
+
+/// Lines of the guest log that count as kernel warnings.
+pub const WARNING_MARKERS: &[&str] =
+    &["WARNING:", "BUG:", "Oops", "soft lockup", "detected stall", "self-detected stall", "rcu_tasks", "blocked for more than", "Kernel panic"];
+
+/// A booted guest; dropping it kills QEMU and removes the namespace.
+pub struct Guest {
+    netns: String,
+    home_netns: File,
+    qemu: Option<Child>,
+    /// The serial console log.
+    pub log: PathBuf,
+    /// Seconds from starting QEMU to the agent answering.
+    pub boot_seconds: f64,
+}
+
+fn setns(file: &File) -> Result {
+    // SAFETY: `file` is an open namespace file descriptor for the call's duration;
+    // setns only switches the calling thread's network namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!("setns: {}", std::io::Error::last_os_error()))
+    }
+}
+
+/// Counts the kernel-warning lines in a guest log.
+pub fn count_warnings(log: &str) -> usize {
+    log.lines().filter(|l| WARNING_MARKERS.iter().any(|m| l.contains(m))).count()
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Guest {
+    /// Creates the namespace and tap, boots QEMU, waits for the agent.
+    pub fn boot(bzimage: &Path, initramfs: &Path, log: &Path, timeout: Duration) -> Result<Guest> {
+        let netns = format!("kbp-test-{}", std::process::id());
+        let home_netns = File::open("/proc/self/ns/net").map_err(|e| e.to_string())?;
+        run(Command::new("ip").args(["netns", "add", &netns]))?;
+        let mut guest = Guest { netns: netns.clone(), home_netns, qemu: None, log: log.to_path_buf(), boot_seconds: 0.0 };
+        let ns_file = File::open(format!("/var/run/netns/{netns}")).map_err(|e| e.to_string())?;
+        setns(&ns_file)?;
+        run(Command::new("ip").args(["link", "set", "lo", "up"]))?;
+        run(Command::new("ip").args(["tuntap", "add", "dev", "tap0", "mode", "tap", "multi_queue"]))?;
+        run(Command::new("ip").args(["addr", "add", &format!("{HOST_ADDR}/24"), "dev", "tap0"]))?;
+        run(Command::new("ip").args(["link", "set", "tap0", "up"]))?;
+
+        let _ = std::fs::remove_file(log);
+        let start = Instant::now();
+        let qemu = Command::new("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-smp", &VCPUS.to_string(), "-m", "1024", "-no-reboot", "-display", "none", "-vga", "none", "-monitor", "none"])
+            .arg("-kernel")
+            .arg(bzimage)
+            .arg("-initrd")
+            .arg(initramfs)
+            .args(["-append", "console=ttyS0 panic=-1 loglevel=6"])
+            .arg("-serial")
+            .arg(format!("file:{}", log.display()))
+            .args(["-netdev", &format!("tap,id=n0,ifname=tap0,script=no,downscript=no,queues={QUEUE_PAIRS}")])
+            .args(["-device", &format!("virtio-net-pci,netdev=n0,mq=on,vectors={}", 2 * QUEUE_PAIRS + 2)])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
+        guest.qemu = Some(qemu);
+
+        loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if text.contains("KBP-AGENT-READY") {
+                break;
+            }
+            if let Some(status) = guest.qemu.as_mut().and_then(|q| q.try_wait().ok().flatten()) {
+                let mut err = String::new();
+                if let Some(mut e) = guest.qemu.as_mut().and_then(|q| q.stderr.take()) {
+                    let _ = e.read_to_string(&mut err);
+                }
+                return Err(format!("QEMU exited ({status}) before the guest came up: {}\n--- last lines of {} ---\n{}", err.trim(), log.display(), tail(log, 40)));
+            }
+            if start.elapsed() > timeout {
+                return Err(format!("the guest did not come up within {} s\n--- last lines of {} ---\n{}", timeout.as_secs(), log.display(), tail(log, 40)));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        guest.boot_seconds = start.elapsed().as_secs_f64();
+        // The agent prints READY just before accept(); give it a moment, then check.
+        let mut last = String::new();
+        for _ in 0..50 {
+            match guest.exec("true") {
+                Ok(_) => return Ok(guest),
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(format!("the guest agent does not answer: {last}"))
+    }
+
+    /// Runs a shell command in the guest; returns its exit code and output.
+    pub fn exec(&self, command: &str) -> Result<(i32, String)> {
+        let addr: SocketAddr = format!("{GUEST_ADDR}:{AGENT_PORT}").parse().expect("address");
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| format!("agent connect: {e}"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(300))).map_err(|e| e.to_string())?;
+        writeln!(stream, "{command}").map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        BufReader::new(stream).read_to_string(&mut text).map_err(|e| format!("agent read ({command}): {e}"))?;
+        let (body, trailer) = text.rsplit_once("KBP-EXIT ").ok_or_else(|| format!("agent: no exit trailer for `{command}`: {text}"))?;
+        let code = trailer.trim().parse().unwrap_or(-1);
+        Ok((code, body.trim_end().to_string()))
+    }
+
+    /// Runs a command that must succeed; returns its output.
+    pub fn check(&self, command: &str) -> Result<String> {
+        match self.exec(command)? {
+            (0, out) => Ok(out),
+            (code, out) => Err(format!("guest: `{command}` exited {code}: {out}")),
+        }
+    }
+
+    /// Powers the guest off and waits for QEMU; returns the whole serial log.
+    pub fn power_off(mut self, timeout: Duration) -> Result<String> {
+        let _ = self.exec("poweroff");
+        let start = Instant::now();
+        if let Some(qemu) = self.qemu.as_mut() {
+            loop {
+                if qemu.try_wait().map_err(|e| e.to_string())?.is_some() {
+                    break;
+                }
+                if start.elapsed() > timeout {
+                    let _ = qemu.kill();
+                    let _ = qemu.wait();
+                    return Err(format!("the guest did not power off within {} s\n{}", timeout.as_secs(), tail(&self.log, 30)));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        self.qemu = None;
+        std::fs::read_to_string(&self.log).map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if let Some(mut qemu) = self.qemu.take() {
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+        }
+        let _ = setns(&self.home_netns);
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+    }
+}
+
+/// Sum of the NET_RX row of a guest's `/proc/softirqs`.
+pub fn net_rx_softirqs(guest: &Guest) -> Result<u64> {
+    let text = guest.check("cat /proc/softirqs")?;
+    let line = text.lines().find(|l| l.trim_start().starts_with("NET_RX:")).ok_or("no NET_RX line in /proc/softirqs")?;
+    Ok(line.split_whitespace().skip(1).filter_map(|v| v.parse::<u64>().ok()).sum())
+}
+

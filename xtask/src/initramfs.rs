@@ -1,0 +1,91 @@
+//! The guest userland: busybox-static, the project's static guest binaries (built with
+//! `+crt-static`), extra files (e.g. kernel modules) and an init script; packed as a
+//! gzip'd newc cpio.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::progress::{run, Stage};
+use crate::{workspace_root, Result};
+
+/// The guest's address on the test network (the host side of the tap is .1).
+pub const GUEST_ADDR: &str = "10.77.0.2";
+/// The host's address on the tap.
+pub const HOST_ADDR: &str = "10.77.0.1";
+/// The echo server's UDP port.
+pub const ECHO_PORT: u16 = 9000;
+/// The agent's TCP port.
+pub const AGENT_PORT: u16 = 7000;
+
+const GUEST_BINARIES: &[&str] = &["kbp-echo", "kbp-agent"];
+
+fn init_script() -> String {
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+mkdir -p /tmp
+ip link set lo up
+ip addr add {GUEST_ADDR}/24 dev eth0
+ip link set eth0 up
+echo "KBP-GUEST-UP $(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) rx_queues=$(ls -d /sys/class/net/eth0/queues/rx-* | wc -l)"
+kbp-echo 0.0.0.0:{ECHO_PORT} &
+kbp-agent 0.0.0.0:{AGENT_PORT}
+echo KBP-GUEST-POWEROFF
+poweroff -f
+"#
+    )
+}
+
+/// Builds the static guest binaries; returns their directory.
+fn guest_binaries() -> Result<PathBuf> {
+    let stage = Stage::start("build static guest binaries");
+    let root = workspace_root();
+    let target_dir = root.join("target/guest");
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["build", "--release", "-q", "-p", "kbp-guest", "--target", "x86_64-unknown-linux-gnu", "--config", r#"build.rustflags=["-C","target-feature=+crt-static"]"#])
+        .arg("--target-dir")
+        .arg(&target_dir))?;
+    stage.done();
+    Ok(target_dir.join("x86_64-unknown-linux-gnu/release"))
+}
+
+/// Builds `target/kbp/initramfs.cpio.gz` with `extra` files copied to the given guest
+/// paths (absolute, e.g. `/lib/modules/kbp.ko`).
+pub fn build(extra: &[(PathBuf, &str)]) -> Result<PathBuf> {
+    let bins = guest_binaries()?;
+    let stage = Stage::start("pack initramfs");
+    let out_dir = workspace_root().join("target/kbp");
+    let root = out_dir.join("initramfs-root");
+    let _ = std::fs::remove_dir_all(&root);
+    for dir in ["bin", "proc", "sys", "dev", "tmp", "lib/modules", "sys/kernel/debug"] {
+        std::fs::create_dir_all(root.join(dir)).map_err(|e| e.to_string())?;
+    }
+    let copy = |from: &Path, to: &Path| std::fs::copy(from, to).map(|_| ()).map_err(|e| format!("copy {} -> {}: {e}", from.display(), to.display()));
+    copy(Path::new("/bin/busybox"), &root.join("bin/busybox"))?;
+    for bin in GUEST_BINARIES {
+        copy(&bins.join(bin), &root.join("bin").join(bin))?;
+    }
+    for (from, to) in extra {
+        let dest = root.join(to.trim_start_matches('/'));
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        copy(from, &dest)?;
+    }
+    let init = root.join("init");
+    std::fs::write(&init, init_script()).map_err(|e| e.to_string())?;
+    run(Command::new("chmod").arg("755").arg(&init))?;
+    run(Command::new("mknod").args(["-m", "600"]).arg(root.join("dev/console")).args(["c", "5", "1"]))?;
+    let image = out_dir.join("initramfs.cpio.gz");
+    let script = format!("cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'", root.display(), image.display());
+    run(Command::new("sh").args(["-c", &script]))?;
+    stage.done();
+    Ok(image)
+}

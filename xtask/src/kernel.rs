@@ -1,0 +1,152 @@
+//! The guest kernel: Debian's `linux-source-7.2`, the checked-in config fragment, a
+//! bzImage built with every core, cached outside the repository.
+//!
+//! Cache layout (`~/.cache/kbp`, or `$KBP_CACHE`):
+//!
+//! ```text
+//! apt/            private apt state for trixie-backports (the system's apt is untouched)
+//! apt/deb/        the downloaded linux-source-7.2 .deb
+//! src/            the extracted source tree (read-only for the build)
+//! kernel/build/   the O= build tree; .kbp-key records what it was built from
+//! ```
+//!
+//! The key hashes the .deb name, the config fragment and the toolchain versions: the
+//! same key skips `make`; a different one re-runs it, which Kbuild makes incremental.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::progress::{fnv1a, output, run, run_long, Stage};
+use crate::toolchain::Toolchain;
+use crate::{cache_dir, workspace_root, Result};
+
+const SUITE_LINE: &str = "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main\n";
+const PACKAGE: &str = "linux-source-7.2";
+
+/// A built kernel.
+pub struct Kernel {
+    /// The source tree (`make -C`).
+    pub src: PathBuf,
+    /// The build tree (`O=`), also the `KDIR` for out-of-tree modules.
+    pub build: PathBuf,
+    /// `arch/x86/boot/bzImage`.
+    pub bzimage: PathBuf,
+    /// Kernel release, e.g. `7.2.12`.
+    pub release: String,
+}
+
+fn apt_options(apt: &Path) -> Vec<String> {
+    vec![
+        format!("-o=Dir::Etc::SourceList={}", apt.join("sources.list").display()),
+        "-o=Dir::Etc::SourceParts=/dev/null".into(),
+        format!("-o=Dir::State::Lists={}", apt.join("lists").display()),
+        format!("-o=Dir::Cache={}", apt.join("cache").display()),
+        "-o=APT::Sandbox::User=root".into(),
+        "-q".into(),
+    ]
+}
+
+/// Downloads (once) and extracts (once) the kernel source; returns the tree.
+fn source() -> Result<PathBuf> {
+    let cache = cache_dir();
+    let apt = cache.join("apt");
+    let debs = apt.join("deb");
+    for dir in [apt.join("lists/partial"), apt.join("cache/archives/partial"), debs.clone()] {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let find_deb = || -> Option<PathBuf> {
+        std::fs::read_dir(&debs).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "deb")).max()
+    };
+    if find_deb().is_none() {
+        let stage = Stage::start(format!("download {PACKAGE} from Debian trixie-backports"));
+        std::fs::write(apt.join("sources.list"), SUITE_LINE).map_err(|e| e.to_string())?;
+        run(Command::new("apt-get").args(apt_options(&apt)).arg("update"))?;
+        run(Command::new("apt-get").current_dir(&debs).args(apt_options(&apt)).args(["download", PACKAGE]))?;
+        stage.done();
+    }
+    let deb = find_deb().ok_or("the linux-source .deb did not download")?;
+    let src_root = cache.join("src");
+    let tree = src_root.join(PACKAGE);
+    let stamp = src_root.join(format!(".extracted-{}", deb.file_name().unwrap_or_default().to_string_lossy()));
+    if !stamp.exists() {
+        let stage = Stage::start(format!("extract {}", deb.display()));
+        let _ = std::fs::remove_dir_all(&src_root);
+        std::fs::create_dir_all(&src_root).map_err(|e| e.to_string())?;
+        let script = format!(
+            "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' ./usr/src/{PACKAGE}.tar.xz && tar -xJf '{}/usr/src/{PACKAGE}.tar.xz' -C '{}' && rm -rf '{}/usr'",
+            deb.display(),
+            src_root.display(),
+            src_root.display(),
+            src_root.display(),
+            src_root.display()
+        );
+        run(Command::new("sh").args(["-c", &script]))?;
+        std::fs::write(&stamp, b"").map_err(|e| e.to_string())?;
+        stage.done();
+    }
+    if !tree.join("Makefile").exists() {
+        return Err(format!("{} has no Makefile", tree.display()));
+    }
+    Ok(tree)
+}
+
+/// `make -C src O=build RUSTC=... BINDGEN=...` with the toolchain's environment.
+pub fn make(tc: &Toolchain, src: &Path, build: &Path) -> Command {
+    let mut cmd = Command::new("make");
+    cmd.arg("-C").arg(src).arg(format!("O={}", build.display()));
+    cmd.arg(format!("RUSTC={}", tc.rustc.display()));
+    cmd.arg(format!("HOSTRUSTC={}", tc.rustc.display()));
+    cmd.arg(format!("BINDGEN={}", tc.bindgen.display()));
+    cmd.env("LIBCLANG_PATH", &tc.libclang);
+    cmd
+}
+
+/// Fetches, configures and builds the guest kernel (skipped when the cache matches).
+pub fn build(tc: &Toolchain) -> Result<Kernel> {
+    let src = source()?;
+    let build = cache_dir().join("kernel/build");
+    std::fs::create_dir_all(&build).map_err(|e| e.to_string())?;
+    let fragment_path = workspace_root().join("xtask/kernel/kbp-guest.config");
+    let fragment = std::fs::read(&fragment_path).map_err(|e| format!("{}: {e}", fragment_path.display()))?;
+    let key = fnv1a(&[src.to_string_lossy().as_bytes(), &std::fs::read(src.join("Makefile")).unwrap_or_default(), &fragment, tc.versions.as_bytes()]);
+    let key_file = build.join(".kbp-key");
+    let bzimage = build.join("arch/x86/boot/bzImage");
+    let release = || output(make(tc, &src, &build).args(["-s", "kernelrelease"])).map(|s| s.trim().to_string());
+
+    if bzimage.exists() && std::fs::read_to_string(&key_file).is_ok_and(|k| k == key) {
+        let release = release()?;
+        println!("[xtask] kernel {release}: cached build in {} (key {key})", build.display());
+        return Ok(Kernel { src, build, bzimage, release });
+    }
+
+    let stage = Stage::start("configure kernel");
+    let avail = output(make(tc, &src, &build).arg("rustavailable"))?;
+    if !avail.contains("Rust is available") {
+        return Err(format!("`make rustavailable` says: {avail}"));
+    }
+    run(make(tc, &src, &build).args(["-s", "x86_64_defconfig"]))?;
+    run(Command::new(src.join("scripts/kconfig/merge_config.sh"))
+        .current_dir(&build)
+        .args(["-m", "-O"])
+        .arg(&build)
+        .arg(build.join(".config"))
+        .arg(src.join("kernel/configs/kvm_guest.config"))
+        .arg(&fragment_path)
+        .stdout(std::process::Stdio::null()))?;
+    run(make(tc, &src, &build).args(["-s", "olddefconfig"]))?;
+    let config = std::fs::read_to_string(build.join(".config")).map_err(|e| e.to_string())?;
+    for required in ["CONFIG_RUST=y", "CONFIG_MODULES=y", "CONFIG_VIRTIO_NET=y", "CONFIG_NET_RX_BUSY_POLL=y", "CONFIG_DEBUG_FS=y", "CONFIG_BLK_DEV_INITRD=y"] {
+        if !config.lines().any(|l| l == required) {
+            return Err(format!("{required} did not survive olddefconfig (a dependency is off; see {})", build.join(".config").display()));
+        }
+    }
+    stage.done();
+
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let stage = Stage::start(format!("build bzImage and modules with -j{jobs} (about 17 min from nothing on 2 cores)"));
+    run_long(make(tc, &src, &build).arg(format!("-j{jobs}")).args(["bzImage", "modules"]), &stage, 400)?;
+    stage.done();
+    std::fs::write(&key_file, &key).map_err(|e| e.to_string())?;
+    let release = release()?;
+    Ok(Kernel { src, build, bzimage, release })
+}
