@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Module parameters, read from the glue and validated. Any bad value refuses the load
+//! with -EINVAL and one dmesg line naming the parameter.
+
+use core::ffi::CStr;
+
+use kbp_core::{Config, IdleMode};
+use kernel::prelude::*;
+
+use crate::ffi;
+
+/// Most interfaces one KBP thread serves.
+pub(crate) const MAX_DEVS: usize = 4;
+
+/// Validated parameters.
+pub(crate) struct Params {
+    pub(crate) config: Config,
+    pub(crate) cpu: i32,
+    pub(crate) fifo: bool,
+    /// Interface names (bytes of the `ifaces` parameter) and how many.
+    pub(crate) ifaces: [(usize, usize); MAX_DEVS],
+    pub(crate) nifaces: usize,
+    pub(crate) ifaces_raw: &'static [u8],
+}
+
+fn reject(param: &str, why: core::fmt::Arguments<'_>) -> Error {
+    pr_err!("kbp: invalid parameter {}: {}\n", param, why);
+    EINVAL
+}
+
+impl Params {
+    /// Reads and checks every parameter.
+    pub(crate) fn read() -> Result<Params> {
+        // SAFETY: the glue returns pointers to NUL-terminated module parameter buffers
+        // that live as long as the module.
+        let ifaces_raw: &'static [u8] = unsafe { CStr::from_ptr(ffi::kbp_param_ifaces()) }.to_bytes();
+        // SAFETY: as above.
+        let mode = unsafe { CStr::from_ptr(ffi::kbp_param_mode()) }.to_bytes();
+        // SAFETY: plain reads of integer module parameters.
+        let (cpu, weight, budget, time_limit_us, window_us, fifo) = unsafe {
+            (
+                ffi::kbp_param_cpu(),
+                ffi::kbp_param_weight(),
+                ffi::kbp_param_budget(),
+                ffi::kbp_param_time_limit_us(),
+                ffi::kbp_param_spin_window_us(),
+                ffi::kbp_param_fifo(),
+            )
+        };
+
+        let idle = match mode {
+            b"spin" => IdleMode::Spin,
+            b"adaptive" => IdleMode::Adaptive { window_ns: u64::from(window_us) * 1_000 },
+            _ => return Err(reject("mode", format_args!("unknown mode {:?} (expected spin or adaptive)", BStrDisplay(mode)))),
+        };
+        let config = Config { weight, budget, time_limit_ns: u64::from(time_limit_us) * 1_000, idle };
+        if let Err(e) = config.validate() {
+            return Err(reject(e.param, format_args!("expected {}", e.expected)));
+        }
+        if let IdleMode::Spin = idle {
+            if window_us as u64 * 1_000 > Config::MAX_WINDOW_NS {
+                return Err(reject("spin_window_us", format_args!("expected 0..=10000000 microseconds")));
+            }
+        }
+
+        let cpu = if cpu == -1 { (0..256).rev().find(|&c| unsafe_cpu_usable(c)).unwrap_or(0) } else { cpu };
+        if !unsafe_cpu_usable(cpu) {
+            return Err(reject("cpu", format_args!("CPU {} is offline or out of range", cpu)));
+        }
+
+        let mut ifaces = [(0usize, 0usize); MAX_DEVS];
+        let mut nifaces = 0;
+        let mut start = 0;
+        for (i, &b) in Iterator::chain(ifaces_raw.iter(), core::iter::once(&b',')).enumerate() {
+            if b != b',' {
+                continue;
+            }
+            let len = i - start;
+            if len == 0 || len >= 16 {
+                return Err(reject("ifaces", format_args!("empty or over-long interface name in {:?}", BStrDisplay(ifaces_raw))));
+            }
+            if nifaces == MAX_DEVS {
+                return Err(reject("ifaces", format_args!("at most {} interfaces", MAX_DEVS)));
+            }
+            ifaces[nifaces] = (start, len);
+            nifaces += 1;
+            start = i + 1;
+        }
+        Ok(Params { config, cpu, fifo, ifaces, nifaces, ifaces_raw })
+    }
+
+    /// The `i`th interface name.
+    pub(crate) fn iface(&self, i: usize) -> &'static [u8] {
+        let (start, len) = self.ifaces[i];
+        &self.ifaces_raw[start..start + len]
+    }
+}
+
+fn unsafe_cpu_usable(cpu: i32) -> bool {
+    // SAFETY: `cpu_online` and `nr_cpu_ids` may be read from any context.
+    unsafe { ffi::kbp_cpu_usable(cpu) }
+}
+
+/// Shows a byte string as text (lossy) in a log line.
+pub(crate) struct BStrDisplay<'a>(pub &'a [u8]);
+
+impl core::fmt::Debug for BStrDisplay<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("\"")?;
+        for &b in self.0 {
+            if b.is_ascii_graphic() || b == b' ' {
+                f.write_fmt(format_args!("{}", b as char))?;
+            } else {
+                f.write_fmt(format_args!("\\x{:02x}", b))?;
+            }
+        }
+        f.write_str("\"")
+    }
+}
+
+/// Shows a byte string as plain text (non-printable bytes as `?`).
+pub(crate) struct BStrText<'a>(pub &'a [u8]);
+
+impl BStrText<'_> {
+    fn write(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for &b in self.0 {
+            let c = if b.is_ascii_graphic() { b as char } else { '?' };
+            f.write_fmt(format_args!("{}", c))?;
+        }
+        Ok(())
+    }
+}
+
+impl core::fmt::Display for BStrText<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.write(f)
+    }
+}
+
+impl kernel::fmt::Display for BStrText<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.write(f)
+    }
+}

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Counters for debugfs: the KBP thread copies kbp-core's counters into relaxed atomics
+//! (every few hundred steps, before parking and at exit); `/sys/kernel/debug/kbp/stats`
+//! prints them, one record per line under a header line, softnet_stat style.
+
+use core::fmt::Write;
+
+use kbp_core::{IdleMode, InstanceStats, Platform, Poller, PollerStats};
+use kernel::sync::atomic::{ordering::Relaxed, Atomic};
+
+use crate::env::KernelWord;
+use crate::port::NapiPort;
+use crate::{Context, CAP};
+
+const THREAD_FIELDS: usize = 12;
+const NAPI_FIELDS: usize = 7;
+
+/// Published counters.
+pub(crate) struct Stats {
+    thread: [Atomic<u64>; THREAD_FIELDS],
+    napi: [[Atomic<u64>; NAPI_FIELDS]; CAP],
+}
+
+impl Stats {
+    pub(crate) const fn new() -> Self {
+        Stats { thread: [const { Atomic::new(0) }; THREAD_FIELDS], napi: [const { [const { Atomic::new(0) }; NAPI_FIELDS] }; CAP] }
+    }
+
+    /// Copies the poller's and the ports' counters (KBP thread only).
+    pub(crate) fn publish<P: Platform>(&self, poller: &Poller<'_, KernelWord, NapiPort, P, CAP>, ports: &[NapiPort]) {
+        let s: &PollerStats = poller.stats();
+        let handback: u64 = ports.iter().map(|p| p.release_packets.get()).sum();
+        let values = [s.rounds, s.packets, s.polls, s.empty_polls, s.budget_exhausted, s.time_exhausted, s.squeezes, s.parks, s.wakes, s.releases, handback, s.overruns + s.list_overflows];
+        for (cell, v) in self.thread.iter().zip(values) {
+            cell.store(v, Relaxed);
+        }
+        for (id, port) in ports.iter().enumerate() {
+            let i: InstanceStats = poller.instance_stats(id).copied().unwrap_or_default();
+            let values = [i.packets, i.polls, i.empty_polls, i.weight_exhausted, i.releases, i.max_gap_ns, u64::from(port.owned())];
+            for (cell, v) in self.napi[id].iter().zip(values) {
+                cell.store(v, Relaxed);
+            }
+        }
+    }
+
+    /// Writes the text of the stats file.
+    pub(crate) fn format(&self, ctx: &Context, out: &mut impl Write) -> core::fmt::Result {
+        let mode = match ctx.config.idle {
+            IdleMode::Spin => "spin",
+            IdleMode::Adaptive { .. } => "adaptive",
+        };
+        writeln!(out, "# thread cpu mode rounds packets polls empty_polls budget_exhausted time_exhausted squeezes parks wakes releases handback_packets errors")?;
+        write!(out, "thread {} {}", ctx.cpu, mode)?;
+        for cell in &self.thread {
+            write!(out, " {}", cell.load(Relaxed))?;
+        }
+        writeln!(out)?;
+        writeln!(out, "# napi index napi_id dev packets polls empty_polls weight_exhausted releases max_gap_ns owned")?;
+        for id in 0..ctx.count {
+            write!(out, "napi {} {} {}", id, ctx.napi_id(id), crate::params::BStrText(ctx.dev_name(id)))?;
+            for cell in &self.napi[id] {
+                write!(out, " {}", cell.load(Relaxed))?;
+            }
+            writeln!(out)?;
+        }
+        Ok(())
+    }
+}
+
+/// A `fmt::Write` into a byte buffer that stops (without error) when full.
+pub(crate) struct BufWriter<'a> {
+    pub(crate) buf: &'a mut [u8],
+    pub(crate) len: usize,
+}
+
+impl Write for BufWriter<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = self.buf.len() - self.len;
+        let n = s.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
