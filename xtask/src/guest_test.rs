@@ -4,7 +4,7 @@
 //! lost, no kernel warning in the guest log.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kbp_traffic::{run_trial, zero_loss_search, RttSummary, SearchResult, TrialSpec};
 use serde::Serialize;
@@ -12,7 +12,10 @@ use serde::Serialize;
 use crate::guest::{count_warnings, net_rx_softirqs, Guest, QUEUE_PAIRS, VCPUS};
 use crate::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::progress::Stage;
-use crate::{initramfs, kernel, toolchain, workspace_root, Result};
+use crate::{initramfs, kernel, module, toolchain, workspace_root, Result};
+
+/// Where the module lives in the guest.
+const MODULE_PATH: &str = "/lib/modules/kbp.ko";
 
 /// Frame sizes of every scenario (Ethernet, with FCS).
 pub const FRAMES: [usize; 3] = [64, 512, 1518];
@@ -38,8 +41,41 @@ pub struct Scenario {
     pub net_rx_softirq_delta: u64,
     /// WARN/BUG/Oops/soft lockup/RCU stall/hung task lines logged during the scenario.
     pub kernel_warnings: usize,
-    /// lost == 0 and kernel_warnings == 0.
+    /// Packets the KBP thread processed during the scenario (kbp modes; from debugfs).
+    pub kbp_packets: Option<u64>,
+    /// lost == 0, no kernel warning; in kbp modes also NET_RX below 1% of the packets
+    /// received and the KBP counters covering every echoed packet.
     pub passed: bool,
+}
+
+/// A module load that must be refused.
+#[derive(Serialize)]
+pub struct BadParam {
+    /// The parameter under test.
+    pub param: String,
+    /// The insmod arguments.
+    pub args: String,
+    /// insmod failed and the module is not loaded.
+    pub refused: bool,
+    /// The kernel's last `kbp:` line.
+    pub dmesg: String,
+}
+
+/// One load/unload cycle of a kbp mode.
+#[derive(Serialize)]
+pub struct ModuleCycle {
+    /// `kbp-spin` or `kbp-adaptive`.
+    pub mode: String,
+    /// insmod arguments.
+    pub args: String,
+    /// Time of insmod, milliseconds (host side, through the agent).
+    pub load_ms: f64,
+    /// Time of rmmod, milliseconds.
+    pub unload_ms: f64,
+    /// The debugfs stats file just before unload.
+    pub stats: String,
+    /// Guest CPU share of the KBP thread while idle (no traffic), percent of one CPU.
+    pub idle_thread_cpu_percent: f64,
 }
 
 #[derive(Serialize)]
@@ -52,10 +88,37 @@ struct Report {
     warmup_packets: u64,
     scenarios: Vec<Scenario>,
     zero_loss_search_64b: Option<SearchResult>,
+    module_cycles: Vec<ModuleCycle>,
+    bad_params: Vec<BadParam>,
     kernel_warnings_total: usize,
     passed: bool,
 }
 
+/// Loads that must be refused: (parameter named in the error, insmod arguments).
+const BAD_PARAMS: &[(&str, &str)] = &[
+    ("ifaces", "ifaces=nosuch0"),
+    ("ifaces", "ifaces="),
+    ("cpu", "ifaces=eth0 cpu=99"),
+    ("mode", "ifaces=eth0 mode=turbo"),
+    ("budget", "ifaces=eth0 budget=0"),
+    ("weight", "ifaces=eth0 weight=100000"),
+    ("time_limit_us", "ifaces=eth0 time_limit_us=0"),
+    ("spin_window_us", "ifaces=eth0 mode=adaptive spin_window_us=99999999"),
+];
+
+/// CPU share of the `kbp/N` kthread over `seconds`, percent of one CPU (from
+/// /proc/PID/stat utime+stime, in clock ticks of 10 ms).
+fn thread_cpu_percent(guest: &Guest, seconds: u32) -> Result<f64> {
+    let script = format!(
+        "p=$(pidof kbp/{c} || ps -o pid,comm | awk '$2 ~ /^kbp/ {{print $1}}' | head -n1); \
+         a=$(awk '{{print $14+$15}}' /proc/$p/stat); sleep {seconds}; b=$(awk '{{print $14+$15}}' /proc/$p/stat); echo $((b-a))",
+        c = VCPUS - 1
+    );
+    let ticks: f64 = guest.check(&script)?.trim().parse().map_err(|e| format!("thread cpu: {e}"))?;
+    Ok(ticks / f64::from(seconds))
+}
+
+#[derive(Clone, Copy)]
 struct Options {
     rate: u64,
     packets: u64,
@@ -87,15 +150,36 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(o)
 }
 
+/// Packets processed by the KBP thread so far (the `thread` record of debugfs), or
+/// None when the module is not loaded.
+fn kbp_thread_packets(guest: &Guest) -> Result<Option<u64>> {
+    let (code, text) = guest.exec("cat /sys/kernel/debug/kbp/stats")?;
+    if code != 0 {
+        return Ok(None);
+    }
+    let line = text.lines().find(|l| l.starts_with("thread ")).ok_or_else(|| format!("no thread record in the stats file: {text}"))?;
+    // thread <cpu> <mode> rounds packets ...
+    let packets: u64 = line.split_whitespace().nth(4).and_then(|v| v.parse().ok()).ok_or("bad thread record")?;
+    let handback: u64 = line.split_whitespace().nth(13).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Ok(Some(packets + handback))
+}
+
 fn scenario(guest: &Guest, mode: &str, frame: usize, o: &Options) -> Result<Scenario> {
     let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}").parse().expect("address");
     let log_before = std::fs::read_to_string(&guest.log).unwrap_or_default().len();
+    let kbp_before = kbp_thread_packets(guest)?;
     let before = net_rx_softirqs(guest)?;
     let spec = TrialSpec { target, rate_pps: o.rate, frame_bytes: frame, packets: o.packets, warmup_packets: o.warmup, grace: Duration::from_secs(2) };
     let result = run_trial(&spec).map_err(|e| format!("load generator: {e}"))?;
     let after = net_rx_softirqs(guest)?;
+    let kbp_packets = match (kbp_before, kbp_thread_packets(guest)?) {
+        (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+        _ => None,
+    };
     let log = std::fs::read_to_string(&guest.log).unwrap_or_default();
     let warnings = count_warnings(log.get(log_before..).unwrap_or(""));
+    let net_rx_softirq_delta = after.saturating_sub(before);
+    let kbp_ok = kbp_packets.is_none_or(|k| net_rx_softirq_delta * 100 < result.received && k >= result.received);
     let s = Scenario {
         mode: mode.into(),
         frame_bytes: frame,
@@ -104,12 +188,13 @@ fn scenario(guest: &Guest, mode: &str, frame: usize, o: &Options) -> Result<Scen
         received: result.received,
         lost: result.lost,
         rtt_us: result.rtt_us,
-        net_rx_softirq_delta: after.saturating_sub(before),
+        net_rx_softirq_delta,
         kernel_warnings: warnings,
-        passed: result.lost == 0 && warnings == 0 && result.received > 0,
+        kbp_packets,
+        passed: result.lost == 0 && warnings == 0 && result.received > 0 && kbp_ok,
     };
     println!(
-        "[xtask]   {:<12} {:>5} B  sent {:>7} lost {:>5}  rtt us p50 {:>8.1} p99 {:>8.1} p99.9 {:>8.1} max {:>8.1}  NET_RX +{:<7} warnings {}  {}",
+        "[xtask]   {:<18} {:>5} B  sent {:>7} lost {:>5}  rtt us p50 {:>8.1} p99 {:>8.1} p99.9 {:>8.1} max {:>8.1}  NET_RX +{:<7} kbp {:<8} warnings {}  {}",
         s.mode,
         s.frame_bytes,
         s.sent,
@@ -119,6 +204,7 @@ fn scenario(guest: &Guest, mode: &str, frame: usize, o: &Options) -> Result<Scen
         s.rtt_us.p99_9,
         s.rtt_us.max,
         s.net_rx_softirq_delta,
+        s.kbp_packets.map_or("-".to_string(), |k| k.to_string()),
         s.kernel_warnings,
         if s.passed { "ok" } else { "FAIL" }
     );
@@ -130,7 +216,8 @@ pub fn run(args: &[String]) -> Result {
     let o = parse(args)?;
     let tc = toolchain::ensure()?;
     let k = kernel::build(&tc)?;
-    let image = initramfs::build(&[])?;
+    let ko = module::build(&tc, &k)?;
+    let image = initramfs::build(&[(ko, MODULE_PATH)])?;
     let out_dir = workspace_root().join("target/kbp");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
 
@@ -144,6 +231,45 @@ pub fn run(args: &[String]) -> Result {
     let mut scenarios = Vec::new();
     for frame in FRAMES {
         scenarios.push(scenario(&guest, "napi", frame, &o)?);
+    }
+    stage.done();
+
+    let cpu = VCPUS - 1;
+    let mut module_cycles = Vec::new();
+    for (mode, args) in [("kbp-spin", format!("ifaces=eth0 cpu={cpu} mode=spin")), ("kbp-adaptive", format!("ifaces=eth0 cpu={cpu} mode=adaptive spin_window_us=2000"))] {
+        let stage = Stage::start(format!("{mode}: insmod kbp.ko {args}"));
+        let t = Instant::now();
+        guest.check(&format!("insmod {MODULE_PATH} {args}"))?;
+        let load_ms = t.elapsed().as_secs_f64() * 1e3;
+        let idle_thread_cpu_percent = thread_cpu_percent(&guest, 2)?;
+        for frame in FRAMES {
+            scenarios.push(scenario(&guest, mode, frame, &o)?);
+        }
+        let stats = guest.check("cat /sys/kernel/debug/kbp/stats")?;
+        println!("{}", stats.lines().map(|l| format!("[xtask]     {l}")).collect::<Vec<_>>().join("\n"));
+        let t = Instant::now();
+        guest.check("rmmod kbp")?;
+        let unload_ms = t.elapsed().as_secs_f64() * 1e3;
+        println!("[xtask]   load {load_ms:.0} ms, unload {unload_ms:.0} ms, idle KBP thread {idle_thread_cpu_percent:.0}% of a CPU");
+        module_cycles.push(ModuleCycle { mode: mode.into(), args, load_ms, unload_ms, stats, idle_thread_cpu_percent });
+        stage.done();
+    }
+    let after_unload = Options { packets: (o.packets / 10).max(1_000), warmup: 0, ..o };
+    scenarios.push(scenario(&guest, "napi-after-unload", 64, &after_unload)?);
+
+    let stage = Stage::start("bad module parameters");
+    let mut bad_params = Vec::new();
+    for (param, args) in BAD_PARAMS {
+        let (code, _) = guest.exec(&format!("insmod {MODULE_PATH} {args}"))?;
+        let loaded = guest.exec("grep -q '^kbp ' /proc/modules")?.0 == 0;
+        if loaded {
+            let _ = guest.exec("rmmod kbp");
+        }
+        let dmesg = guest.check("dmesg | grep 'kbp: invalid parameter' | tail -n 1")?;
+        let refused = code != 0 && !loaded && dmesg.contains(&format!("invalid parameter {param}"));
+        println!("[xtask]   {:<40} {}  {}", args, if refused { "refused" } else { "NOT REFUSED" }, dmesg.trim());
+        bad_params.push(BadParam { param: param.to_string(), args: args.to_string(), refused, dmesg: dmesg.trim().to_string() });
+        let _ = guest.exec("dmesg -c > /dev/null");
     }
     stage.done();
 
@@ -161,7 +287,7 @@ pub fn run(args: &[String]) -> Result {
     let boot_seconds = guest.boot_seconds;
     let log = guest.power_off(Duration::from_secs(60))?;
     let total_warnings = count_warnings(&log);
-    let passed = scenarios.iter().all(|s| s.passed) && total_warnings == 0 && rx_queues == QUEUE_PAIRS;
+    let passed = scenarios.iter().all(|s| s.passed) && bad_params.iter().all(|b| b.refused) && total_warnings == 0 && rx_queues == QUEUE_PAIRS;
     let report = Report {
         kernel: k.release,
         vcpus: VCPUS,
@@ -171,6 +297,8 @@ pub fn run(args: &[String]) -> Result {
         warmup_packets: o.warmup,
         scenarios,
         zero_loss_search_64b: search,
+        module_cycles,
+        bad_params,
         kernel_warnings_total: total_warnings,
         passed,
     };

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo xtask toolchain      install/verify Debian packages and bindgen-cli
 //! cargo xtask kernel         fetch linux-source-7.2, configure, build bzImage (cached)
+//! cargo xtask module         build kbp-linux/kbp.ko against that kernel
 //! cargo xtask initramfs      busybox + the project's static guest binaries
 //! cargo xtask guest-test     all of the above, boot, run the echo scenarios, write
 //!                            target/kbp/guest-test.json; exit 0 only if all pass
@@ -17,6 +18,7 @@ mod guest;
 mod guest_test;
 mod initramfs;
 mod kernel;
+mod module;
 mod progress;
 mod toolchain;
 
@@ -41,7 +43,7 @@ pub fn cache_dir() -> PathBuf {
 pub type Result<T = ()> = std::result::Result<T, String>;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <toolchain|kernel|initramfs|guest-test|clean-cache>");
+    eprintln!("usage: cargo xtask <toolchain|kernel|module|initramfs|guest-test|clean-cache>");
     ExitCode::from(2)
 }
 
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         "toolchain" => toolchain::ensure().map(|_| ()),
         "kernel" => toolchain::ensure().and_then(|tc| kernel::build(&tc)).map(|_| ()),
         "initramfs" => initramfs::build(&[]).map(|_| ()),
+        "module" => toolchain::ensure().and_then(|tc| kernel::build(&tc).and_then(|k| module::build(&tc, &k))).map(|_| ()),
         "guest-test" => guest_test::run(&args[1..]),
         "clean-cache" => {
             let dir = cache_dir();
