@@ -142,9 +142,11 @@ pub fn run_trial(spec: &TrialSpec) -> io::Result<TrialResult> {
             if now >= due {
                 break;
             }
+            // Sleep until just before the due time, then spin: keeps the pacing exact
+            // without holding a host CPU that the emulated guest needs.
             let left = due - now;
-            if left > Duration::from_micros(300) {
-                thread::sleep(left - Duration::from_micros(200));
+            if left > Duration::from_micros(120) {
+                thread::sleep(left - Duration::from_micros(80));
             } else {
                 std::hint::spin_loop();
             }

@@ -76,7 +76,7 @@ impl Guest {
         let _ = std::fs::remove_file(log);
         let start = Instant::now();
         let qemu = Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-smp", &VCPUS.to_string(), "-m", "1024", "-no-reboot", "-display", "none", "-vga", "none", "-monitor", "none"])
+            .args(["-name", "kbp-guest,debug-threads=on", "-accel", "tcg", "-smp", &VCPUS.to_string(), "-m", "1024", "-no-reboot", "-display", "none", "-vga", "none", "-monitor", "none"])
             .arg("-kernel")
             .arg(bzimage)
             .arg("-initrd")
@@ -177,10 +177,9 @@ impl Drop for Guest {
     }
 }
 
-/// Sum of the NET_RX row of a guest's `/proc/softirqs`.
-pub fn net_rx_softirqs(guest: &Guest) -> Result<u64> {
+/// The NET_RX row of a guest's `/proc/softirqs`, per CPU.
+pub fn net_rx_softirqs(guest: &Guest) -> Result<Vec<u64>> {
     let text = guest.check("cat /proc/softirqs")?;
     let line = text.lines().find(|l| l.trim_start().starts_with("NET_RX:")).ok_or("no NET_RX line in /proc/softirqs")?;
-    Ok(line.split_whitespace().skip(1).filter_map(|v| v.parse::<u64>().ok()).sum())
+    Ok(line.split_whitespace().skip(1).filter_map(|v| v.parse::<u64>().ok()).collect())
 }
-
