@@ -2,7 +2,7 @@
 //! The C glue's functions (see `kbp_glue.h`): wrappers for static inlines, macros and
 //! `napi_struct` fields that `kernel::bindings` does not reach.
 
-use core::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
+use core::ffi::{c_char, c_int, c_uint, c_void};
 
 /// `struct napi_struct` (opaque here).
 #[repr(C)]
@@ -38,9 +38,9 @@ unsafe extern "C" {
     pub(crate) fn kbp_dev_napis(dev: *mut NetDevice, out: *mut *mut Napi, max: c_int) -> c_int;
     pub(crate) fn kbp_napi_id(n: *const Napi) -> c_int;
 
-    pub(crate) fn kbp_napi_hijack(n: *mut Napi, t: *mut Task) -> c_int;
-    pub(crate) fn kbp_napi_unhijack(n: *mut Napi);
-    pub(crate) fn kbp_napi_set_threaded_bit(n: *mut Napi);
+    pub(crate) fn kbp_napi_can_hijack(n: *const Napi) -> bool;
+    pub(crate) fn kbp_napi_hijack(n: *mut Napi, t: *mut Task);
+    pub(crate) fn kbp_napi_unhijack(n: *mut Napi, t: *mut Task);
     pub(crate) fn kbp_napi_handed_over(n: *const Napi) -> bool;
     pub(crate) fn kbp_napi_disable_pending(n: *const Napi) -> bool;
     pub(crate) fn kbp_napi_try_own(n: *mut Napi) -> bool;
@@ -69,9 +69,9 @@ unsafe extern "C" {
     pub(crate) fn kbp_debugfs_remove();
 }
 
-/// Notifier events we react to (`include/linux/netdevice.h`).
-pub(crate) const NETDEV_UP: c_ulong = 0x0001;
+/// Notifier events the glue forwards (`enum kbp_event` in kbp_glue.h).
+pub(crate) const KBP_EV_UP: c_int = 1;
+/// The device is going down: remove the wake hook before `napi_disable`.
+pub(crate) const KBP_EV_GOING_DOWN: c_int = 2;
 /// The device is being unregistered.
-pub(crate) const NETDEV_UNREGISTER: c_ulong = 0x0006;
-/// Notifier: nothing to say.
-pub(crate) const NOTIFY_DONE: c_int = 0;
+pub(crate) const KBP_EV_UNREGISTER: c_int = 3;

@@ -93,31 +93,34 @@ int kbp_napi_id(const struct napi_struct *n) { return n->napi_id; }
 /*
  * The wake hook: with NAPI_STATE_THREADED set and napi->thread pointing at the KBP
  * thread, ____napi_schedule() wakes that thread (and sets SCHED_THREADED) instead of
- * listing the instance and raising NET_RX_SOFTIRQ. Refused when the device already
- * uses threaded NAPI (its own kthreads own napi->thread).
+ * listing the instance and raising NET_RX_SOFTIRQ.
+ *
+ * It is installed only while the device is up (NETDEV_UP .. NETDEV_GOING_DOWN): on
+ * napi_enable() a NAPI with per-NAPI config re-applies its configured threaded mode,
+ * and with threaded mode off and napi->thread set it would try to stop that thread.
  */
-int kbp_napi_hijack(struct napi_struct *n, struct task_struct *t)
+bool kbp_napi_can_hijack(const struct napi_struct *n)
 {
-	if (READ_ONCE(n->thread) || n->dev->threaded)
-		return -EBUSY;
+	return !READ_ONCE(n->thread) && !n->dev->threaded;
+}
+
+void kbp_napi_hijack(struct napi_struct *n, struct task_struct *t)
+{
+	if (READ_ONCE(n->thread))
+		return;
 	WRITE_ONCE(n->thread, t);
 	/* Paired with the READ_ONCE(napi->thread) in ____napi_schedule(). */
 	smp_mb__before_atomic();
 	set_bit(NAPI_STATE_THREADED, &n->state);
-	return 0;
 }
 
-void kbp_napi_unhijack(struct napi_struct *n)
+void kbp_napi_unhijack(struct napi_struct *n, struct task_struct *t)
 {
+	if (READ_ONCE(n->thread) != t)
+		return;
 	clear_bit(NAPI_STATE_THREADED, &n->state);
+	/* An IRQ that still saw THREADED finds no thread and uses the softirq. */
 	WRITE_ONCE(n->thread, NULL);
-}
-
-/* napi_disable() clears THREADED; put it back when the device comes up again. */
-void kbp_napi_set_threaded_bit(struct napi_struct *n)
-{
-	if (READ_ONCE(n->thread))
-		set_bit(NAPI_STATE_THREADED, &n->state);
 }
 
 bool kbp_napi_handed_over(const struct napi_struct *n)
@@ -140,13 +143,19 @@ bool kbp_napi_try_own(struct napi_struct *n)
 	unsigned long val = READ_ONCE(n->state), new;
 
 	do {
-		if (val & (NAPIF_STATE_DISABLE | NAPIF_STATE_NPSVC | NAPIF_STATE_IN_BUSY_POLL))
+		if (val & (NAPIF_STATE_NPSVC | NAPIF_STATE_IN_BUSY_POLL))
 			return false;
 		if (val & NAPIF_STATE_SCHED) {
+			/* Handed to us: take it even while a disable is pending, or
+			 * nobody would ever complete it and napi_disable() would wait
+			 * forever (the threaded poll loop takes it the same way).
+			 */
 			if (!(val & NAPIF_STATE_SCHED_THREADED))
 				return false;
 			new = (val & ~NAPIF_STATE_SCHED_THREADED) | NAPIF_STATE_IN_BUSY_POLL;
 		} else {
+			if (val & NAPIF_STATE_DISABLE)
+				return false;
 			new = val | NAPIF_STATE_SCHED | NAPIF_STATE_IN_BUSY_POLL;
 		}
 	} while (!try_cmpxchg(&n->state, &val, new));
@@ -185,7 +194,8 @@ int kbp_napi_poll(struct napi_struct *n, int budget)
  * Hand an owned instance back (busy_poll_stop()): drop IN_BUSY_POLL and MISSED, poll
  * once more so the driver's napi_complete_done() clears SCHED and re-arms its IRQ;
  * if that poll used the whole budget the instance is still scheduled, so schedule it
- * again (with THREADED set that wakes the KBP thread, otherwise NET_RX_SOFTIRQ).
+ * again (with THREADED set that wakes the KBP thread, otherwise NET_RX_SOFTIRQ), or
+ * complete it when a disable is pending.
  */
 int kbp_napi_release(struct napi_struct *n, int budget)
 {
@@ -202,7 +212,13 @@ int kbp_napi_release(struct napi_struct *n, int budget)
 	netpoll_poll_unlock(have);
 	if (rc == budget) {
 		kbp_gro_normal_list(&n->gro);
-		__napi_schedule(n);
+		/* A pending napi_disable() waits for SCHED: complete now, as
+		 * __napi_poll() does, instead of scheduling it again.
+		 */
+		if (napi_disable_pending(n))
+			napi_complete(n);
+		else
+			__napi_schedule(n);
 	}
 	bpf_net_ctx_clear(bpf_net_ctx);
 	local_bh_enable();
@@ -235,7 +251,23 @@ void kbp_msleep(unsigned int ms) { msleep(ms); }
 
 static int kbp_netdev_event(struct notifier_block *nb, unsigned long event, void *ptr)
 {
-	return kbp_rust_netdev_event(event, netdev_notifier_info_to_dev(ptr));
+	enum kbp_event ev;
+
+	switch (event) {
+	case NETDEV_UP:
+		ev = KBP_EV_UP;
+		break;
+	case NETDEV_GOING_DOWN:
+		ev = KBP_EV_GOING_DOWN;
+		break;
+	case NETDEV_UNREGISTER:
+		ev = KBP_EV_UNREGISTER;
+		break;
+	default:
+		return NOTIFY_DONE;
+	}
+	kbp_rust_netdev_event(ev, netdev_notifier_info_to_dev(ptr));
+	return NOTIFY_DONE;
 }
 
 static struct notifier_block kbp_nb = { .notifier_call = kbp_netdev_event };

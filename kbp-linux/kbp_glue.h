@@ -31,9 +31,9 @@ int kbp_dev_napis(struct net_device *dev, struct napi_struct **out, int max);
 int kbp_napi_id(const struct napi_struct *n);
 
 /* Ownership of a NAPI instance by the KBP thread. */
-int kbp_napi_hijack(struct napi_struct *n, struct task_struct *t);
-void kbp_napi_unhijack(struct napi_struct *n);
-void kbp_napi_set_threaded_bit(struct napi_struct *n);
+bool kbp_napi_can_hijack(const struct napi_struct *n);
+void kbp_napi_hijack(struct napi_struct *n, struct task_struct *t);
+void kbp_napi_unhijack(struct napi_struct *n, struct task_struct *t);
 bool kbp_napi_handed_over(const struct napi_struct *n);
 bool kbp_napi_disable_pending(const struct napi_struct *n);
 bool kbp_napi_try_own(struct napi_struct *n);
@@ -58,9 +58,10 @@ void kbp_synchronize_rcu(void);
 void kbp_msleep(unsigned int ms);
 
 /* Notifier and debugfs; the callbacks are implemented in Rust. */
+enum kbp_event { KBP_EV_UP = 1, KBP_EV_GOING_DOWN = 2, KBP_EV_UNREGISTER = 3 };
 int kbp_notifier_register(void);
 void kbp_notifier_unregister(void);
-int kbp_rust_netdev_event(unsigned long event, struct net_device *dev);
+void kbp_rust_netdev_event(enum kbp_event event, struct net_device *dev);
 int kbp_debugfs_create(void);
 void kbp_debugfs_remove(void);
 size_t kbp_rust_stats_format(char *buf, size_t size);

@@ -17,7 +17,7 @@
 //! backends), `port.rs` (a NAPI as kbp-core's `RxInstance`), `params.rs` (module
 //! parameters), `stats.rs` (debugfs counters), this file (life cycle, thread, notifier).
 
-use core::ffi::{c_int, c_ulong, c_void};
+use core::ffi::{c_int, c_void};
 use core::sync::atomic::Ordering;
 
 use kbp_core::atomic::transition;
@@ -113,6 +113,25 @@ impl Context {
         (0..self.count).any(|id| !self.is_dropped(id) && unsafe { ffi::kbp_napi_handed_over(self.napis[id]) })
     }
 
+    fn task(&self) -> *mut ffi::Task {
+        self.task.load(ordering::Acquire)
+    }
+
+    /// Installs (or removes) the wake hook on every instance of device `d`.
+    fn set_wake_hook(&self, d: usize, on: bool) {
+        for id in (0..self.count).filter(|&id| self.napi_dev[id] == d) {
+            // SAFETY: an instance of a registered device (the notifier runs under RTNL
+            // before the device is unregistered); `task` is our live kthread.
+            unsafe {
+                if on {
+                    ffi::kbp_napi_hijack(self.napis[id], self.task());
+                } else {
+                    ffi::kbp_napi_unhijack(self.napis[id], self.task());
+                }
+            }
+        }
+    }
+
     /// Wakes the KBP thread.
     pub(crate) fn wake(&self) {
         let task = self.task.load(ordering::Acquire);
@@ -146,7 +165,7 @@ impl Context {
             if pending & self.dev_bit(id) != 0 {
                 port.kill();
                 // SAFETY: the device is still registered (the notifier waits for us).
-                unsafe { ffi::kbp_napi_unhijack(self.napis[id]) };
+                unsafe { ffi::kbp_napi_unhijack(self.napis[id], self.task()) };
             }
         }
         transition(&self.dropped, |d| (Some(d | pending), ()));
@@ -185,7 +204,7 @@ extern "C" fn kbp_thread(data: *mut c_void) -> c_int {
     for (id, port) in ports.iter().enumerate().take(ctx.count) {
         if !port.dead() {
             // SAFETY: a live instance.
-            unsafe { ffi::kbp_napi_unhijack(ctx.napis[id]) };
+            unsafe { ffi::kbp_napi_unhijack(ctx.napis[id], ctx.task()) };
         }
     }
     // SAFETY: process context, no locks held.
@@ -196,34 +215,29 @@ extern "C" fn kbp_thread(data: *mut c_void) -> c_int {
         port.flush_handed_over();
     }
     ctx.stats.publish(&poller, &ports[..ctx.count]);
-    pr_info!("kbp: thread stopped; handed back {} instance(s), {} packet(s) on the way\n", report.released, report.packets);
+    pr_info!("thread stopped; handed back {} instance(s), {} packet(s) on the way\n", report.released, report.packets);
     0
 }
 
-/// Notifier callback (called by the C glue).
+/// Notifier callback (called by the C glue under RTNL).
 #[unsafe(no_mangle)]
-extern "C" fn kbp_rust_netdev_event(event: c_ulong, dev: *mut ffi::NetDevice) -> c_int {
+extern "C" fn kbp_rust_netdev_event(event: c_int, dev: *mut ffi::NetDevice) {
     let ctx = CONTEXT.load(ordering::Acquire);
     if ctx.is_null() {
-        return ffi::NOTIFY_DONE;
+        return;
     }
-    // SAFETY: CONTEXT is non-null only while the context is alive; the notifier is
-    // unregistered before it is freed.
+    // SAFETY: CONTEXT is non-null only while the context is alive; it is reset before
+    // the notifier is unregistered and the context freed.
     let ctx = unsafe { &*ctx };
-    let Some(d) = (0..ctx.ndevs).find(|&d| ctx.devs[d] == dev) else { return ffi::NOTIFY_DONE };
+    let Some(d) = (0..ctx.ndevs).find(|&d| ctx.devs[d] == dev) else { return };
     let bit = 1u32 << d;
     if ctx.dropped.load(Ordering::Acquire) & bit != 0 {
-        return ffi::NOTIFY_DONE;
+        return;
     }
     match event {
-        ffi::NETDEV_UP => {
-            // napi_disable() cleared THREADED; put the wake hook back.
-            for id in (0..ctx.count).filter(|&id| ctx.napi_dev[id] == d) {
-                // SAFETY: a live instance of a registered device.
-                unsafe { ffi::kbp_napi_set_threaded_bit(ctx.napis[id]) };
-            }
-        }
-        ffi::NETDEV_UNREGISTER => {
+        ffi::KBP_EV_UP => ctx.set_wake_hook(d, true),
+        ffi::KBP_EV_GOING_DOWN => ctx.set_wake_hook(d, false),
+        ffi::KBP_EV_UNREGISTER => {
             transition(&ctx.drop_request, |r| (Some(r | bit), ()));
             ctx.wake();
             for _ in 0..5000 {
@@ -234,18 +248,17 @@ extern "C" fn kbp_rust_netdev_event(event: c_ulong, dev: *mut ffi::NetDevice) ->
                 unsafe { ffi::kbp_msleep(1) };
             }
             if ctx.dropped.load(Ordering::Acquire) & bit == 0 {
-                pr_err!("kbp: thread did not let go of {} within 5 s\n", &BStrText(ctx.dev_name(0)));
+                pr_err!("the KBP thread did not let go of an unregistering device within 5 s\n");
             }
             // SAFETY: process context; then our device reference goes.
             unsafe {
                 ffi::kbp_synchronize_rcu();
                 ffi::kbp_dev_put(dev);
             }
-            pr_info!("kbp: device unregistered; its NAPI instances are released\n");
+            pr_info!("device unregistered; its NAPI instances are released\n");
         }
         _ => {}
     }
-    ffi::NOTIFY_DONE
 }
 
 /// debugfs `stats` callback (called by the C glue).
@@ -287,7 +300,7 @@ impl kernel::Module for Kbp {
             // SAFETY: `name` is a valid byte slice; the glue copies it.
             let dev = unsafe { ffi::kbp_dev_get(name.as_ptr().cast(), name.len()) };
             if dev.is_null() {
-                pr_err!("kbp: invalid parameter ifaces: unknown interface {}\n", &BStrText(name));
+                pr_err!("invalid parameter ifaces: unknown interface {}\n", &BStrText(name));
                 release_devs(&devs[..d]);
                 return Err(EINVAL);
             }
@@ -296,7 +309,7 @@ impl kernel::Module for Kbp {
             // SAFETY: `dev` is referenced; the glue writes at most `room` pointers.
             let n = unsafe { ffi::kbp_dev_napis(dev, napis[count..].as_mut_ptr(), room) };
             if n <= 0 || n > room {
-                pr_err!("kbp: invalid parameter ifaces: {} has {} NAPI instances (at most {} in all)\n", &BStrText(name), n, CAP);
+                pr_err!("invalid parameter ifaces: {} has {} NAPI instances (at most {} in all)\n", &BStrText(name), n, CAP);
                 release_devs(&devs[..=d]);
                 return Err(EINVAL);
             }
@@ -339,19 +352,11 @@ impl kernel::Module for Kbp {
         }
         ctx.task.store(task, ordering::Release);
         for id in 0..count {
-            // SAFETY: a NAPI instance of a referenced device; `task` is our kthread.
-            let rc = unsafe { ffi::kbp_napi_hijack(napis[id], task) };
-            if rc != 0 {
-                pr_err!("kbp: invalid parameter ifaces: {} already uses threaded NAPI\n", &BStrText(ctx.dev_name(id)));
-                for &napi in &napis[..id] {
-                    // SAFETY: hijacked just above.
-                    unsafe { ffi::kbp_napi_unhijack(napi) };
-                }
+            // SAFETY: a NAPI instance of a referenced device.
+            if !unsafe { ffi::kbp_napi_can_hijack(napis[id]) } {
+                pr_err!("invalid parameter ifaces: {} already uses threaded NAPI\n", &BStrText(ctx.dev_name(id)));
                 // SAFETY: the thread was created and never woken; process context.
-                unsafe {
-                    ffi::kbp_synchronize_rcu();
-                    ffi::kbp_thread_stop(task);
-                }
+                unsafe { ffi::kbp_thread_stop(task) };
                 release_devs(&devs[..params.nifaces]);
                 return Err(EBUSY);
             }
@@ -361,13 +366,16 @@ impl kernel::Module for Kbp {
             unsafe { ffi::kbp_set_fifo(task) };
         }
         CONTEXT.store(&*ctx as *const Context as *mut Context, ordering::Release);
-        // SAFETY: plain registrations; undone in `drop`.
+        // SAFETY: plain registrations, undone in `drop`. Registering the notifier
+        // replays NETDEV_UP for devices that are up, which installs the wake hook.
         unsafe {
             if ffi::kbp_debugfs_create() != 0 {
-                pr_warn!("kbp: no debugfs; counters unavailable\n");
+                pr_warn!("no debugfs; counters unavailable\n");
             }
-            let _ = ffi::kbp_notifier_register();
             ffi::kbp_wake(task);
+            if ffi::kbp_notifier_register() != 0 {
+                pr_warn!("no netdevice notifier; link changes are not followed\n");
+            }
         }
         let mode = match params.config.idle {
             IdleMode::Spin => "spin",
@@ -389,22 +397,24 @@ impl kernel::Module for Kbp {
 
 impl Drop for Kbp {
     fn drop(&mut self) {
+        // Callbacks become no-ops first: unregistering the notifier replays GOING_DOWN
+        // and UNREGISTER for every device, which must not look like a real removal.
         // SAFETY: undoing the registrations of `init`, in reverse order; process context.
-        unsafe {
-            ffi::kbp_debugfs_remove();
-            ffi::kbp_notifier_unregister();
-        }
-        let task = self.ctx.task.load(ordering::Acquire);
-        // SAFETY: our kthread; `kthread_stop` wakes it, waits for `kbp_thread` to return.
+        unsafe { ffi::kbp_debugfs_remove() };
+        CONTEXT.store(core::ptr::null_mut(), ordering::Release);
+        // SAFETY: as above.
+        unsafe { ffi::kbp_notifier_unregister() };
+        let task = self.ctx.task();
+        // SAFETY: our kthread; `kthread_stop` wakes it and waits for `kbp_thread` to
+        // return, which removes the wake hooks and hands every instance back.
         unsafe { ffi::kbp_thread_stop(task) };
         self.ctx.task.store(core::ptr::null_mut(), ordering::Release);
-        CONTEXT.store(core::ptr::null_mut(), ordering::Release);
         let dropped = self.ctx.dropped.load(Ordering::Acquire);
         for d in 0..self.ctx.ndevs {
             if dropped & (1 << d) == 0 {
                 release_devs(&self.ctx.devs[d..=d]);
             }
         }
-        pr_info!("kbp: unloaded\n");
+        pr_info!("unloaded\n");
     }
 }

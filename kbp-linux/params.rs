@@ -24,7 +24,7 @@ pub(crate) struct Params {
 }
 
 fn reject(param: &str, why: core::fmt::Arguments<'_>) -> Error {
-    pr_err!("kbp: invalid parameter {}: {}\n", param, why);
+    pr_err!("invalid parameter {}: {}\n", param, why);
     EINVAL
 }
 

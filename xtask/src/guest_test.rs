@@ -78,6 +78,19 @@ pub struct ModuleCycle {
     pub stats: String,
     /// Guest CPU share of the KBP thread while idle (no traffic), percent of one CPU.
     pub idle_thread_cpu_percent: f64,
+    /// `ip link set eth0 down && ip link set eth0 up` while owned, milliseconds.
+    pub link_flap_ms: Option<f64>,
+}
+
+/// The owned device unregistered (virtio driver unbound) while the module runs.
+#[derive(Serialize)]
+pub struct Unregister {
+    /// Time of the unbind (device unregister), milliseconds, from the guest's uptime.
+    pub unbind_ms: f64,
+    /// The module's dmesg line about it.
+    pub dmesg: String,
+    /// rmmod afterwards succeeded.
+    pub unloaded: bool,
 }
 
 #[derive(Serialize)]
@@ -92,6 +105,7 @@ struct Report {
     zero_loss_search_64b: Option<SearchResult>,
     module_cycles: Vec<ModuleCycle>,
     bad_params: Vec<BadParam>,
+    unregister: Option<Unregister>,
     kernel_warnings_total: usize,
     passed: bool,
 }
@@ -107,6 +121,34 @@ const BAD_PARAMS: &[(&str, &str)] = &[
     ("time_limit_us", "ifaces=eth0 time_limit_us=0"),
     ("spin_window_us", "ifaces=eth0 mode=adaptive spin_window_us=99999999"),
 ];
+
+/// Unbinds the owned virtio-net device while the module serves it (the device is
+/// unregistered), unloads the module, binds the device again and restores its
+/// address. One agent command does it all: the agent is reached through that device.
+fn unregister_while_owned(guest: &Guest, cpu: u32) -> Result<Unregister> {
+    let stage = Stage::start("device unregister while owned");
+    guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpu={cpu} mode=spin"))?;
+    let script = format!(
+        "dev=$(basename $(readlink /sys/class/net/eth0/device)); \
+         t0=$(cut -d' ' -f1 /proc/uptime); echo $dev > /sys/bus/virtio/drivers/virtio_net/unbind; \
+         t1=$(cut -d' ' -f1 /proc/uptime); sleep 1; \
+         rmmod kbp && echo UNLOADED; \
+         echo $dev > /sys/bus/virtio/drivers/virtio_net/bind; sleep 1; \
+         ip addr add {GUEST_ADDR}/24 dev eth0; ip link set eth0 up; sleep 1; \
+         echo UNBIND $t0 $t1; dmesg | grep 'device unregistered' | tail -n 1"
+    );
+    let out = guest.check(&script)?;
+    let times: Vec<f64> = out.lines().find(|l| l.starts_with("UNBIND ")).map(|l| l.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect()).unwrap_or_default();
+    let unbind_ms = match times.as_slice() {
+        [t0, t1] => (t1 - t0) * 1e3,
+        _ => return Err(format!("unregister test: no timing in {out}")),
+    };
+    let dmesg = out.lines().filter(|l| l.contains("device unregistered")).last().unwrap_or("").trim().to_string();
+    let unloaded = out.lines().any(|l| l == "UNLOADED");
+    println!("[xtask]   unbind {unbind_ms:.0} ms, module unloaded: {unloaded}; {dmesg}");
+    stage.done();
+    Ok(Unregister { unbind_ms, dmesg, unloaded })
+}
 
 /// CPU share of the `kbp/N` kthread over `seconds`, percent of one CPU (from
 /// /proc/PID/stat utime+stime, in clock ticks of 10 ms).
@@ -252,6 +294,7 @@ pub fn run(args: &[String]) -> Result {
     stage.done();
 
     let cpu = VCPUS - 1;
+    let short = Options { packets: (o.packets / 10).max(1_000), warmup: 0, ..o };
     let mut module_cycles = Vec::new();
     for (mode, args) in [("kbp-spin", format!("ifaces=eth0 cpu={cpu} mode=spin")), ("kbp-adaptive", format!("ifaces=eth0 cpu={cpu} mode=adaptive spin_window_us=200"))] {
         let stage = Stage::start(format!("{mode}: insmod kbp.ko {args}"));
@@ -262,17 +305,24 @@ pub fn run(args: &[String]) -> Result {
         for frame in FRAMES {
             scenarios.push(scenario(&guest, mode, frame, &o)?);
         }
+        let mut link_flap_ms = None;
+        if mode == "kbp-spin" {
+            let t = Instant::now();
+            guest.check("ip link set eth0 down && ip link set eth0 up")?;
+            link_flap_ms = Some(t.elapsed().as_secs_f64() * 1e3);
+            std::thread::sleep(Duration::from_millis(500));
+            scenarios.push(scenario(&guest, "kbp-spin-after-link-flap", 64, &short)?);
+        }
         let stats = guest.check("cat /sys/kernel/debug/kbp/stats")?;
         println!("{}", stats.lines().map(|l| format!("[xtask]     {l}")).collect::<Vec<_>>().join("\n"));
         let t = Instant::now();
         guest.check("rmmod kbp")?;
         let unload_ms = t.elapsed().as_secs_f64() * 1e3;
         println!("[xtask]   load {load_ms:.0} ms, unload {unload_ms:.0} ms, idle KBP thread {idle_thread_cpu_percent:.0}% of a CPU");
-        module_cycles.push(ModuleCycle { mode: mode.into(), args, load_ms, unload_ms, stats, idle_thread_cpu_percent });
+        module_cycles.push(ModuleCycle { mode: mode.into(), args, load_ms, unload_ms, stats, idle_thread_cpu_percent, link_flap_ms });
         stage.done();
     }
-    let after_unload = Options { packets: (o.packets / 10).max(1_000), warmup: 0, ..o };
-    scenarios.push(scenario(&guest, "napi-after-unload", 64, &after_unload)?);
+    scenarios.push(scenario(&guest, "napi-after-unload", 64, &short)?);
 
     let stage = Stage::start("bad module parameters");
     let mut bad_params = Vec::new();
@@ -282,13 +332,16 @@ pub fn run(args: &[String]) -> Result {
         if loaded {
             let _ = guest.exec("rmmod kbp");
         }
-        let dmesg = guest.check("dmesg | grep 'kbp: invalid parameter' | tail -n 1")?;
+        let dmesg = guest.check("dmesg | grep 'invalid parameter' | tail -n 1")?;
         let refused = code != 0 && !loaded && dmesg.contains(&format!("invalid parameter {param}"));
         println!("[xtask]   {:<40} {}  {}", args, if refused { "refused" } else { "NOT REFUSED" }, dmesg.trim());
         bad_params.push(BadParam { param: param.to_string(), args: args.to_string(), refused, dmesg: dmesg.trim().to_string() });
         let _ = guest.exec("dmesg -c > /dev/null");
     }
     stage.done();
+
+    let unregister = Some(unregister_while_owned(&guest, cpu)?);
+    scenarios.push(scenario(&guest, "napi-after-rebind", 64, &short)?);
 
     let search = if o.search {
         let stage = Stage::start("zero-loss search, 64 B frames");
@@ -304,7 +357,11 @@ pub fn run(args: &[String]) -> Result {
     let boot_seconds = guest.boot_seconds;
     let log = guest.power_off(Duration::from_secs(60))?;
     let total_warnings = count_warnings(&log);
-    let passed = scenarios.iter().all(|s| s.passed) && bad_params.iter().all(|b| b.refused) && total_warnings == 0 && rx_queues == QUEUE_PAIRS;
+    let passed = scenarios.iter().all(|s| s.passed)
+        && bad_params.iter().all(|b| b.refused)
+        && unregister.as_ref().is_some_and(|u| u.unloaded && !u.dmesg.is_empty())
+        && total_warnings == 0
+        && rx_queues == QUEUE_PAIRS;
     let report = Report {
         kernel: k.release,
         vcpus: VCPUS,
@@ -316,6 +373,7 @@ pub fn run(args: &[String]) -> Result {
         zero_loss_search_64b: search,
         module_cycles,
         bad_params,
+        unregister,
         kernel_warnings_total: total_warnings,
         passed,
     };
@@ -330,4 +388,20 @@ pub fn run(args: &[String]) -> Result {
     } else {
         Err(format!("some scenarios failed or the guest logged {total_warnings} kernel warning(s); see {}", json.display()))
     }
+}
+
+/// `cargo xtask guest-run CMD...`: boots the guest (module in the initramfs), runs each
+/// command through the agent and prints its output; for investigating by hand.
+pub fn run_commands(commands: &[String]) -> Result {
+    let tc = toolchain::ensure()?;
+    let k = kernel::build(&tc)?;
+    let ko = module::build(&tc, &k)?;
+    let image = initramfs::build(&[(ko, MODULE_PATH)])?;
+    let out_dir = workspace_root().join("target/kbp");
+    let guest = Guest::boot(&k.bzimage, &image, &out_dir.join("guest-run.log"), Duration::from_secs(180))?;
+    for command in commands {
+        let (code, out) = guest.exec(command)?;
+        println!("$ {command}\n{out}\n[exit {code}]");
+    }
+    guest.power_off(Duration::from_secs(60)).map(|_| ())
 }

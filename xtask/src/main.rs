@@ -56,6 +56,7 @@ fn main() -> ExitCode {
         "initramfs" => initramfs::build(&[]).map(|_| ()),
         "module" => toolchain::ensure().and_then(|tc| kernel::build(&tc).and_then(|k| module::build(&tc, &k))).map(|_| ()),
         "guest-test" => guest_test::run(&args[1..]),
+        "guest-run" => guest_test::run_commands(&args[1..]),
         "clean-cache" => {
             let dir = cache_dir();
             println!("removing {}", dir.display());
