@@ -12,10 +12,10 @@
 //!     |  |                                                    |  |  (3) keep_busy:
 //!     |  |   (5) try_take_busy: 0 -> SCHED|BUSY               v  |  SCHED|BUSY, MISSED
 //!     |  +----------------------------------------------  +----------+ cleared; the IRQ
-//!     |      (4) complete / release_busy                   |SCHED|BUSY| stays masked
+//!     |      (4) complete (idle, disable, detach)          |SCHED|BUSY| stays masked
 //!     |                                                    +----------+
 //!     | (6) begin_disable: sets DISABLE; schedule and try_take_busy refuse;
-//!     |     an owner that sees DISABLE releases at its next complete/keep_busy
+//!     |     an owner that sees DISABLE releases at its next poll
 //!     v
 //!   +---------+  (7) try_finish_disable once SCHED is clear  +-------------+
 //!   | DISABLE | -------------------------------------------> | SCHED|NPSVC |

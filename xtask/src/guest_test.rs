@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::guest::{count_warnings, net_rx_softirqs, Guest, QUEUE_PAIRS, VCPUS};
 use crate::initramfs::{ECHO_PORT, GUEST_ADDR};
-use crate::progress::Stage;
+use crate::progress::{output, Stage};
 use crate::{initramfs, kernel, module, toolchain, workspace_root, Result};
 
 /// Where the module lives in the guest.
@@ -45,9 +45,41 @@ pub struct Scenario {
     pub kernel_warnings: usize,
     /// Packets the KBP thread processed during the scenario (kbp modes; from debugfs).
     pub kbp_packets: Option<u64>,
+    /// Where lost packets were dropped: the guest's UDP receive-buffer errors and the
+    /// host tap's TX drops (QEMU not reading the tap fast enough) during the scenario.
+    pub drops: Drops,
     /// lost == 0, no kernel warning; in kbp modes also NET_RX below 1% of the packets
     /// received and the KBP counters covering every echoed packet.
     pub passed: bool,
+}
+
+/// Drop counters read around a scenario.
+#[derive(Clone, Copy, Default, Serialize)]
+pub struct Drops {
+    /// `Udp: RcvbufErrors` of the guest's /proc/net/snmp.
+    pub guest_udp_rcvbuf_errors: u64,
+    /// TX drops of the host's tap0 (packets the emulated NIC did not take).
+    pub host_tap_tx_dropped: u64,
+}
+
+impl Drops {
+    fn read(guest: &Guest) -> Result<Drops> {
+        let snmp = guest.check("grep '^Udp:' /proc/net/snmp")?;
+        let mut lines = snmp.lines();
+        let (names, values) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+        let rcvbuf = names.split_whitespace().zip(values.split_whitespace()).find(|(n, _)| *n == "RcvbufErrors").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+        // This process is inside the test namespace (setns), so `ip` sees its tap0.
+        let link = output(std::process::Command::new("ip").args(["-j", "-s", "link", "show", "tap0"]))?;
+        let tap = serde_json::from_str::<serde_json::Value>(&link).ok().and_then(|v| v[0]["stats64"]["tx"]["dropped"].as_u64()).unwrap_or(0);
+        Ok(Drops { guest_udp_rcvbuf_errors: rcvbuf, host_tap_tx_dropped: tap })
+    }
+
+    fn since(self, before: Drops) -> Drops {
+        Drops {
+            guest_udp_rcvbuf_errors: self.guest_udp_rcvbuf_errors.saturating_sub(before.guest_udp_rcvbuf_errors),
+            host_tap_tx_dropped: self.host_tap_tx_dropped.saturating_sub(before.host_tap_tx_dropped),
+        }
+    }
 }
 
 /// A module load that must be refused.
@@ -212,10 +244,12 @@ fn scenario(guest: &Guest, mode: &str, frame: usize, o: &Options) -> Result<Scen
     let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}").parse().expect("address");
     let log_before = std::fs::read_to_string(&guest.log).unwrap_or_default().len();
     let kbp_before = kbp_thread_packets(guest)?;
+    let drops_before = Drops::read(guest)?;
     let before = net_rx_softirqs(guest)?;
     let spec = TrialSpec { target, rate_pps: o.rate, frame_bytes: frame, packets: o.packets, warmup_packets: o.warmup, grace: Duration::from_secs(2) };
     let result = run_trial(&spec).map_err(|e| format!("load generator: {e}"))?;
     let after = net_rx_softirqs(guest)?;
+    let drops = Drops::read(guest)?.since(drops_before);
     let kbp_packets = match (kbp_before, kbp_thread_packets(guest)?) {
         (Some(b), Some(a)) => Some(a.saturating_sub(b)),
         _ => None,
@@ -237,14 +271,17 @@ fn scenario(guest: &Guest, mode: &str, frame: usize, o: &Options) -> Result<Scen
         net_rx_softirq_delta_per_cpu: per_cpu,
         kernel_warnings: warnings,
         kbp_packets,
+        drops,
         passed: result.lost == 0 && warnings == 0 && result.received > 0 && kbp_ok,
     };
     println!(
-        "[xtask]   {:<18} {:>5} B  sent {:>7} lost {:>5}  rtt us p50 {:>8.1} p99 {:>8.1} p99.9 {:>8.1} max {:>8.1}  NET_RX +{:<7} kbp {:<8} warnings {}  {}",
+        "[xtask]   {:<18} {:>5} B  sent {:>7} lost {:>5} (rcvbuf {}, tap {})  rtt us p50 {:>8.1} p99 {:>8.1} p99.9 {:>8.1} max {:>8.1}  NET_RX +{:<7} kbp {:<8} warnings {}  {}",
         s.mode,
         s.frame_bytes,
         s.sent,
         s.lost,
+        s.drops.guest_udp_rcvbuf_errors,
+        s.drops.host_tap_tx_dropped,
         s.rtt_us.p50,
         s.rtt_us.p99,
         s.rtt_us.p99_9,
