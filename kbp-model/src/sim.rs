@@ -168,6 +168,10 @@ pub struct SimNic {
     pub platform: SimPlatform,
     /// Weight of the normal (fallback) path's polls.
     pub fallback_weight: u32,
+    /// A doorbell device: every packet raises the interrupt (no masking) and re-arming
+    /// does not look for pending work, so an event that lands while the instance is owned
+    /// is remembered only by MISSED.
+    pub doorbell: bool,
 }
 
 /// One instance of a [`SimNic`], as the poller sees it.
@@ -184,7 +188,13 @@ impl SimNic {
             rx: core::array::from_fn(|_| SimRx::new()),
             platform,
             fallback_weight: Config::DEFAULT.weight,
+            doorbell: false,
         }
+    }
+
+    /// A NIC whose interrupts are doorbells (see [`SimNic::doorbell`]).
+    pub fn with_doorbell(platform: SimPlatform) -> Self {
+        SimNic { doorbell: true, ..Self::new(platform) }
     }
 
     /// The instances as [`RxInstance`]s for a poller.
@@ -202,7 +212,7 @@ impl SimNic {
             raise = hw & IRQ_ARMED != 0;
             Some(((hw >> 1) + n) << 1)
         });
-        if raise {
+        if raise || self.doorbell {
             self.raise_irq(id);
         }
     }
@@ -281,6 +291,10 @@ impl RxInstance for RxPort<'_> {
     }
 
     fn rearm_irq(&self) {
+        if self.nic.doorbell {
+            let _ = self.nic.rx[self.id].hw.fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| Some(hw | IRQ_ARMED));
+            return;
+        }
         let mut raise = false;
         let _ = self.nic.rx[self.id].hw.fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
             raise = hw >> 1 != 0;
