@@ -142,13 +142,13 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
     /// In `Spin` mode the poller also takes an idle instance at once and masks its
     /// interrupt. Returns false when the normal path owns it right now (retry later).
     pub fn attach(&mut self, id: usize) -> bool {
-        if id >= self.rx.len() || self.shared.attach(id) != Some(Attach::Attached) {
+        let Some(rx) = self.rx.get(id) else { return false };
+        if self.shared.attach(id) != Some(Attach::Attached) {
             return false;
         }
         if self.config.idle == IdleMode::Spin {
-            let taken = self.shared.state(id).and_then(|state| state.try_take_busy(id));
-            if let Some(token) = taken {
-                self.rx[id].mask_irq();
+            if let Some(token) = self.shared.state(id).and_then(|state| state.try_take_busy(id)) {
+                rx.mask_irq();
                 if let Err(token) = self.shared.list.push(token) {
                     self.overflow(token);
                 }
