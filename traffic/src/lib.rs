@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-const MAGIC: u32 = 0x4b42_5031; // "KBP1"
-const HEADER: usize = 4 + 8 + 8;
+const MAGIC: u16 = 0x4b42; // "KB"
+/// Magic, sequence number, send time: 18 bytes, the payload of a 64-byte frame.
+const HEADER: usize = 2 + 8 + 8;
 /// Ethernet + IPv4 + UDP headers and FCS around a UDP payload.
 pub const FRAME_OVERHEAD: usize = 46;
 
@@ -58,15 +59,15 @@ pub struct RttSummary {
 }
 
 impl RttSummary {
-    /// Percentiles of `rtts_ns` (sorted in place).
+    /// Percentiles of `rtts_ns` (sorted in place), by the nearest-rank method.
     pub fn from_ns(rtts_ns: &mut [u64]) -> RttSummary {
         if rtts_ns.is_empty() {
             return RttSummary::default();
         }
         rtts_ns.sort_unstable();
         let pick = |p: f64| {
-            let rank = ((p / 100.0) * (rtts_ns.len() - 1) as f64).round() as usize;
-            rtts_ns[rank.min(rtts_ns.len() - 1)] as f64 / 1_000.0
+            let rank = ((p / 100.0) * rtts_ns.len() as f64).ceil() as usize;
+            rtts_ns[rank.clamp(1, rtts_ns.len()) - 1] as f64 / 1_000.0
         };
         RttSummary {
             min: rtts_ns[0] as f64 / 1_000.0,
@@ -112,11 +113,11 @@ pub fn run_trial(spec: &TrialSpec) -> io::Result<TrialResult> {
             while !done.load(Ordering::Acquire) {
                 let Ok(n) = receiver_socket.recv(&mut buf) else { continue };
                 let now = epoch.elapsed().as_nanos() as u64;
-                if n < HEADER || u32::from_le_bytes(buf[0..4].try_into().unwrap()) != MAGIC {
+                if n < HEADER || u16::from_le_bytes([buf[0], buf[1]]) != MAGIC {
                     continue;
                 }
-                let seq = u64::from_le_bytes(buf[4..12].try_into().unwrap());
-                let sent = u64::from_le_bytes(buf[12..20].try_into().unwrap());
+                let seq = u64::from_le_bytes(buf[2..10].try_into().expect("8 bytes"));
+                let sent = u64::from_le_bytes(buf[10..18].try_into().expect("8 bytes"));
                 if let Some(slot) = rtts.get_mut(seq as usize) {
                     if *slot == u64::MAX {
                         *slot = now.saturating_sub(sent);
@@ -128,7 +129,7 @@ pub fn run_trial(spec: &TrialSpec) -> io::Result<TrialResult> {
     };
 
     let mut payload = vec![0u8; payload_len(spec.frame_bytes)];
-    payload[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+    payload[0..2].copy_from_slice(&MAGIC.to_le_bytes());
     let interval = Duration::from_secs_f64(1.0 / spec.rate_pps.max(1) as f64);
     let start = Instant::now();
     let mut measured_start = start;
@@ -151,8 +152,8 @@ pub fn run_trial(spec: &TrialSpec) -> io::Result<TrialResult> {
                 std::hint::spin_loop();
             }
         }
-        payload[4..12].copy_from_slice(&seq.to_le_bytes());
-        payload[12..20].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_le_bytes());
+        payload[2..10].copy_from_slice(&seq.to_le_bytes());
+        payload[10..18].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_le_bytes());
         // A full socket buffer is a send-side drop: it counts as lost.
         let _ = socket.send(&payload);
     }
