@@ -48,6 +48,8 @@ pub struct Scenario {
     /// Where lost packets were dropped: the guest's UDP receive-buffer errors and the
     /// host tap's TX drops (QEMU not reading the tap fast enough) during the scenario.
     pub drops: Drops,
+    /// A guest command run while the traffic flowed (e.g. `rmmod kbp`) and its duration.
+    pub during: Option<(String, f64)>,
     /// lost == 0, no kernel warning; in kbp modes also NET_RX below 1% of the packets
     /// received and the KBP counters covering every echoed packet.
     pub passed: bool,
@@ -241,13 +243,29 @@ fn kbp_thread_packets(guest: &Guest) -> Result<Option<u64>> {
 }
 
 fn scenario(guest: &Guest, mode: &str, frame: usize, o: &Options) -> Result<Scenario> {
+    scenario_with(guest, mode, frame, o, None)
+}
+
+/// A scenario that runs `during.0` in the guest `during.1` after the traffic started.
+fn scenario_with(guest: &Guest, mode: &str, frame: usize, o: &Options, during: Option<(&str, Duration)>) -> Result<Scenario> {
     let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}").parse().expect("address");
     let log_before = std::fs::read_to_string(&guest.log).unwrap_or_default().len();
     let kbp_before = kbp_thread_packets(guest)?;
     let drops_before = Drops::read(guest)?;
     let before = net_rx_softirqs(guest)?;
     let spec = TrialSpec { target, rate_pps: o.rate, frame_bytes: frame, packets: o.packets, warmup_packets: o.warmup, grace: Duration::from_secs(2) };
-    let result = run_trial(&spec).map_err(|e| format!("load generator: {e}"))?;
+    let (result, during) = std::thread::scope(|scope| -> Result<_> {
+        let trial = scope.spawn(|| run_trial(&spec));
+        let mut timed = None;
+        if let Some((command, after)) = during {
+            std::thread::sleep(after);
+            let t = Instant::now();
+            guest.check(command)?;
+            timed = Some((command.to_string(), t.elapsed().as_secs_f64() * 1e3));
+        }
+        let result = trial.join().map_err(|_| "load generator panicked".to_string())?.map_err(|e| format!("load generator: {e}"))?;
+        Ok((result, timed))
+    })?;
     let after = net_rx_softirqs(guest)?;
     let drops = Drops::read(guest)?.since(drops_before);
     let kbp_packets = match (kbp_before, kbp_thread_packets(guest)?) {
@@ -272,6 +290,7 @@ fn scenario(guest: &Guest, mode: &str, frame: usize, o: &Options) -> Result<Scen
         kernel_warnings: warnings,
         kbp_packets,
         drops,
+        during,
         passed: result.lost == 0 && warnings == 0 && result.received > 0 && kbp_ok,
     };
     println!(
@@ -360,6 +379,14 @@ pub fn run(args: &[String]) -> Result {
         stage.done();
     }
     scenarios.push(scenario(&guest, "napi-after-unload", 64, &short)?);
+    // Unload while packets flow: those arriving during the hand-back must be delivered.
+    guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpu={cpu} mode=spin"))?;
+    let halfway = Duration::from_secs_f64(short.packets as f64 / short.rate as f64 / 2.0);
+    let s = scenario_with(&guest, "unload-under-traffic", 64, &short, Some(("rmmod kbp", halfway)))?;
+    if let Some((_, ms)) = &s.during {
+        println!("[xtask]   rmmod under traffic took {ms:.0} ms");
+    }
+    scenarios.push(s);
 
     let stage = Stage::start("bad module parameters");
     let mut bad_params = Vec::new();
