@@ -61,7 +61,7 @@ impl Case {
             let id = b % CAP as u8;
             ops.push(match a % 8 {
                 0 | 1 => Op::Produce { id, n: c },
-                2 | 3 | 4 => Op::Step,
+                2..=4 => Op::Step,
                 5 => Op::Advance { ns: u32::from_le_bytes([b, c, 0, 0]) * 64 },
                 6 => {
                     if c & 1 == 0 {

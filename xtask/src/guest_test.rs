@@ -177,7 +177,7 @@ fn unregister_while_owned(guest: &Guest, cpu: u32) -> Result<Unregister> {
         [t0, t1] => (t1 - t0) * 1e3,
         _ => return Err(format!("unregister test: no timing in {out}")),
     };
-    let dmesg = out.lines().filter(|l| l.contains("device unregistered")).last().unwrap_or("").trim().to_string();
+    let dmesg = out.lines().rfind(|l| l.contains("device unregistered")).unwrap_or("").trim().to_string();
     let unloaded = out.lines().any(|l| l == "UNLOADED");
     println!("[xtask]   unbind {unbind_ms:.0} ms, module unloaded: {unloaded}; {dmesg}");
     stage.done();
