@@ -288,7 +288,8 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
         now
     }
 
-    /// Keep owning instances with their interrupt masked after a poll?
+    /// Inside the spin window (always, in `Spin`): keep owning instances with their
+    /// interrupt masked after a poll, and do not park.
     fn wants_busy(&self, now: Nanos) -> bool {
         match self.config.idle {
             IdleMode::Spin => true,
@@ -329,12 +330,7 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
     /// The idle policy after a round without packets.
     #[inline]
     fn idle(&mut self) -> StepOutcome {
-        let IdleMode::Adaptive { window_ns } = self.config.idle else { return StepOutcome::Idle };
-        if !self.shared.list.is_empty() {
-            return StepOutcome::Idle;
-        }
-        let now = self.platform.now();
-        if self.last_work_ns.is_some_and(|last| now.saturating_sub(last) < window_ns) {
+        if self.config.idle == IdleMode::Spin || !self.shared.list.is_empty() || self.wants_busy(self.platform.now()) {
             return StepOutcome::Idle;
         }
         self.park()

@@ -44,6 +44,23 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
+/// One thread per entry of `packets`, each producing a packet on that instance.
+fn spawn_producers(nic: &Arc<SimNic>, packets: &[usize]) -> Vec<thread::JoinHandle<()>> {
+    packets
+        .iter()
+        .map(|&id| {
+            let nic = nic.clone();
+            thread::spawn(move || nic.produce(id, 1))
+        })
+        .collect()
+}
+
+fn join(threads: Vec<thread::JoinHandle<()>>) {
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
 fn new_nic() -> Arc<SimNic> {
     Arc::new(SimNic::new(SimPlatform::blocking()))
 }
@@ -68,16 +85,13 @@ fn a_irq_schedule_races_complete_and_missed() {
         // One packet is listed before the race starts, so the second one can land while
         // the poller owns the instance (after its poll, before its complete).
         nic.produce(0, 1);
-        let producer = {
-            let nic = nic.clone();
-            thread::spawn(move || nic.produce(0, 1))
-        };
+        let producers = spawn_producers(&nic, &[0]);
         while consumed(&nic, 1) < 2 {
             let _ = poller.step();
             invariants::shared(&nic.shared, 1).unwrap();
         }
         poller.shutdown();
-        producer.join().unwrap();
+        join(producers);
         invariants::quiescent(&nic, 1, PollerPhase::ShutDown).unwrap();
     });
 }
@@ -88,16 +102,9 @@ fn a_irq_schedule_races_complete_and_missed() {
 fn b_poller_park_races_irq_wake() {
     model(|| {
         let nic = new_nic();
-        let producers: Vec<_> = (0..2)
-            .map(|id| {
-                let nic = nic.clone();
-                thread::spawn(move || nic.produce(id, 1))
-            })
-            .collect();
+        let producers = spawn_producers(&nic, &[0, 1]);
         poll_until(&nic, RELEASE_EVERY_POLL, 2, 2);
-        for p in producers {
-            p.join().unwrap();
-        }
+        join(producers);
         invariants::quiescent(&nic, 2, PollerPhase::ShutDown).unwrap();
     });
 }
@@ -109,10 +116,7 @@ fn b_poller_park_races_irq_wake() {
 fn c_disable_races_schedule_and_poll() {
     model(|| {
         let nic = new_nic();
-        let producer = {
-            let nic = nic.clone();
-            thread::spawn(move || nic.produce(0, 1))
-        };
+        let producers = spawn_producers(&nic, &[0]);
         let disabler = {
             let nic = nic.clone();
             thread::spawn(move || {
@@ -123,7 +127,7 @@ fn c_disable_races_schedule_and_poll() {
             })
         };
         poll_until(&nic, RELEASE_EVERY_POLL, 1, 1);
-        producer.join().unwrap();
+        join(producers);
         disabler.join().unwrap();
         invariants::quiescent(&nic, 1, PollerPhase::ShutDown).unwrap();
     });
@@ -136,16 +140,9 @@ fn c_disable_races_schedule_and_poll() {
 fn d_two_cpus_schedule_the_same_instance() {
     model(|| {
         let nic = new_doorbell_nic();
-        let producers: Vec<_> = (0..2)
-            .map(|_| {
-                let nic = nic.clone();
-                thread::spawn(move || nic.produce(0, 1))
-            })
-            .collect();
+        let producers = spawn_producers(&nic, &[0, 0]);
         poll_until(&nic, RELEASE_EVERY_POLL, 1, 2);
-        for p in producers {
-            p.join().unwrap();
-        }
+        join(producers);
         invariants::quiescent(&nic, 1, PollerPhase::ShutDown).unwrap();
     });
 }
