@@ -9,7 +9,7 @@ use kbp_core::{AtomicWord, Nanos, Platform};
 use kernel::sync::atomic::{ordering, Atomic};
 
 use crate::ffi;
-use crate::Context;
+use crate::worker::Worker;
 
 /// kbp-core's atomic word on `kernel::sync::atomic::Atomic<u32>` (kernel memory model).
 /// A C11 ordering maps to the kernel ordering that is at least as strong.
@@ -56,7 +56,7 @@ impl Drop for BhGuard {
 
 /// The KBP kthread's environment.
 pub(crate) struct KernelPlatform<'a> {
-    pub(crate) ctx: &'a Context,
+    pub(crate) worker: &'a Worker,
 }
 
 impl Platform for KernelPlatform<'_> {
@@ -85,7 +85,7 @@ impl Platform for KernelPlatform<'_> {
         unsafe { ffi::kbp_prepare_to_sleep() };
         // SAFETY: called from the kthread itself.
         let stop = unsafe { ffi::kbp_should_stop() };
-        if still_parked() && !stop && !self.ctx.any_handed_over() {
+        if still_parked() && !stop && !self.worker.any_handed_over() {
             // SAFETY: TASK_INTERRUPTIBLE is set; an IRQ's wake_up_process or kthread_stop wakes us.
             unsafe { ffi::kbp_sleep() };
         }
@@ -94,6 +94,6 @@ impl Platform for KernelPlatform<'_> {
     }
 
     fn unpark(&self) {
-        self.ctx.wake();
+        self.worker.wake();
     }
 }

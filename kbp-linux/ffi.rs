@@ -25,7 +25,7 @@ pub(crate) struct Task {
 unsafe extern "C" {
     pub(crate) fn kbp_param_ifaces() -> *const c_char;
     pub(crate) fn kbp_param_mode() -> *const c_char;
-    pub(crate) fn kbp_param_cpu() -> c_int;
+    pub(crate) fn kbp_param_cpus() -> *const c_char;
     pub(crate) fn kbp_param_weight() -> c_uint;
     pub(crate) fn kbp_param_budget() -> c_uint;
     pub(crate) fn kbp_param_time_limit_us() -> c_uint;
@@ -60,6 +60,7 @@ unsafe extern "C" {
     pub(crate) fn kbp_thread_stop(t: *mut Task) -> c_int;
     pub(crate) fn kbp_set_fifo(t: *mut Task);
     pub(crate) fn kbp_cpu_usable(cpu: c_int) -> bool;
+    pub(crate) fn kbp_thread_pin(t: *mut Task, cpu: c_int) -> c_int;
     pub(crate) fn kbp_synchronize_rcu();
     pub(crate) fn kbp_msleep(ms: c_uint);
 
@@ -67,6 +68,8 @@ unsafe extern "C" {
     pub(crate) fn kbp_notifier_unregister();
     pub(crate) fn kbp_debugfs_create() -> c_int;
     pub(crate) fn kbp_debugfs_remove();
+    pub(crate) fn kbp_cpuhp_register() -> c_int;
+    pub(crate) fn kbp_cpuhp_unregister();
 }
 
 /// Notifier events the glue forwards (`enum kbp_event` in kbp_glue.h).

@@ -15,6 +15,7 @@
 #include <linux/seq_file.h>
 #include <linux/rtnetlink.h>
 #include <linux/cpumask.h>
+#include <linux/cpuhotplug.h>
 #include <linux/vmalloc.h>
 #include <net/gro.h>
 #include <net/net_namespace.h>
@@ -31,9 +32,9 @@ MODULE_PARM_DESC(ifaces, "Comma-separated interfaces whose every NAPI instance K
 static char kbp_mode[16] = "spin";
 module_param_string(mode, kbp_mode, sizeof(kbp_mode), 0444);
 MODULE_PARM_DESC(mode, "Idle mode: spin (never sleep) or adaptive (spin for spin_window_us, then park)");
-static int kbp_cpu = -1;
-module_param_named(cpu, kbp_cpu, int, 0444);
-MODULE_PARM_DESC(cpu, "CPU the KBP thread is pinned to (default: the last online CPU)");
+static char kbp_cpus[64] = "";
+module_param_string(cpus, kbp_cpus, sizeof(kbp_cpus), 0444);
+MODULE_PARM_DESC(cpus, "CPUs to run one KBP thread each on, e.g. 2,3 or 1-3 (default: the last online CPU)");
 static unsigned int kbp_weight = 64;
 module_param_named(weight, kbp_weight, uint, 0444);
 MODULE_PARM_DESC(weight, "Packets per poll of one NAPI instance, 1..4096 (default 64)");
@@ -52,7 +53,7 @@ MODULE_PARM_DESC(fifo, "Run the KBP thread SCHED_FIFO (default off)");
 
 const char *kbp_param_ifaces(void) { return kbp_ifaces; }
 const char *kbp_param_mode(void) { return kbp_mode; }
-int kbp_param_cpu(void) { return kbp_cpu; }
+const char *kbp_param_cpus(void) { return kbp_cpus; }
 unsigned int kbp_param_weight(void) { return kbp_weight; }
 unsigned int kbp_param_budget(void) { return kbp_budget; }
 unsigned int kbp_param_time_limit_us(void) { return kbp_time_limit_us; }
@@ -248,6 +249,29 @@ void kbp_set_fifo(struct task_struct *t) { sched_set_fifo_low(t); }
 bool kbp_cpu_usable(int cpu) { return cpu >= 0 && cpu < nr_cpu_ids && cpu_online(cpu); }
 void kbp_synchronize_rcu(void) { synchronize_rcu(); }
 void kbp_msleep(unsigned int ms) { msleep(ms); }
+
+int kbp_thread_pin(struct task_struct *t, int cpu) { return set_cpus_allowed_ptr(t, cpumask_of(cpu)); }
+
+/* CPU hotplug: when a CPU comes back online, its KBP thread is pinned there again. */
+static enum cpuhp_state kbp_cpuhp_state;
+
+static int kbp_cpu_online(unsigned int cpu)
+{
+	kbp_rust_cpu_online(cpu);
+	return 0;
+}
+
+int kbp_cpuhp_register(void)
+{
+	int rc = cpuhp_setup_state_nocalls(CPUHP_AP_ONLINE_DYN, "net/kbp:online", kbp_cpu_online, NULL);
+
+	if (rc < 0)
+		return rc;
+	kbp_cpuhp_state = rc;
+	return 0;
+}
+
+void kbp_cpuhp_unregister(void) { cpuhp_remove_state_nocalls(kbp_cpuhp_state); }
 
 static int kbp_netdev_event(struct notifier_block *nb, unsigned long event, void *ptr)
 {

@@ -16,7 +16,7 @@ struct task_struct;
 /* Module parameters. */
 const char *kbp_param_ifaces(void);
 const char *kbp_param_mode(void);
-int kbp_param_cpu(void);
+const char *kbp_param_cpus(void);
 unsigned int kbp_param_weight(void);
 unsigned int kbp_param_budget(void);
 unsigned int kbp_param_time_limit_us(void);
@@ -54,6 +54,7 @@ bool kbp_should_stop(void);
 int kbp_thread_stop(struct task_struct *t);
 void kbp_set_fifo(struct task_struct *t);
 bool kbp_cpu_usable(int cpu);
+int kbp_thread_pin(struct task_struct *t, int cpu);
 void kbp_synchronize_rcu(void);
 void kbp_msleep(unsigned int ms);
 
@@ -65,5 +66,10 @@ void kbp_rust_netdev_event(enum kbp_event event, struct net_device *dev);
 int kbp_debugfs_create(void);
 void kbp_debugfs_remove(void);
 size_t kbp_rust_stats_format(char *buf, size_t size);
+
+/* CPU hotplug; the callback is implemented in Rust. */
+int kbp_cpuhp_register(void);
+void kbp_cpuhp_unregister(void);
+void kbp_rust_cpu_online(unsigned int cpu);
 
 #endif

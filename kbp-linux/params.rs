@@ -9,13 +9,17 @@ use kernel::prelude::*;
 
 use crate::ffi;
 
-/// Most interfaces one KBP thread serves.
+/// Most interfaces the module serves.
 pub(crate) const MAX_DEVS: usize = 4;
+/// Most KBP threads (one per CPU in `cpus`).
+pub(crate) const MAX_THREADS: usize = 8;
 
 /// Validated parameters.
 pub(crate) struct Params {
     pub(crate) config: Config,
-    pub(crate) cpu: i32,
+    /// One KBP thread per CPU, in the order given.
+    pub(crate) cpus: [i32; MAX_THREADS],
+    pub(crate) ncpus: usize,
     pub(crate) fifo: bool,
     /// Interface names (bytes of the `ifaces` parameter) and how many.
     pub(crate) ifaces: [(usize, usize); MAX_DEVS],
@@ -36,10 +40,11 @@ impl Params {
         let ifaces_raw: &'static [u8] = unsafe { CStr::from_ptr(ffi::kbp_param_ifaces()) }.to_bytes();
         // SAFETY: as above.
         let mode = unsafe { CStr::from_ptr(ffi::kbp_param_mode()) }.to_bytes();
+        // SAFETY: as above.
+        let cpus_raw = unsafe { CStr::from_ptr(ffi::kbp_param_cpus()) }.to_bytes();
         // SAFETY: plain reads of integer module parameters.
-        let (cpu, weight, budget, time_limit_us, window_us, fifo) = unsafe {
+        let (weight, budget, time_limit_us, window_us, fifo) = unsafe {
             (
-                ffi::kbp_param_cpu(),
                 ffi::kbp_param_weight(),
                 ffi::kbp_param_budget(),
                 ffi::kbp_param_time_limit_us(),
@@ -63,19 +68,11 @@ impl Params {
             }
         }
 
-        let cpu = if cpu == -1 { (0..256).rev().find(|&c| unsafe_cpu_usable(c)).unwrap_or(0) } else { cpu };
-        if !unsafe_cpu_usable(cpu) {
-            return Err(reject("cpu", format_args!("CPU {} is offline or out of range", cpu)));
-        }
+        let (cpus, ncpus) = parse_cpus(cpus_raw)?;
 
         let mut ifaces = [(0usize, 0usize); MAX_DEVS];
         let mut nifaces = 0;
-        let mut start = 0;
-        for (i, &b) in Iterator::chain(ifaces_raw.iter(), core::iter::once(&b',')).enumerate() {
-            if b != b',' {
-                continue;
-            }
-            let len = i - start;
+        for (start, len) in list_items(ifaces_raw) {
             if len == 0 || len >= 16 {
                 return Err(reject("ifaces", format_args!("empty or over-long interface name in {:?}", BStrDisplay(ifaces_raw))));
             }
@@ -84,9 +81,8 @@ impl Params {
             }
             ifaces[nifaces] = (start, len);
             nifaces += 1;
-            start = i + 1;
         }
-        Ok(Params { config, cpu, fifo, ifaces, nifaces, ifaces_raw })
+        Ok(Params { config, cpus, ncpus, fifo, ifaces, nifaces, ifaces_raw })
     }
 
     /// The `i`th interface name.
@@ -96,9 +92,78 @@ impl Params {
     }
 }
 
+/// The (start, length) of each comma-separated item of `raw` (one empty item if empty).
+fn list_items(raw: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut start = 0;
+    Iterator::chain(raw.iter(), core::iter::once(&b',')).enumerate().filter(|&(_, &b)| b == b',').map(move |(i, _)| {
+        let item = (start, i - start);
+        start = i + 1;
+        item
+    })
+}
+
+/// A decimal CPU number (at most four digits, so it cannot overflow).
+fn parse_cpu(text: &[u8]) -> Option<i32> {
+    if text.is_empty() || text.len() > 4 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(text.iter().fold(0, |n, &d| n * 10 + i32::from(d - b'0')))
+}
+
+/// `cpus`: a list of CPUs and ranges (`2,3`, `1-3`); empty means the last online CPU.
+/// Every CPU must be online, and none may appear twice.
+fn parse_cpus(raw: &[u8]) -> Result<([i32; MAX_THREADS], usize)> {
+    let mut cpus = [0i32; MAX_THREADS];
+    if raw.is_empty() {
+        cpus[0] = (0..256).rev().find(|&c| unsafe_cpu_usable(c)).unwrap_or(0);
+        return Ok((cpus, 1));
+    }
+    let bad = |why: core::fmt::Arguments<'_>| reject("cpus", why);
+    let mut n = 0;
+    for (start, len) in list_items(raw) {
+        let item = &raw[start..start + len];
+        let (first, last) = match item.iter().position(|&b| b == b'-') {
+            Some(dash) => (parse_cpu(&item[..dash]), parse_cpu(&item[dash + 1..])),
+            None => (parse_cpu(item), parse_cpu(item)),
+        };
+        let (Some(first), Some(last)) = (first, last) else {
+            return Err(bad(format_args!("{:?} is not a CPU number or a range like 1-3", BStrDisplay(item))));
+        };
+        if first > last {
+            return Err(bad(format_args!("empty range {:?}", BStrDisplay(item))));
+        }
+        for cpu in first..=last {
+            if !unsafe_cpu_usable(cpu) {
+                return Err(bad(format_args!("CPU {} is offline or out of range", cpu)));
+            }
+            if cpus[..n].contains(&cpu) {
+                return Err(bad(format_args!("CPU {} is listed twice", cpu)));
+            }
+            if n == MAX_THREADS {
+                return Err(bad(format_args!("at most {} CPUs (one KBP thread each)", MAX_THREADS)));
+            }
+            cpus[n] = cpu;
+            n += 1;
+        }
+    }
+    Ok((cpus, n))
+}
+
 fn unsafe_cpu_usable(cpu: i32) -> bool {
     // SAFETY: `cpu_online` and `nr_cpu_ids` may be read from any context.
     unsafe { ffi::kbp_cpu_usable(cpu) }
+}
+
+/// Shows CPU numbers as a comma-separated list in a log line.
+pub(crate) struct CpuList<'a>(pub &'a [i32]);
+
+impl kernel::fmt::Display for CpuList<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, cpu) in self.0.iter().enumerate() {
+            f.write_fmt(format_args!("{}{}", if i == 0 { "" } else { "," }, cpu))?;
+        }
+        Ok(())
+    }
 }
 
 /// Shows a byte string as text (lossy) in a log line.

@@ -6,19 +6,20 @@
 use core::fmt::Write;
 
 use kbp_core::{IdleMode, InstanceStats, Platform, Poller, PollerStats};
+use kernel::prelude::*;
 use kernel::sync::atomic::{ordering::Relaxed, Atomic};
 
 use crate::env::KernelWord;
 use crate::port::NapiPort;
-use crate::{Context, CAP};
+use crate::worker::{Worker, CAP};
 
 const THREAD_FIELDS: usize = 12;
 const NAPI_FIELDS: usize = 7;
 
 /// Published counters.
 pub(crate) struct Stats {
-    thread: [Atomic<u64>; THREAD_FIELDS],
-    napi: [[Atomic<u64>; NAPI_FIELDS]; CAP],
+    pub(crate) thread: [Atomic<u64>; THREAD_FIELDS],
+    pub(crate) napi: [[Atomic<u64>; NAPI_FIELDS]; CAP],
 }
 
 impl Stats {
@@ -42,29 +43,34 @@ impl Stats {
             }
         }
     }
+}
 
-    /// Writes the text of the stats file.
-    pub(crate) fn format(&self, ctx: &Context, out: &mut impl Write) -> core::fmt::Result {
-        let mode = match ctx.config.idle {
+/// Writes the text of the stats file: a header line, one `thread` record per KBP
+/// thread, a header line, one `napi` record per instance.
+pub(crate) fn format(workers: &[KBox<Worker>], out: &mut impl Write) -> core::fmt::Result {
+    writeln!(out, "# thread cpu mode rounds packets polls empty_polls budget_exhausted time_exhausted squeezes parks wakes releases handback_packets errors")?;
+    for w in workers {
+        let mode = match w.config.idle {
             IdleMode::Spin => "spin",
             IdleMode::Adaptive { .. } => "adaptive",
         };
-        writeln!(out, "# thread cpu mode rounds packets polls empty_polls budget_exhausted time_exhausted squeezes parks wakes releases handback_packets errors")?;
-        write!(out, "thread {} {}", ctx.cpu, mode)?;
-        for cell in &self.thread {
+        write!(out, "thread {} {}", w.cpu, mode)?;
+        for cell in &w.stats.thread {
             write!(out, " {}", cell.load(Relaxed))?;
         }
         writeln!(out)?;
-        writeln!(out, "# napi index napi_id dev packets polls empty_polls weight_exhausted releases max_gap_ns owned")?;
-        for id in 0..ctx.count {
-            write!(out, "napi {} {} {}", id, ctx.napi_id(id), crate::params::BStrText(ctx.dev_name(id)))?;
-            for cell in &self.napi[id] {
+    }
+    writeln!(out, "# napi cpu index napi_id dev packets polls empty_polls weight_exhausted releases max_gap_ns owned")?;
+    for w in workers {
+        for id in 0..w.count {
+            write!(out, "napi {} {} {} {}", w.cpu, id, w.napi_id(id), crate::params::BStrText(w.dev_name(id)))?;
+            for cell in &w.stats.napi[id] {
                 write!(out, " {}", cell.load(Relaxed))?;
             }
             writeln!(out)?;
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// A `fmt::Write` into a byte buffer that stops (without error) when full.

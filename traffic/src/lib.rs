@@ -6,7 +6,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -39,6 +39,14 @@ pub struct TrialSpec {
     pub warmup_packets: u64,
     /// How long to wait for late echoes after the last packet.
     pub grace: Duration,
+    /// UDP flows (source ports) the packets take in turn: several flows spread the
+    /// traffic over a multi-queue NIC's queues by flow hash.
+    pub flows: usize,
+    /// Bursts: after every `.0` packets the sender pauses `.1` (None: a steady rate).
+    pub bursts: Option<(u64, Duration)>,
+    /// When set, the sender stops at the next packet once this becomes true (`packets`
+    /// is then a maximum): traffic that lasts as long as something else does.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// RTT percentiles in microseconds.
@@ -93,51 +101,62 @@ pub struct TrialResult {
     pub rtt_us: RttSummary,
     /// The rate actually achieved by the sender, packets/s.
     pub achieved_pps: f64,
+    /// When each counted packet that got no echo was sent (to tell losses inside a
+    /// fault's window, e.g. a link down, from losses outside it).
+    #[serde(skip)]
+    pub lost_sent_at: Vec<Instant>,
 }
 
 /// Runs one trial against a UDP echo server.
 pub fn run_trial(spec: &TrialSpec) -> io::Result<TrialResult> {
-    let socket = UdpSocket::bind(("0.0.0.0", 0))?;
-    socket.connect(spec.target)?;
-    socket.set_read_timeout(Some(Duration::from_millis(50)))?;
-    let receiver_socket = socket.try_clone()?;
+    let mut sockets = Vec::new();
+    for _ in 0..spec.flows.max(1) {
+        let socket = UdpSocket::bind(("0.0.0.0", 0))?;
+        socket.connect(spec.target)?;
+        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+        sockets.push(socket);
+    }
     let total = spec.warmup_packets + spec.packets;
     let epoch = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
+    let rtts: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(u64::MAX)).collect());
 
-    let receiver = {
-        let done = done.clone();
-        thread::spawn(move || {
-            let mut rtts = vec![u64::MAX; total as usize];
+    let mut receivers = Vec::new();
+    for socket in &sockets {
+        let (done, rtts, socket) = (done.clone(), rtts.clone(), socket.try_clone()?);
+        receivers.push(thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while !done.load(Ordering::Acquire) {
-                let Ok(n) = receiver_socket.recv(&mut buf) else { continue };
+                let Ok(n) = socket.recv(&mut buf) else { continue };
                 let now = epoch.elapsed().as_nanos() as u64;
                 if n < HEADER || u16::from_le_bytes([buf[0], buf[1]]) != MAGIC {
                     continue;
                 }
                 let seq = u64::from_le_bytes(buf[2..10].try_into().expect("8 bytes"));
                 let sent = u64::from_le_bytes(buf[10..18].try_into().expect("8 bytes"));
-                if let Some(slot) = rtts.get_mut(seq as usize) {
-                    if *slot == u64::MAX {
-                        *slot = now.saturating_sub(sent);
-                    }
+                if let Some(slot) = rtts.get(seq as usize) {
+                    // The first echo of a sequence number counts; duplicates do not.
+                    let _ = slot.compare_exchange(u64::MAX, now.saturating_sub(sent), Ordering::Relaxed, Ordering::Relaxed);
                 }
             }
-            rtts
-        })
-    };
+        }));
+    }
 
+    let mut sent_at = Vec::with_capacity(total as usize);
     let mut payload = vec![0u8; payload_len(spec.frame_bytes)];
     payload[0..2].copy_from_slice(&MAGIC.to_le_bytes());
     let interval = Duration::from_secs_f64(1.0 / spec.rate_pps.max(1) as f64);
     let start = Instant::now();
     let mut measured_start = start;
     for seq in 0..total {
+        if spec.stop.as_ref().is_some_and(|stop| stop.load(Ordering::Acquire)) {
+            break;
+        }
         if seq == spec.warmup_packets {
             measured_start = Instant::now();
         }
-        let due = start + interval.mul_f64(seq as f64);
+        let pauses = spec.bursts.map_or(Duration::ZERO, |(packets, idle)| idle * (seq / packets.max(1)) as u32);
+        let due = start + interval.mul_f64(seq as f64) + pauses;
         loop {
             let now = Instant::now();
             if now >= due {
@@ -153,22 +172,30 @@ pub fn run_trial(spec: &TrialSpec) -> io::Result<TrialResult> {
             }
         }
         payload[2..10].copy_from_slice(&seq.to_le_bytes());
-        payload[10..18].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_le_bytes());
+        let now = Instant::now();
+        sent_at.push(now);
+        payload[10..18].copy_from_slice(&(now.duration_since(epoch).as_nanos() as u64).to_le_bytes());
         // A full socket buffer is a send-side drop: it counts as lost.
-        let _ = socket.send(&payload);
+        let _ = sockets[seq as usize % sockets.len()].send(&payload);
     }
     let send_time = measured_start.elapsed();
+    let counted_sent = (sent_at.len() as u64).saturating_sub(spec.warmup_packets);
     thread::sleep(spec.grace);
     done.store(true, Ordering::Release);
-    let rtts = receiver.join().map_err(|_| io::Error::other("receiver thread panicked"))?;
-    let mut counted: Vec<u64> = rtts[spec.warmup_packets as usize..].iter().copied().filter(|&r| r != u64::MAX).collect();
+    for receiver in receivers {
+        receiver.join().map_err(|_| io::Error::other("receiver thread panicked"))?;
+    }
+    let counted_rtts = || rtts.iter().zip(&sent_at).skip(spec.warmup_packets as usize).map(|(r, &at)| (r.load(Ordering::Relaxed), at));
+    let lost_sent_at: Vec<Instant> = counted_rtts().filter(|&(r, _)| r == u64::MAX).map(|(_, at)| at).collect();
+    let mut counted: Vec<u64> = counted_rtts().map(|(r, _)| r).filter(|&r| r != u64::MAX).collect();
     let received = counted.len() as u64;
     Ok(TrialResult {
-        sent: spec.packets,
+        sent: counted_sent,
         received,
-        lost: spec.packets - received,
+        lost: counted_sent - received,
         rtt_us: RttSummary::from_ns(&mut counted),
-        achieved_pps: spec.packets as f64 / send_time.as_secs_f64().max(1e-9),
+        achieved_pps: counted_sent as f64 / send_time.as_secs_f64().max(1e-9),
+        lost_sent_at,
     })
 }
 
@@ -182,8 +209,8 @@ pub struct SearchResult {
 }
 
 /// RFC 2544-style binary search for the highest rate in `[low, high]` with zero loss
-/// over a trial of `seconds`, `iterations` halvings.
-pub fn zero_loss_search(target: SocketAddr, frame_bytes: usize, low: u64, high: u64, seconds: f64, iterations: u32) -> io::Result<SearchResult> {
+/// over a trial of `seconds` spread over `flows` UDP flows, `iterations` halvings.
+pub fn zero_loss_search(target: SocketAddr, frame_bytes: usize, flows: usize, low: u64, high: u64, seconds: f64, iterations: u32) -> io::Result<SearchResult> {
     let (mut lo, mut hi) = (low, high);
     let mut best = 0;
     let mut trials = Vec::new();
@@ -196,6 +223,9 @@ pub fn zero_loss_search(target: SocketAddr, frame_bytes: usize, low: u64, high: 
             packets: ((rate as f64) * seconds) as u64,
             warmup_packets: rate / 10,
             grace: Duration::from_millis(500),
+            flows,
+            bursts: None,
+            stop: None,
         };
         let result = run_trial(&spec)?;
         trials.push((rate, result.lost));
@@ -232,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn a_local_echo_answers_every_packet() {
+    fn a_local_echo_answers_every_packet_of_every_flow() {
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
         let target = server.local_addr().unwrap();
         thread::spawn(move || {
@@ -241,9 +271,35 @@ mod tests {
                 let _ = server.send_to(&buf[..n], peer);
             }
         });
-        let spec = TrialSpec { target, rate_pps: 5_000, frame_bytes: 64, packets: 2_000, warmup_packets: 100, grace: Duration::from_millis(200) };
+        for flows in [1, 3] {
+            let spec = TrialSpec { target, rate_pps: 5_000, frame_bytes: 64, packets: 2_000, warmup_packets: 100, grace: Duration::from_millis(200), flows, bursts: None, stop: None };
+            let r = run_trial(&spec).unwrap();
+            assert_eq!((r.sent, r.received, r.lost), (2_000, 2_000, 0), "{flows} flow(s)");
+            assert!(r.rtt_us.min > 0.0 && r.rtt_us.max >= r.rtt_us.p50);
+        }
+    }
+
+    #[test]
+    fn losses_are_counted_and_timed_and_bursts_pause() {
+        // An echo that drops every 10th sequence number.
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let target = server.local_addr().unwrap();
+        thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, peer)) = server.recv_from(&mut buf) {
+                let seq = u64::from_le_bytes(buf[2..10].try_into().unwrap());
+                if seq % 10 != 0 {
+                    let _ = server.send_to(&buf[..n], peer);
+                }
+            }
+        });
+        let idle = Duration::from_millis(20);
+        let spec = TrialSpec { target, rate_pps: 10_000, frame_bytes: 64, packets: 1_000, warmup_packets: 0, grace: Duration::from_millis(200), flows: 2, bursts: Some((100, idle)), stop: None };
+        let t = Instant::now();
         let r = run_trial(&spec).unwrap();
-        assert_eq!((r.sent, r.received, r.lost), (2_000, 2_000, 0));
-        assert!(r.rtt_us.min > 0.0 && r.rtt_us.max >= r.rtt_us.p50);
+        assert_eq!((r.received, r.lost, r.lost_sent_at.len()), (900, 100, 100));
+        assert!(r.lost_sent_at.windows(2).all(|w| w[0] <= w[1]));
+        // 1000 packets at 10 kpps take 100 ms, plus 9 pauses of 20 ms (and the grace).
+        assert!(t.elapsed() >= Duration::from_millis(100) + idle * 9 + spec.grace);
     }
 }

@@ -15,7 +15,7 @@ use crate::progress::{output, Stage};
 use crate::{initramfs, kernel, module, toolchain, workspace_root, Result};
 
 /// Where the module lives in the guest.
-const MODULE_PATH: &str = "/lib/modules/kbp.ko";
+pub const MODULE_PATH: &str = "/lib/modules/kbp.ko";
 
 /// Frame sizes of every scenario (Ethernet, with FCS).
 pub const FRAMES: [usize; 3] = [64, 512, 1518];
@@ -43,15 +43,20 @@ pub struct Scenario {
     pub net_rx_softirq_delta_per_cpu: Vec<u64>,
     /// WARN/BUG/Oops/soft lockup/RCU stall/hung task lines logged during the scenario.
     pub kernel_warnings: usize,
-    /// Packets the KBP thread processed during the scenario (kbp modes; from debugfs).
+    /// Packets the KBP threads processed during the scenario (kbp modes; from debugfs).
     pub kbp_packets: Option<u64>,
+    /// The same per KBP thread, in the order of the `cpus` parameter.
+    pub kbp_packets_per_thread: Option<Vec<u64>>,
+    /// UDP flows the load generator spread the packets over.
+    pub flows: usize,
     /// Where lost packets were dropped: the guest's UDP receive-buffer errors and the
     /// host tap's TX drops (QEMU not reading the tap fast enough) during the scenario.
     pub drops: Drops,
     /// A guest command run while the traffic flowed (e.g. `rmmod kbp`) and its duration.
     pub during: Option<(String, f64)>,
     /// lost == 0, no kernel warning; in kbp modes also NET_RX below 1% of the packets
-    /// received and the KBP counters covering every echoed packet.
+    /// received and the KBP counters covering every echoed packet; with several KBP
+    /// threads and several flows, every thread processed packets.
     pub passed: bool,
 }
 
@@ -110,7 +115,7 @@ pub struct ModuleCycle {
     pub unload_ms: f64,
     /// The debugfs stats file just before unload.
     pub stats: String,
-    /// Guest CPU share of the KBP thread while idle (no traffic), percent of one CPU.
+    /// Guest CPU share of the KBP threads while idle (no traffic), percent of one CPU.
     pub idle_thread_cpu_percent: f64,
     /// `ip link set eth0 down && ip link set eth0 up` while owned, milliseconds.
     pub link_flap_ms: Option<f64>,
@@ -145,10 +150,12 @@ struct Report {
 }
 
 /// Loads that must be refused: (parameter named in the error, insmod arguments).
-const BAD_PARAMS: &[(&str, &str)] = &[
+pub const BAD_PARAMS: &[(&str, &str)] = &[
     ("ifaces", "ifaces=nosuch0"),
     ("ifaces", "ifaces="),
-    ("cpu", "ifaces=eth0 cpu=99"),
+    ("cpus", "ifaces=eth0 cpus=99"),
+    ("cpus", "ifaces=eth0 cpus=3,3"),
+    ("cpus", "ifaces=eth0 cpus=1-x"),
     ("mode", "ifaces=eth0 mode=turbo"),
     ("budget", "ifaces=eth0 budget=0"),
     ("weight", "ifaces=eth0 weight=100000"),
@@ -159,9 +166,9 @@ const BAD_PARAMS: &[(&str, &str)] = &[
 /// Unbinds the owned virtio-net device while the module serves it (the device is
 /// unregistered), unloads the module, binds the device again and restores its
 /// address. One agent command does it all: the agent is reached through that device.
-fn unregister_while_owned(guest: &Guest, cpu: u32) -> Result<Unregister> {
-    let stage = Stage::start("device unregister while owned");
-    guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpu={cpu} mode=spin"))?;
+fn unregister_while_owned(guest: &Guest, cpus: &str) -> Result<Unregister> {
+    let stage = Stage::start(format!("device unregister while owned (cpus={cpus})"));
+    guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpus={cpus} mode=spin"))?;
     let script = format!(
         "dev=$(basename $(readlink /sys/class/net/eth0/device)); \
          t0=$(cut -d' ' -f1 /proc/uptime); echo $dev > /sys/bus/virtio/drivers/virtio_net/unbind; \
@@ -184,16 +191,21 @@ fn unregister_while_owned(guest: &Guest, cpu: u32) -> Result<Unregister> {
     Ok(Unregister { unbind_ms, dmesg, unloaded })
 }
 
-/// CPU share of the `kbp/N` kthread over `seconds`, percent of one CPU (from
-/// /proc/PID/stat utime+stime, in clock ticks of 10 ms).
+/// CPU share of all `kbp/N` kthreads together over about `seconds`, percent of one CPU
+/// (utime+stime from /proc/PID/stat in 10 ms ticks, over the guest's uptime clock).
 fn thread_cpu_percent(guest: &Guest, seconds: u32) -> Result<f64> {
     let script = format!(
-        "p=$(pidof kbp/{c} || ps -o pid,comm | awk '$2 ~ /^kbp/ {{print $1}}' | head -n1); \
-         a=$(awk '{{print $14+$15}}' /proc/$p/stat); sleep {seconds}; b=$(awk '{{print $14+$15}}' /proc/$p/stat); echo $((b-a))",
-        c = VCPUS - 1
+        "pids=; for c in /proc/[0-9]*/comm; do read -r n < $c 2>/dev/null; case $n in kbp/*) pids=\"$pids ${{c%/comm}}\";; esac; done; \
+         ticks() {{ t=0; for p in $pids; do read -r l < $p/stat; set -- $l; t=$((t + ${{14}} + ${{15}})); done; echo $t; }}; \
+         a=$(ticks); u0=$(cut -d' ' -f1 /proc/uptime); sleep {seconds}; b=$(ticks); u1=$(cut -d' ' -f1 /proc/uptime); \
+         echo $((b-a)) $u0 $u1"
     );
-    let ticks: f64 = guest.check(&script)?.trim().parse().map_err(|e| format!("thread cpu: {e}"))?;
-    Ok(ticks / f64::from(seconds))
+    let out = guest.check(&script)?;
+    let v: Vec<f64> = out.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    match v.as_slice() {
+        [ticks, u0, u1] if u1 > u0 => Ok(ticks / (u1 - u0)),
+        _ => Err(format!("thread cpu: unexpected output {out:?}")),
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -202,10 +214,11 @@ struct Options {
     packets: u64,
     warmup: u64,
     search: bool,
+    flows: usize,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
-    let mut o = Options { rate: 2_000, packets: 100_000, warmup: 5_000, search: true };
+    let mut o = Options { rate: 2_000, packets: 100_000, warmup: 5_000, search: true, flows: 1 };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut num = || it.next().and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| format!("{flag} needs a number"));
@@ -228,18 +241,24 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(o)
 }
 
-/// Packets processed by the KBP thread so far (the `thread` record of debugfs), or
-/// None when the module is not loaded.
-fn kbp_thread_packets(guest: &Guest) -> Result<Option<u64>> {
+/// Packets processed by each KBP thread so far (the `thread` records of debugfs,
+/// hand-back polls included), or None when the module is not loaded.
+pub fn kbp_thread_packets(guest: &Guest) -> Result<Option<Vec<u64>>> {
     let (code, text) = guest.exec("cat /sys/kernel/debug/kbp/stats")?;
     if code != 0 {
         return Ok(None);
     }
-    let line = text.lines().find(|l| l.starts_with("thread ")).ok_or_else(|| format!("no thread record in the stats file: {text}"))?;
-    // thread <cpu> <mode> rounds packets ...
-    let packets: u64 = line.split_whitespace().nth(4).and_then(|v| v.parse().ok()).ok_or("bad thread record")?;
-    let handback: u64 = line.split_whitespace().nth(13).and_then(|v| v.parse().ok()).unwrap_or(0);
-    Ok(Some(packets + handback))
+    let mut per_thread = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("thread ")) {
+        // thread <cpu> <mode> rounds packets ... handback_packets errors
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| format!("bad thread record: {line}"));
+        per_thread.push(field(4)? + field(13)?);
+    }
+    if per_thread.is_empty() {
+        return Err(format!("no thread record in the stats file: {text}"));
+    }
+    Ok(Some(per_thread))
 }
 
 fn scenario(guest: &Guest, mode: &str, frame: usize, o: &Options) -> Result<Scenario> {
@@ -253,7 +272,7 @@ fn scenario_with(guest: &Guest, mode: &str, frame: usize, o: &Options, during: O
     let kbp_before = kbp_thread_packets(guest)?;
     let drops_before = Drops::read(guest)?;
     let before = net_rx_softirqs(guest)?;
-    let spec = TrialSpec { target, rate_pps: o.rate, frame_bytes: frame, packets: o.packets, warmup_packets: o.warmup, grace: Duration::from_secs(2) };
+    let spec = TrialSpec { target, rate_pps: o.rate, frame_bytes: frame, packets: o.packets, warmup_packets: o.warmup, grace: Duration::from_secs(2), flows: o.flows, bursts: None, stop: None };
     let (result, during) = std::thread::scope(|scope| -> Result<_> {
         let trial = scope.spawn(|| run_trial(&spec));
         let mut timed = None;
@@ -268,15 +287,17 @@ fn scenario_with(guest: &Guest, mode: &str, frame: usize, o: &Options, during: O
     })?;
     let after = net_rx_softirqs(guest)?;
     let drops = Drops::read(guest)?.since(drops_before);
-    let kbp_packets = match (kbp_before, kbp_thread_packets(guest)?) {
-        (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+    let kbp_packets_per_thread = match (kbp_before, kbp_thread_packets(guest)?) {
+        (Some(b), Some(a)) if a.len() == b.len() => Some(a.iter().zip(&b).map(|(a, b)| a.saturating_sub(*b)).collect::<Vec<_>>()),
         _ => None,
     };
+    let kbp_packets = kbp_packets_per_thread.as_ref().map(|v| v.iter().sum::<u64>());
     let log = std::fs::read_to_string(&guest.log).unwrap_or_default();
     let warnings = count_warnings(log.get(log_before..).unwrap_or(""));
     let per_cpu: Vec<u64> = after.iter().zip(before.iter().chain(std::iter::repeat(&0))).map(|(a, b)| a.saturating_sub(*b)).collect();
     let net_rx_softirq_delta = per_cpu.iter().sum();
     let kbp_ok = kbp_packets.is_none_or(|k| net_rx_softirq_delta * 100 < result.received && k >= result.received);
+    let spread_ok = o.flows < 8 || kbp_packets_per_thread.as_ref().is_none_or(|v| v.iter().all(|&k| k > 0));
     let s = Scenario {
         mode: mode.into(),
         frame_bytes: frame,
@@ -289,9 +310,11 @@ fn scenario_with(guest: &Guest, mode: &str, frame: usize, o: &Options, during: O
         net_rx_softirq_delta_per_cpu: per_cpu,
         kernel_warnings: warnings,
         kbp_packets,
+        kbp_packets_per_thread,
+        flows: o.flows,
         drops,
         during,
-        passed: result.lost == 0 && warnings == 0 && result.received > 0 && kbp_ok,
+        passed: result.lost == 0 && warnings == 0 && result.received > 0 && kbp_ok && spread_ok,
     };
     println!(
         "[xtask]   {:<18} {:>5} B  sent {:>7} lost {:>5} (rcvbuf {}, tap {})  rtt us p50 {:>8.1} p99 {:>8.1} p99.9 {:>8.1} max {:>8.1}  NET_RX +{:<7} kbp {:<8} warnings {}  {}",
@@ -306,16 +329,17 @@ fn scenario_with(guest: &Guest, mode: &str, frame: usize, o: &Options, during: O
         s.rtt_us.p99_9,
         s.rtt_us.max,
         s.net_rx_softirq_delta,
-        s.kbp_packets.map_or("-".to_string(), |k| k.to_string()),
+        s.kbp_packets_per_thread.as_ref().map_or("-".to_string(), |v| v.iter().map(u64::to_string).collect::<Vec<_>>().join("+")),
         s.kernel_warnings,
         if s.passed { "ok" } else { "FAIL" }
     );
     Ok(s)
 }
 
-/// Runs the guest test.
-pub fn run(args: &[String]) -> Result {
-    let o = parse(args)?;
+/// Builds what the guest needs (toolchain, kernel, module, initramfs) and boots it;
+/// returns the kernel release and the running guest. The serial log is
+/// `target/kbp/<log_name>`.
+pub fn build_and_boot(log_name: &str) -> Result<(String, Guest)> {
     let tc = toolchain::ensure()?;
     let k = kernel::build(&tc)?;
     let ko = module::build(&tc, &k)?;
@@ -328,11 +352,11 @@ pub fn run(args: &[String]) -> Result {
     // patching (an int3 Oops before userspace); such a boot is retried, and said so.
     let mut attempt = 1;
     let guest = loop {
-        match Guest::boot(&k.bzimage, &image, &out_dir.join("guest.log"), Duration::from_secs(180)) {
+        match Guest::boot(&k.bzimage, &image, &out_dir.join(log_name), Duration::from_secs(180)) {
             Ok(guest) => break guest,
             Err(e) if attempt < 3 && e.contains("before the guest came up") => {
                 println!("[xtask]   boot attempt {attempt} failed, retrying: {}", e.lines().next().unwrap_or(""));
-                let _ = std::fs::copy(out_dir.join("guest.log"), out_dir.join(format!("guest-failed-boot-{attempt}.log")));
+                let _ = std::fs::copy(out_dir.join(log_name), out_dir.join(format!("{log_name}.failed-boot-{attempt}")));
                 attempt += 1;
             }
             Err(e) => return Err(e),
@@ -340,6 +364,18 @@ pub fn run(args: &[String]) -> Result {
     };
     println!("[xtask]   guest up in {:.1} s", guest.boot_seconds);
     stage.done();
+    Ok((k.release, guest))
+}
+
+/// Runs the guest test.
+pub fn run(args: &[String]) -> Result {
+    if args.iter().any(|a| a == "--faults") {
+        let rest: Vec<String> = args.iter().filter(|a| *a != "--faults").cloned().collect();
+        return crate::faults::run(&rest);
+    }
+    let o = parse(args)?;
+    let out_dir = workspace_root().join("target/kbp");
+    let (release, guest) = build_and_boot("guest.log")?;
     let rx_queues: u32 = guest.check("ls -d /sys/class/net/eth0/queues/rx-* | wc -l")?.trim().parse().unwrap_or(0);
 
     let stage = Stage::start(format!("echo scenarios: {} packets at {} pps after {} warm-up packets", o.packets, o.rate, o.warmup));
@@ -349,19 +385,33 @@ pub fn run(args: &[String]) -> Result {
     }
     stage.done();
 
-    let cpu = VCPUS - 1;
+    let last_cpu = VCPUS - 1;
     let short = Options { packets: (o.packets / 10).max(1_000), warmup: 0, ..o };
     let mut module_cycles = Vec::new();
-    for (mode, args) in [("kbp-spin", format!("ifaces=eth0 cpu={cpu} mode=spin")), ("kbp-adaptive", format!("ifaces=eth0 cpu={cpu} mode=adaptive spin_window_us=200"))] {
+    let cycles = [
+        ("kbp-spin", format!("ifaces=eth0 cpus={last_cpu} mode=spin")),
+        ("kbp-adaptive", format!("ifaces=eth0 cpus={last_cpu} mode=adaptive spin_window_us=200")),
+        ("kbp-spin-2-threads", format!("ifaces=eth0 cpus={},{last_cpu} mode=spin", last_cpu - 1)),
+    ];
+    for (mode, args) in cycles {
         let stage = Stage::start(format!("{mode}: insmod kbp.ko {args}"));
         let t = Instant::now();
         guest.check(&format!("insmod {MODULE_PATH} {args}"))?;
         let load_ms = t.elapsed().as_secs_f64() * 1e3;
         let idle_thread_cpu_percent = thread_cpu_percent(&guest, 2)?;
-        for frame in FRAMES {
-            scenarios.push(scenario(&guest, mode, frame, &o)?);
-        }
         let mut link_flap_ms = None;
+        if mode == "kbp-spin-2-threads" {
+            // One thread per queue pair: spread the echo traffic over both queues. The
+            // host tap steers a flow to the queue the guest last sent it on, and XPS
+            // would send every reply of the single-threaded echo server on its CPU's
+            // queue; without XPS the guest picks a TX queue by flow hash.
+            guest.check("for f in /sys/class/net/eth0/queues/tx-*/xps_cpus; do echo 0 > $f; done")?;
+            scenarios.push(scenario(&guest, mode, 64, &Options { flows: 16, ..short })?);
+        } else {
+            for frame in FRAMES {
+                scenarios.push(scenario(&guest, mode, frame, &o)?);
+            }
+        }
         if mode == "kbp-spin" {
             let t = Instant::now();
             guest.check("ip link set eth0 down && ip link set eth0 up")?;
@@ -374,13 +424,13 @@ pub fn run(args: &[String]) -> Result {
         let t = Instant::now();
         guest.check("rmmod kbp")?;
         let unload_ms = t.elapsed().as_secs_f64() * 1e3;
-        println!("[xtask]   load {load_ms:.0} ms, unload {unload_ms:.0} ms, idle KBP thread {idle_thread_cpu_percent:.0}% of a CPU");
+        println!("[xtask]   load {load_ms:.0} ms, unload {unload_ms:.0} ms, idle KBP thread(s) {idle_thread_cpu_percent:.0}% of a CPU");
         module_cycles.push(ModuleCycle { mode: mode.into(), args, load_ms, unload_ms, stats, idle_thread_cpu_percent, link_flap_ms });
         stage.done();
     }
     scenarios.push(scenario(&guest, "napi-after-unload", 64, &short)?);
     // Unload while packets flow: those arriving during the hand-back must be delivered.
-    guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpu={cpu} mode=spin"))?;
+    guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpus={last_cpu} mode=spin"))?;
     let halfway = Duration::from_secs_f64(short.packets as f64 / short.rate as f64 / 2.0);
     let s = scenario_with(&guest, "unload-under-traffic", 64, &short, Some(("rmmod kbp", halfway)))?;
     if let Some((_, ms)) = &s.during {
@@ -404,13 +454,13 @@ pub fn run(args: &[String]) -> Result {
     }
     stage.done();
 
-    let unregister = Some(unregister_while_owned(&guest, cpu)?);
+    let unregister = Some(unregister_while_owned(&guest, &format!("{},{last_cpu}", last_cpu - 1))?);
     scenarios.push(scenario(&guest, "napi-after-rebind", 64, &short)?);
 
     let search = if o.search {
         let stage = Stage::start("zero-loss search, 64 B frames");
         let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}").parse().expect("address");
-        let r = zero_loss_search(target, 64, 500, 40_000, 3.0, 7).map_err(|e| e.to_string())?;
+        let r = zero_loss_search(target, 64, 1, 500, 40_000, 3.0, 7).map_err(|e| e.to_string())?;
         println!("[xtask]   highest zero-loss rate {} pps; trials {:?}", r.zero_loss_pps, r.trials);
         stage.done();
         Some(r)
@@ -427,7 +477,7 @@ pub fn run(args: &[String]) -> Result {
         && total_warnings == 0
         && rx_queues == QUEUE_PAIRS;
     let report = Report {
-        kernel: k.release,
+        kernel: release,
         vcpus: VCPUS,
         queue_pairs: QUEUE_PAIRS,
         guest_rx_queues: rx_queues,

@@ -1,5 +1,5 @@
 //! `kbp-loadgen ADDR:PORT [--rate PPS] [--frame BYTES] [--packets N] [--warmup N]
-//!  [--search LOW HIGH SECONDS]`: UDP echo load and RTT meter; prints JSON.
+//!  [--flows N] [--search LOW HIGH SECONDS]`: UDP echo load and RTT meter; prints JSON.
 
 use std::time::Duration;
 
@@ -8,10 +8,10 @@ use kbp_traffic::{run_trial, zero_loss_search, TrialSpec};
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(target) = args.next().and_then(|a| a.parse().ok()) else {
-        eprintln!("usage: kbp-loadgen ADDR:PORT [--rate PPS] [--frame BYTES] [--packets N] [--warmup N] [--search LOW HIGH SECONDS]");
+        eprintln!("usage: kbp-loadgen ADDR:PORT [--rate PPS] [--frame BYTES] [--packets N] [--warmup N] [--flows N] [--search LOW HIGH SECONDS]");
         std::process::exit(2);
     };
-    let mut spec = TrialSpec { target, rate_pps: 1_000, frame_bytes: 64, packets: 10_000, warmup_packets: 1_000, grace: Duration::from_secs(1) };
+    let mut spec = TrialSpec { target, rate_pps: 1_000, frame_bytes: 64, packets: 10_000, warmup_packets: 1_000, grace: Duration::from_secs(1), flows: 1, bursts: None, stop: None };
     let mut search = None;
     let num = |v: Option<String>| -> u64 { v.and_then(|s| s.parse().ok()).unwrap_or_else(|| { eprintln!("bad number"); std::process::exit(2) }) };
     while let Some(flag) = args.next() {
@@ -20,6 +20,7 @@ fn main() {
             "--frame" => spec.frame_bytes = num(args.next()) as usize,
             "--packets" => spec.packets = num(args.next()),
             "--warmup" => spec.warmup_packets = num(args.next()),
+            "--flows" => spec.flows = num(args.next()) as usize,
             "--search" => search = Some((num(args.next()), num(args.next()), num(args.next()))),
             other => {
                 eprintln!("unknown flag {other}");
@@ -32,7 +33,7 @@ fn main() {
         std::process::exit(2);
     }
     let out = match search {
-        Some((lo, hi, secs)) => zero_loss_search(target, spec.frame_bytes, lo, hi, secs as f64, 8).map(|r| format!("{r:?}")),
+        Some((lo, hi, secs)) => zero_loss_search(target, spec.frame_bytes, spec.flows, lo, hi, secs as f64, 8).map(|r| format!("{r:?}")),
         None => run_trial(&spec).map(|r| format!("{r:?}")),
     };
     match out {
