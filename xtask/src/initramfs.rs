@@ -17,7 +17,7 @@ pub const ECHO_PORT: u16 = 9000;
 /// The agent's TCP port.
 pub const AGENT_PORT: u16 = 7000;
 
-const GUEST_BINARIES: &[&str] = &["kbp-echo", "kbp-agent"];
+const GUEST_BINARIES: &[&str] = &["kbp-echo", "kbp-agent", "kbp-ctl"];
 
 fn init_script() -> String {
     format!(

@@ -8,12 +8,16 @@
 //! cargo xtask initramfs      busybox + the project's static guest binaries
 //! cargo xtask guest-test     all of the above, boot, run the echo scenarios, write
 //!                            target/kbp/guest-test.json; exit 0 only if all pass
+//! cargo xtask guest-test --faults [--soak-minutes M --cycles N]
+//!                            faults and a soak under traffic -> target/kbp/faults.json
+//! cargo xtask guest-run CMD  boot the guest and run shell commands in it
 //! cargo xtask clean-cache    remove ~/.cache/kbp (the kernel build tree)
 //! ```
 //!
 //! Layers: `toolchain` -> `kernel` -> `initramfs` -> `guest` (netns, tap, QEMU, agent)
-//! -> `guest_test` (scenarios, JSON).
+//! -> `guest_test` (scenarios, JSON) and `faults` (fault injection, soak).
 
+mod faults;
 mod guest;
 mod guest_test;
 mod initramfs;

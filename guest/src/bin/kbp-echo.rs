@@ -10,7 +10,9 @@ fn main() -> std::io::Result<()> {
     let socket = UdpSocket::bind(&addr)?;
     let mut buf = [0u8; 2048];
     loop {
-        let (n, peer) = socket.recv_from(&mut buf)?;
-        socket.send_to(&buf[..n], peer)?;
+        // Like any long-running server, it outlives transient errors: a send while the
+        // link is down fails with ENETUNREACH, and the next packet is served again.
+        let Ok((n, peer)) = socket.recv_from(&mut buf) else { continue };
+        let _ = socket.send_to(&buf[..n], peer);
     }
 }

@@ -1,0 +1,521 @@
+//! `cargo xtask guest-test --faults`: faults and a soak of kbp.ko in the guest, each
+//! while UDP echo traffic flows, written to `target/kbp/faults.json`.
+//!
+//! Every fault runs the same way ([`Fault::run`]): traffic starts, the operations run
+//! in the guest (timed there by `kbp-ctl time`), traffic stops a moment later. A packet
+//! may be lost only if it was sent while the device was legitimately away (between
+//! the start of a link-down or device-unbind operation and `SETTLE` after it ended);
+//! any other loss, any kernel warning in the guest log, an operation slower than its
+//! bound, or counters that went backwards or report errors fail the fault.
+//!
+//! ```text
+//! reload        20 x rmmod/insmod of kbp.ko (modes and thread counts alternate)
+//! link-flap     20 x ip link set eth0 down/up while owned
+//! channels      ethtool -L eth0 combined 1 / 2 (kbp-ctl channels), 5 x while owned
+//! cpu-hotplug   CPU 3 (a KBP thread's CPU) offline/online, 3 x; the thread is pinned again
+//! unbind        virtio-net unbind/rebind while owned, 3 x; reload to own the new device
+//! bad-input     every invalid parameter; garbage written to every module control file
+//! soak          kbp-adaptive, bursts and idle gaps near half the zero-loss rate (10 min)
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kbp_traffic::{run_trial, zero_loss_search, TrialSpec};
+use serde::Serialize;
+
+use crate::guest::{count_warnings, net_rx_softirqs, Guest};
+use crate::guest_test::{build_and_boot, BAD_PARAMS, MODULE_PATH};
+use crate::initramfs::{ECHO_PORT, GUEST_ADDR};
+use crate::progress::Stage;
+use crate::{workspace_root, Result};
+
+/// Loss is excused for packets sent up to this long after a device-away operation.
+const SETTLE: Duration = Duration::from_millis(700);
+/// Echo rate during the faults (the moderate rate of the guest test).
+const RATE: u64 = 2_000;
+
+/// One fault's record in `faults.json`.
+#[derive(Serialize)]
+pub struct FaultRecord {
+    /// Short name (`reload`, `link-flap`, ...).
+    pub name: String,
+    /// What was done.
+    pub what: String,
+    /// Echo packets sent, echoed, lost while the fault ran.
+    pub sent: u64,
+    /// Echoes received.
+    pub received: u64,
+    /// `sent - received`.
+    pub lost: u64,
+    /// Lost packets sent while the device was away (link down, unbound): excused.
+    pub lost_while_device_away: u64,
+    /// Every timed operation: label -> (count, max ms, mean ms).
+    pub operations: BTreeMap<String, OpTimes>,
+    /// Growth of the guest's NET_RX softirq count.
+    pub net_rx_softirq_delta: u64,
+    /// Kernel warnings (WARN, BUG, Oops, soft lockup, RCU stall, hung task) logged.
+    pub kernel_warnings: usize,
+    /// Counters never went backwards and reported no errors.
+    pub counters_consistent: bool,
+    /// Observations (e.g. the thread's CPU after hotplug, the counters' parks).
+    pub notes: Vec<String>,
+    /// No unexcused loss, no warning, every operation within its bound and
+    /// succeeded, counters consistent, and the fault's own checks held.
+    pub passed: bool,
+}
+
+/// Timing of one kind of operation.
+#[derive(Clone, Copy, Default, Serialize)]
+pub struct OpTimes {
+    /// How many ran.
+    pub count: u32,
+    /// Longest, milliseconds.
+    pub max_ms: f64,
+    /// Mean, milliseconds.
+    pub mean_ms: f64,
+    /// The bound it must stay within, milliseconds.
+    pub bound_ms: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    kernel: String,
+    rate_pps: u64,
+    faults: Vec<FaultRecord>,
+    kernel_warnings_total: usize,
+    passed: bool,
+}
+
+/// Bound for an operation label, milliseconds.
+fn bound_ms(label: &str) -> f64 {
+    match label {
+        "unbind" | "bind" | "cpu-offline" | "cpu-online" => 5_000.0,
+        "soak-traffic" => f64::INFINITY,
+        _ => 2_000.0,
+    }
+}
+
+/// What a fault's operations collect while the traffic runs.
+#[derive(Default)]
+struct Ops {
+    times: BTreeMap<String, Vec<f64>>,
+    away: Vec<(Instant, Instant)>,
+    failures: Vec<String>,
+    notes: Vec<String>,
+    stats_ok: bool,
+}
+
+/// Quotes `s` for a POSIX shell.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+impl Ops {
+    /// Runs `script` in the guest; its `kbp-ctl time` lines are recorded. With
+    /// `device_away`, packets sent from now until SETTLE after it returns may be lost.
+    fn run(&mut self, guest: &Guest, script: &str, device_away: bool) -> Result<String> {
+        let t0 = Instant::now();
+        let (code, out) = guest.exec(script)?;
+        if device_away {
+            self.away.push((t0, Instant::now() + SETTLE));
+        }
+        for line in out.lines().filter(|l| l.starts_with("KBP-TIME ")) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let [_, label, ms, status] = f.as_slice() {
+                self.times.entry(label.to_string()).or_default().push(ms.parse().unwrap_or(f64::INFINITY));
+                if *status != "0" {
+                    self.failures.push(format!("{label} exited {status}"));
+                }
+            }
+        }
+        if code != 0 {
+            self.failures.push(format!("`{script}` exited {code}: {out}"));
+        }
+        Ok(out)
+    }
+
+    /// `kbp-ctl time LABEL CMD` as a script fragment.
+    fn timed(label: &str, command: &str) -> String {
+        format!("kbp-ctl time {label} {}", quote(command))
+    }
+
+    /// Checks one stats read: parseable, no errors; later reads of the same load must
+    /// not go backwards (`previous`).
+    fn check_stats(&mut self, text: &str, previous: Option<&str>) {
+        match (parse_stats(text), previous.map(parse_stats)) {
+            (Some(now), Some(Some(before))) => {
+                let backwards = before.iter().any(|(key, old)| now.get(key).is_some_and(|new| !monotonic(key, old, new)));
+                let errors = now.iter().any(|((kind, _, _), v)| kind == "thread" && v.last().copied().unwrap_or(0) != 0);
+                if backwards || errors {
+                    self.stats_ok = false;
+                    self.notes.push(format!("counters inconsistent (backwards {backwards}, errors {errors}):\n{before:?}\n{now:?}"));
+                }
+            }
+            (Some(now), _) => {
+                if now.iter().any(|((kind, _, _), v)| kind == "thread" && v.last().copied().unwrap_or(0) != 0) {
+                    self.stats_ok = false;
+                    self.notes.push(format!("counters report errors: {text}"));
+                }
+            }
+            (None, _) => {
+                self.stats_ok = false;
+                self.notes.push(format!("unreadable stats file: {text}"));
+            }
+        }
+    }
+}
+
+type StatsKey = (String, i64, i64);
+
+/// The stats file as (record kind, cpu, index) -> numeric fields.
+fn parse_stats(text: &str) -> Option<BTreeMap<StatsKey, Vec<u64>>> {
+    let mut map = BTreeMap::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.first().copied() {
+            // thread <cpu> <mode> <12 counters>
+            Some("thread") => {
+                let values: Option<Vec<u64>> = f.get(3..)?.iter().map(|v| v.parse().ok()).collect();
+                map.insert(("thread".into(), f.get(1)?.parse().ok()?, 0), values?);
+            }
+            // napi <cpu> <index> <napi_id> <dev> <7 counters>
+            Some("napi") => {
+                let values: Option<Vec<u64>> = f.get(5..)?.iter().map(|v| v.parse().ok()).collect();
+                map.insert(("napi".into(), f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?), values?);
+            }
+            _ => return None,
+        }
+    }
+    (!map.is_empty()).then_some(map)
+}
+
+/// Counters only grow; a napi record's `max_gap_ns` and `owned` (its last two) may not.
+fn monotonic(key: &StatsKey, old: &[u64], new: &[u64]) -> bool {
+    let counters = if key.0 == "napi" { old.len().saturating_sub(2) } else { old.len() };
+    old.len() == new.len() && old.iter().zip(new).take(counters).all(|(o, n)| n >= o)
+}
+
+/// One fault: traffic around `op`.
+struct Fault<'a> {
+    guest: &'a Guest,
+    name: &'a str,
+    what: String,
+    flows: usize,
+    rate: u64,
+    bursts: Option<(u64, Duration)>,
+}
+
+impl Fault<'_> {
+    fn run(self, op: impl FnOnce(&Guest, &mut Ops) -> Result) -> Result<FaultRecord> {
+        let stage = Stage::start(format!("fault {}: {}", self.name, self.what));
+        let guest = self.guest;
+        let log_before = std::fs::read_to_string(&guest.log).unwrap_or_default().len();
+        let softirq_before = net_rx_softirqs(guest)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}").parse().expect("address");
+        let spec = TrialSpec {
+            target,
+            rate_pps: self.rate,
+            frame_bytes: 64,
+            packets: self.rate * 3_600,
+            warmup_packets: 0,
+            grace: Duration::from_secs(2),
+            flows: self.flows,
+            bursts: self.bursts,
+            stop: Some(stop.clone()),
+        };
+        let mut ops = Ops { stats_ok: true, ..Ops::default() };
+        let (result, op_result) = std::thread::scope(|scope| {
+            let trial = scope.spawn(|| run_trial(&spec));
+            std::thread::sleep(Duration::from_secs(1));
+            let op_result = op(guest, &mut ops);
+            std::thread::sleep(Duration::from_secs(1));
+            stop.store(true, Ordering::Release);
+            (trial.join(), op_result)
+        });
+        let result = result.map_err(|_| "load generator panicked".to_string())?.map_err(|e| format!("load generator: {e}"))?;
+        if let Err(e) = op_result {
+            ops.failures.push(e);
+        }
+        let softirq_after = net_rx_softirqs(guest)?;
+        let log = std::fs::read_to_string(&guest.log).unwrap_or_default();
+        let kernel_warnings = count_warnings(log.get(log_before..).unwrap_or(""));
+        let lost_while_device_away = result.lost_sent_at.iter().filter(|&&t| ops.away.iter().any(|&(a, b)| t >= a && t <= b)).count() as u64;
+        let operations: BTreeMap<String, OpTimes> = ops
+            .times
+            .iter()
+            .map(|(label, v)| {
+                let max_ms = v.iter().copied().fold(0.0, f64::max);
+                let mean_ms = v.iter().sum::<f64>() / v.len().max(1) as f64;
+                (label.clone(), OpTimes { count: v.len() as u32, max_ms, mean_ms, bound_ms: bound_ms(label) })
+            })
+            .collect();
+        let slow: Vec<String> = operations.iter().filter(|(_, t)| t.max_ms > t.bound_ms).map(|(l, t)| format!("{l} took {:.0} ms", t.max_ms)).collect();
+        let mut notes = ops.notes;
+        notes.extend(ops.failures.iter().map(|f| format!("failed: {f}")));
+        notes.extend(slow.iter().map(|s| format!("too slow: {s}")));
+        let passed = result.lost == lost_while_device_away && kernel_warnings == 0 && ops.stats_ok && ops.failures.is_empty() && slow.is_empty() && result.sent > 0;
+        let record = FaultRecord {
+            name: self.name.to_string(),
+            what: self.what,
+            sent: result.sent,
+            received: result.received,
+            lost: result.lost,
+            lost_while_device_away,
+            net_rx_softirq_delta: softirq_after.iter().sum::<u64>().saturating_sub(softirq_before.iter().sum()),
+            operations,
+            kernel_warnings,
+            counters_consistent: ops.stats_ok,
+            notes,
+            passed,
+        };
+        println!(
+            "[xtask]   sent {} lost {} (while device away {})  NET_RX +{}  warnings {}  counters {}  {}",
+            record.sent,
+            record.lost,
+            record.lost_while_device_away,
+            record.net_rx_softirq_delta,
+            record.kernel_warnings,
+            if record.counters_consistent { "ok" } else { "INCONSISTENT" },
+            if record.passed { "ok" } else { "FAIL" }
+        );
+        for (label, t) in &record.operations {
+            println!("[xtask]     {label:<14} x{:<3} max {:>8.1} ms  mean {:>8.1} ms", t.count, t.max_ms, t.mean_ms);
+        }
+        for note in &record.notes {
+            println!("[xtask]     {note}");
+        }
+        stage.done();
+        Ok(record)
+    }
+}
+
+fn insmod(args: &str) -> String {
+    Ops::timed("load", &format!("insmod {MODULE_PATH} {args}"))
+}
+
+fn stats(guest: &Guest) -> Result<String> {
+    guest.check("cat /sys/kernel/debug/kbp/stats")
+}
+
+/// Options of `--faults`.
+struct Options {
+    soak_minutes: f64,
+    cycles: u32,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options { soak_minutes: 10.0, cycles: 20 };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut num = || it.next().and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| format!("{flag} needs a number"));
+        match flag.as_str() {
+            "--soak-minutes" => o.soak_minutes = num()?,
+            "--cycles" => o.cycles = num()? as u32,
+            other => return Err(format!("unknown flag {other} (--faults flags: --soak-minutes M --cycles N)")),
+        }
+    }
+    Ok(o)
+}
+
+/// Runs every fault.
+pub fn run(args: &[String]) -> Result {
+    let o = parse(args)?;
+    let (release, guest) = build_and_boot("faults.log")?;
+    let mut faults = Vec::new();
+    let fault = |name, what: String| Fault { guest: &guest, name, what, flows: 1, rate: RATE, bursts: None };
+
+    let cycles = o.cycles;
+    faults.push(fault("reload", format!("{cycles} x rmmod/insmod under traffic (spin/adaptive, 1 and 2 threads)")).run(|g, ops| {
+        let variants = ["cpus=3 mode=spin", "cpus=2,3 mode=adaptive spin_window_us=200", "cpus=2,3 mode=spin", "cpus=3 mode=adaptive"];
+        for i in 0..cycles as usize {
+            ops.run(g, &insmod(&format!("ifaces=eth0 {}", variants[i % variants.len()])), false)?;
+            std::thread::sleep(Duration::from_millis(300));
+            let s = stats(g)?;
+            ops.check_stats(&s, None);
+            ops.run(g, &Ops::timed("unload", "rmmod kbp"), false)?;
+        }
+        Ok(())
+    })?);
+
+    guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpus=2,3 mode=spin"))?;
+    faults.push(fault("link-flap", format!("{cycles} x ip link set eth0 down/up while owned (spin, 2 threads)")).run(|g, ops| {
+        let mut before = stats(g)?;
+        for _ in 0..cycles {
+            let script = format!("{}; {}", Ops::timed("link-down", "ip link set eth0 down"), Ops::timed("link-up", "ip link set eth0 up"));
+            ops.run(g, &script, true)?;
+            std::thread::sleep(Duration::from_millis(300));
+            let now = stats(g)?;
+            ops.check_stats(&now, Some(&before));
+            before = now;
+        }
+        let owned = before.lines().filter(|l| l.starts_with("napi ") && l.ends_with(" 1")).count();
+        ops.notes.push(format!("after the last flap {owned} instance(s) owned (RX instances are re-taken in spin mode)"));
+        if owned == 0 {
+            ops.failures.push("ownership did not resume after the link came back".into());
+        }
+        Ok(())
+    })?);
+
+    faults.push(fault("channels", "ethtool -L eth0 combined 1 then 2, 5 x while owned (kbp-ctl channels)".into()).with_flows(8).run(|g, ops| {
+        let mut before = stats(g)?;
+        for _ in 0..5 {
+            for n in [1, 2] {
+                let out = ops.run(g, &Ops::timed(&format!("channels-{n}"), &format!("kbp-ctl channels eth0 {n}")), false)?;
+                if !out.contains(&format!("combined {n} ")) {
+                    ops.failures.push(format!("channel count not {n}: {out}"));
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            let now = stats(g)?;
+            ops.check_stats(&now, Some(&before));
+            before = now;
+        }
+        Ok(())
+    })?);
+
+    faults.push(fault("cpu-hotplug", "CPU 3 (a KBP thread's CPU) offline and online again, 3 x while owned".into()).run(|g, ops| {
+        let mut before = stats(g)?;
+        for _ in 0..3 {
+            let script = format!(
+                "allowed() {{ for c in /proc/[0-9]*/comm; do read -r n < $c 2>/dev/null; [ \"$n\" = kbp/3 ] && \
+                 awk -v w=$1 '/^Cpus_allowed_list/ {{print \"ALLOWED-\" w, $2}}' ${{c%comm}}status; done; true; }}; \
+                 {}; sleep 1; allowed offline; {}; sleep 0.5; allowed online",
+                Ops::timed("cpu-offline", "echo 0 > /sys/devices/system/cpu/cpu3/online"),
+                Ops::timed("cpu-online", "echo 1 > /sys/devices/system/cpu/cpu3/online")
+            );
+            let out = ops.run(g, &script, false)?;
+            let allowed = |when: &str| out.lines().find_map(|l| l.strip_prefix(&format!("ALLOWED-{when} "))).unwrap_or("?").trim().to_string();
+            let (offline, online) = (allowed("offline"), allowed("online"));
+            ops.notes.push(format!("kbp/3 allowed on CPUs {offline} while CPU 3 was offline, {online} after it came back"));
+            if online != "3" {
+                ops.failures.push(format!("kbp/3 allowed on CPUs {online:?} after CPU 3 came back, expected \"3\""));
+            }
+            let now = stats(g)?;
+            ops.check_stats(&now, Some(&before));
+            before = now;
+        }
+        Ok(())
+    })?);
+
+    faults.push(fault("unbind", "virtio-net unbind/rebind while owned (2 threads), then reload to own the new device, 3 x".into()).run(|g, ops| {
+        for _ in 0..3 {
+            let script = format!(
+                "export dev=$(basename $(readlink /sys/class/net/eth0/device)); {}; sleep 1; {}; \
+                 ip addr add {GUEST_ADDR}/24 dev eth0; ip link set eth0 up; dmesg | grep 'device unregistered' | tail -n 1",
+                Ops::timed("unbind", "echo $dev > /sys/bus/virtio/drivers/virtio_net/unbind"),
+                Ops::timed("bind", "echo $dev > /sys/bus/virtio/drivers/virtio_net/bind")
+            );
+            let out = ops.run(g, &script, true)?;
+            if !out.contains("device unregistered") {
+                ops.failures.push(format!("no `device unregistered` line: {out}"));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            let s = stats(g)?;
+            ops.check_stats(&s, None);
+            if !s.contains("(gone)") {
+                ops.failures.push(format!("the stats file does not show the device gone: {s}"));
+            }
+            ops.run(g, &format!("{}; {}", Ops::timed("unload", "rmmod kbp"), insmod("ifaces=eth0 cpus=2,3 mode=spin")), false)?;
+        }
+        Ok(())
+    })?);
+
+    faults.push(fault("bad-input", "every invalid module parameter, and garbage written to each module control file, while owned".into()).run(|g, ops| {
+        let params_before = g.check("grep -r . /sys/module/kbp/parameters")?;
+        for (param, args) in BAD_PARAMS {
+            // A second instance of the module is refused as a duplicate before its
+            // parameters are parsed, so the loaded one goes away for each attempt.
+            let script = format!(
+                "rmmod kbp; insmod {MODULE_PATH} {args} && echo LOADED; dmesg | grep 'invalid parameter' | tail -n 1; dmesg -c > /dev/null; insmod {MODULE_PATH} ifaces=eth0 cpus=2,3 mode=spin"
+            );
+            let out = ops.run(g, &script, false)?;
+            if out.contains("LOADED") || !out.contains(&format!("invalid parameter {param}")) {
+                ops.failures.push(format!("`{args}` was not refused with a line naming {param}: {out}"));
+            }
+        }
+        let params_now = g.check("grep -r . /sys/module/kbp/parameters")?;
+        let writes = g.check(
+            "for f in /sys/module/kbp/parameters/* /sys/kernel/debug/kbp/stats; do \
+             if echo 'garbage 123 -1' > $f 2>/dev/null; then echo ACCEPTED $f; else echo refused $f; fi; done",
+        )?;
+        let after = g.check("grep -r . /sys/module/kbp/parameters")?;
+        if writes.contains("ACCEPTED") {
+            ops.failures.push(format!("a control file accepted garbage: {writes}"));
+        }
+        if after != params_now || params_now != params_before {
+            ops.failures.push(format!("parameters changed: {params_before} / {params_now} / {after}"));
+        }
+        let s = stats(g)?;
+        ops.check_stats(&s, None);
+        ops.notes.push(format!("{} bad loads refused; writes: {}", BAD_PARAMS.len(), writes.lines().count()));
+        Ok(())
+    })?);
+    guest.check("rmmod kbp")?;
+
+    // Soak: find the adaptive mode's zero-loss rate, then run bursts and gaps at half of
+    // it so the thread parks in every gap.
+    guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpus=3 mode=adaptive spin_window_us=200"))?;
+    let stage = Stage::start("zero-loss search for the soak (kbp-adaptive, 64 B, 2 s trials)");
+    let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}").parse().expect("address");
+    let zero_loss = zero_loss_search(target, 64, 1, 500, 40_000, 2.0, 6).map_err(|e| e.to_string())?.zero_loss_pps.max(1_000);
+    println!("[xtask]   zero-loss {zero_loss} pps");
+    stage.done();
+    let soak_rate = zero_loss / 2;
+    let burst = (soak_rate / 20).max(10); // 50 ms of traffic, then 20 ms idle
+    let minutes = o.soak_minutes;
+    let soak = Fault {
+        guest: &guest,
+        name: "soak",
+        what: format!(
+            "{minutes} min kbp-adaptive (spin_window_us=200): bursts of {burst} packets at {soak_rate} pps (half the zero-loss {zero_loss} pps) and 20 ms gaps, stats read every 30 s"
+        ),
+        flows: 1,
+        rate: soak_rate,
+        bursts: Some((burst, Duration::from_millis(20))),
+    };
+    faults.push(soak.run(|g, ops| {
+        let t = Instant::now();
+        let first = stats(g)?;
+        let mut before = first.clone();
+        while t.elapsed() < Duration::from_secs_f64(minutes * 60.0) {
+            std::thread::sleep(Duration::from_secs(30).min(Duration::from_secs_f64(minutes * 60.0).saturating_sub(t.elapsed())));
+            let now = stats(g)?;
+            ops.check_stats(&now, Some(&before));
+            before = now;
+        }
+        ops.times.entry("soak-traffic".into()).or_default().push(t.elapsed().as_secs_f64() * 1e3);
+        let parks = |s: &str| parse_stats(s).and_then(|m| m.get(&("thread".to_string(), 3, 0)).map(|v| v[7]));
+        let (p0, p1) = (parks(&first).unwrap_or(0), parks(&before).unwrap_or(0));
+        ops.notes.push(format!("the KBP thread parked {} times during the soak", p1.saturating_sub(p0)));
+        if p1.saturating_sub(p0) < 1_000 {
+            ops.failures.push(format!("only {} parks: the bursts did not exercise park/wake", p1 - p0));
+        }
+        Ok(())
+    })?);
+    guest.check("rmmod kbp")?;
+
+    let log = guest.power_off(Duration::from_secs(60))?;
+    let kernel_warnings_total = count_warnings(&log);
+    let passed = faults.iter().all(|f| f.passed) && kernel_warnings_total == 0;
+    let report = Report { kernel: release, rate_pps: RATE, faults, kernel_warnings_total, passed };
+    let path = workspace_root().join("target/kbp/faults.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    println!("[xtask] wrote {}", path.display());
+    if passed {
+        Ok(())
+    } else {
+        let failed: Vec<&str> = report.faults.iter().filter(|f| !f.passed).map(|f| f.name.as_str()).collect();
+        Err(format!("faults failed: {failed:?}, kernel warnings in the whole log: {kernel_warnings_total}; see {}", path.display()))
+    }
+}
+
+impl<'a> Fault<'a> {
+    fn with_flows(self, flows: usize) -> Fault<'a> {
+        Fault { flows, ..self }
+    }
+}
