@@ -11,12 +11,18 @@
 //! cargo xtask guest-test --faults [--soak-minutes M --cycles N]
 //!                            faults and a soak under traffic -> target/kbp/faults.json
 //! cargo xtask guest-run CMD  boot the guest and run shell commands in it
+//! cargo xtask bench [--quick] [--modes LIST]
+//!                            napi / threaded / busy-poll / kbp-spin / kbp-adaptive side
+//!                            by side -> target/kbp/bench/{report.md,results.json,*.svg}
 //! cargo xtask clean-cache    remove ~/.cache/kbp (the kernel build tree)
 //! ```
 //!
 //! Layers: `toolchain` -> `kernel` -> `initramfs` -> `guest` (netns, tap, QEMU, agent)
-//! -> `guest_test` (scenarios, JSON) and `faults` (fault injection, soak).
+//! -> `guest_test` (scenarios, JSON), `faults` (fault injection, soak) and `bench`
+//! (mode comparison; `bench_report` writes its tables and plots).
 
+mod bench;
+mod bench_report;
 mod faults;
 mod guest;
 mod guest_test;
@@ -47,7 +53,7 @@ pub fn cache_dir() -> PathBuf {
 pub type Result<T = ()> = std::result::Result<T, String>;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <toolchain|kernel|module|initramfs|guest-test|clean-cache>");
+    eprintln!("usage: cargo xtask <toolchain|kernel|module|initramfs|guest-test [--faults]|guest-run CMD...|bench [--quick]|clean-cache>");
     ExitCode::from(2)
 }
 
@@ -61,6 +67,7 @@ fn main() -> ExitCode {
         "module" => toolchain::ensure().and_then(|tc| kernel::build(&tc).and_then(|k| module::build(&tc, &k))).map(|_| ()),
         "guest-test" => guest_test::run(&args[1..]),
         "guest-run" => guest_test::run_commands(&args[1..]),
+        "bench" => bench::run(&args[1..]),
         "clean-cache" => {
             let dir = cache_dir();
             println!("removing {}", dir.display());

@@ -1,0 +1,525 @@
+//! `cargo xtask bench [--quick]`: the paper's latency and throughput experiments in the
+//! guest, NAPI vs threaded NAPI vs upstream threaded busy poll vs KBP, side by side in
+//! one run. Writes `target/kbp/bench/results.json`, `report.md` and SVG plots
+//! (`bench_report.rs`).
+//!
+//! One fresh guest boot per mode; in every mode the same CPUs do the same jobs:
+//!
+//! ```text
+//! CPU 0, 1   virtio-net queue interrupts (the driver's default affinity); in `napi`
+//!            mode NET_RX runs here; the competition load runs here
+//! CPU 2      the echo server (kbp-echo, plain UdpSocket), pinned
+//! CPU 3      every polling thread: napi/eth0-* (threaded, busy-poll), kbp/3 (KBP)
+//! ```
+//!
+//! Per mode: idle cost; a warm-up of every frame size (discarded: TCG's first
+//! translation of new code paths makes RTTs of 25-30 ms); echo trials at a low and a
+//! high fixed rate, 64/512/1518-byte frames, repeated; the zero-loss rate by binary
+//! search; "many queues" (16 flows over both queue pairs, polling CPU measured); and
+//! the softirq-competition variant (loopback UDP floods on CPUs 0 and 1, so NET_RX
+//! there has other work; `kbp-ctl flood`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use kbp_traffic::{run_trial, zero_loss_search, RttSummary, TrialSpec};
+use serde::Serialize;
+
+use crate::bench_report;
+use crate::guest::{net_rx_softirqs, Guest, QUEUE_PAIRS, VCPUS};
+use crate::guest_test::{build_and_boot, MODULE_PATH};
+use crate::initramfs::{ECHO_PORT, GUEST_ADDR};
+use crate::progress::{output, Stage};
+use crate::{workspace_root, Result};
+
+/// The modes, in report order.
+pub const MODES: [&str; 5] = ["napi", "threaded", "busy-poll", "kbp-spin", "kbp-adaptive"];
+/// The CPU of every polling thread.
+const POLL_CPU: u32 = 3;
+/// The echo server's CPU.
+const ECHO_CPU: u32 = 2;
+/// The CPUs of the competition load (the queue interrupts' CPUs).
+const LOAD_CPUS: &str = "0 1";
+
+/// One echo trial.
+#[derive(Clone, Serialize)]
+pub struct Trial {
+    /// Mode.
+    pub mode: String,
+    /// `base`, `competition` or `many-queues`.
+    pub variant: String,
+    /// Ethernet frame size.
+    pub frame_bytes: usize,
+    /// Offered rate.
+    pub rate_pps: u64,
+    /// Repetition index.
+    pub rep: u32,
+    /// UDP flows.
+    pub flows: usize,
+    /// Counted packets sent.
+    pub sent: u64,
+    /// Echoes received.
+    pub received: u64,
+    /// `sent - received`.
+    pub lost: u64,
+    /// RTT percentiles, microseconds.
+    pub rtt_us: RttSummary,
+    /// Growth of the guest's NET_RX softirq count.
+    pub net_rx_softirq_delta: u64,
+    /// Guest CPU of the polling threads during the trial, percent of one CPU
+    /// (measured in the `many-queues` variant).
+    pub poller_cpu_percent: Option<f64>,
+}
+
+/// The zero-loss rate of one mode and frame size.
+#[derive(Clone, Serialize)]
+pub struct ZeroLoss {
+    /// Mode.
+    pub mode: String,
+    /// Ethernet frame size.
+    pub frame_bytes: usize,
+    /// Highest rate with no loss, packets/s.
+    pub pps: u64,
+    /// Every trial of the search: (rate, lost).
+    pub trials: Vec<(u64, u64)>,
+}
+
+/// What a mode costs with no traffic.
+#[derive(Clone, Serialize)]
+pub struct Idle {
+    /// Mode.
+    pub mode: String,
+    /// All guest CPUs' busy time, percent of one CPU.
+    pub guest_busy_percent: f64,
+    /// The polling threads' CPU, percent of one CPU.
+    pub poller_percent: f64,
+}
+
+/// The inside-the-guest delay KBP exists to remove, from kernel tracing (hist triggers
+/// and a synthetic event), as a distribution in microseconds.
+#[derive(Clone, Serialize)]
+pub struct Delay {
+    /// Mode.
+    pub mode: String,
+    /// `base` or `competition`.
+    pub variant: String,
+    /// What was measured: `NET_RX raise -> softirq entry` (napi) or `poller wake ->
+    /// running` (the polling thread's sched_waking -> sched_switch).
+    pub what: String,
+    /// Events measured.
+    pub count: u64,
+    /// Percentiles and max, microseconds (None when there were no events: a spinning
+    /// poller is never woken).
+    pub p50_us: Option<u64>,
+    /// 99th percentile.
+    pub p99_us: Option<u64>,
+    /// 99.9th percentile.
+    pub p99_9_us: Option<u64>,
+    /// Maximum.
+    pub max_us: Option<u64>,
+}
+
+/// Everything measured; `results.json`.
+#[derive(Serialize)]
+pub struct Results {
+    /// UTC date and time of the run.
+    pub date: String,
+    /// The host: CPU model, cores, kernel.
+    pub machine: String,
+    /// The guest kernel release.
+    pub guest_kernel: String,
+    /// The guest's shape and the CPU plan.
+    pub setup: String,
+    /// `--quick` was given.
+    pub quick: bool,
+    /// The low and high fixed rates, packets/s.
+    pub rates_pps: [u64; 2],
+    /// Seconds of each measured trial.
+    pub trial_seconds: f64,
+    /// Repetitions of each trial.
+    pub reps: u32,
+    /// How the warm-up was discarded.
+    pub warmup: String,
+    /// Modes measured, in order.
+    pub modes: Vec<String>,
+    /// Every echo trial.
+    pub trials: Vec<Trial>,
+    /// Zero-loss searches.
+    pub zero_loss: Vec<ZeroLoss>,
+    /// Idle cost per mode.
+    pub idle: Vec<Idle>,
+    /// Inside-the-guest delays per mode (traced trials, not in the RTT tables).
+    pub delays: Vec<Delay>,
+    /// `cargo run --release --example simulated_nic` output (this machine, same run).
+    pub userspace_example: String,
+    /// `cargo bench -p kbp-examples --bench engine` output (same run).
+    pub engine_bench: String,
+}
+
+struct Options {
+    quick: bool,
+    frames: Vec<usize>,
+    search_frames: Vec<usize>,
+    rates: [u64; 2],
+    seconds: f64,
+    reps: u32,
+    modes: Vec<String>,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options { quick: false, frames: vec![64, 512, 1518], search_frames: vec![64, 512, 1518], rates: [1_000, 5_000], seconds: 10.0, reps: 3, modes: MODES.iter().map(|m| m.to_string()).collect() };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--quick" => {
+                o.quick = true;
+                o.frames = vec![64, 1518];
+                o.search_frames = vec![64];
+                o.seconds = 4.0;
+                o.reps = 1;
+            }
+            "--modes" => {
+                let list = it.next().ok_or("--modes needs a comma-separated list")?;
+                o.modes = list.split(',').map(str::to_string).collect();
+                if let Some(bad) = o.modes.iter().find(|m| !MODES.contains(&m.as_str())) {
+                    return Err(format!("unknown mode {bad} (modes: {})", MODES.join(",")));
+                }
+            }
+            other => return Err(format!("unknown flag {other} (flags: --quick, --modes LIST)")),
+        }
+    }
+    Ok(o)
+}
+
+/// Shell snippet: the PIDs of the polling threads (`kbp/*`, `napi/*`).
+const POLLER_PIDS: &str = "pollers() { for c in /proc/[0-9]*/comm; do read -r n < $c 2>/dev/null; \
+    case $n in kbp/*|napi/*) p=${c%/comm}; echo ${p#/proc/};; esac; done; }";
+
+/// Puts the guest into `mode` and pins the echo server and the polling threads.
+fn set_up(guest: &Guest, mode: &str) -> Result<String> {
+    guest.check(&format!("kbp-ctl pin {ECHO_CPU} $(pidof kbp-echo)"))?;
+    match mode {
+        "napi" => {}
+        "threaded" => {
+            guest.check("echo 1 > /sys/class/net/eth0/threaded")?;
+        }
+        "busy-poll" => {
+            // The RX NAPI ids come from the threads threaded mode names napi/eth0-<id>;
+            // TX-completion instances have no id and stay in plain threaded mode.
+            guest.check("echo 1 > /sys/class/net/eth0/threaded")?;
+            let ids = guest.check("for c in /proc/[0-9]*/comm; do read -r n < $c; case $n in napi/eth0-*) echo ${n#napi/eth0-};; esac; done")?;
+            let ids: Vec<&str> = ids.split_whitespace().filter(|id| *id != "0").collect();
+            if ids.is_empty() {
+                return Err("busy-poll: no NAPI ids found".into());
+            }
+            for id in ids {
+                guest.check(&format!("kbp-ctl napi-threaded {id} busy-poll"))?;
+            }
+        }
+        "kbp-spin" => {
+            guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpus={POLL_CPU} mode=spin"))?;
+        }
+        "kbp-adaptive" => {
+            guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpus={POLL_CPU} mode=adaptive"))?;
+        }
+        _ => return Err(format!("unknown mode {mode}")),
+    }
+    if mode != "napi" && !mode.starts_with("kbp") {
+        guest.check(&format!("{POLLER_PIDS}; kbp-ctl pin {POLL_CPU} $(pollers)"))?;
+    }
+    guest.check(&format!("{POLLER_PIDS}; for p in $(pollers); do echo $(cat /proc/$p/comm) $(grep Cpus_allowed_list /proc/$p/status); done"))
+}
+
+/// Ticks (10 ms) of the polling threads and the guest's busy and total jiffies.
+fn cpu_sample(guest: &Guest) -> Result<(f64, f64, f64)> {
+    let script = format!(
+        "{POLLER_PIDS}; t=0; for p in $(pollers); do read -r l < /proc/$p/stat; set -- $l; t=$((t + ${{14}} + ${{15}})); done; \
+         read -r cpu user nice system idle iowait rest < /proc/stat; echo $t $user $nice $system $idle $iowait $rest"
+    );
+    let out = guest.check(&script)?;
+    let v: Vec<f64> = out.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    if v.len() < 6 {
+        return Err(format!("cpu sample: {out}"));
+    }
+    let total: f64 = v[1..].iter().sum();
+    let idle = v[4] + v[5];
+    Ok((v[0], total - idle, total))
+}
+
+/// Polling threads' and whole guest's CPU between two samples, percent of one CPU.
+fn cpu_between(a: (f64, f64, f64), b: (f64, f64, f64)) -> (f64, f64) {
+    let jiffies_per_cpu = (b.2 - a.2) / f64::from(VCPUS);
+    if jiffies_per_cpu <= 0.0 {
+        return (0.0, 0.0);
+    }
+    ((b.0 - a.0) / jiffies_per_cpu * 100.0, (b.1 - a.1) / jiffies_per_cpu * 100.0)
+}
+
+fn target() -> SocketAddr {
+    format!("{GUEST_ADDR}:{ECHO_PORT}").parse().expect("address")
+}
+
+struct TrialPlan<'a> {
+    mode: &'a str,
+    variant: &'a str,
+    frame: usize,
+    rate: u64,
+    rep: u32,
+    flows: usize,
+    seconds: f64,
+    measure_cpu: bool,
+}
+
+fn trial(guest: &Guest, p: &TrialPlan<'_>) -> Result<Trial> {
+    let before = net_rx_softirqs(guest)?;
+    let cpu0 = if p.measure_cpu { Some(cpu_sample(guest)?) } else { None };
+    let spec = TrialSpec {
+        target: target(),
+        rate_pps: p.rate,
+        frame_bytes: p.frame,
+        packets: (p.rate as f64 * p.seconds) as u64,
+        warmup_packets: p.rate / 5,
+        grace: Duration::from_secs(2),
+        flows: p.flows,
+        bursts: None,
+        stop: None,
+    };
+    let r = run_trial(&spec).map_err(|e| format!("load generator: {e}"))?;
+    let poller_cpu_percent = match cpu0 {
+        Some(a) => Some(cpu_between(a, cpu_sample(guest)?).0),
+        None => None,
+    };
+    let after = net_rx_softirqs(guest)?;
+    let t = Trial {
+        mode: p.mode.into(),
+        variant: p.variant.into(),
+        frame_bytes: p.frame,
+        rate_pps: p.rate,
+        rep: p.rep,
+        flows: p.flows,
+        sent: r.sent,
+        received: r.received,
+        lost: r.lost,
+        rtt_us: r.rtt_us,
+        net_rx_softirq_delta: after.iter().sum::<u64>().saturating_sub(before.iter().sum()),
+        poller_cpu_percent,
+    };
+    println!(
+        "[xtask]   {:<12} {:<11} {:>4} B {:>5} pps #{}  lost {:>4}  rtt us p50 {:>8.1} p99 {:>8.1} p99.9 {:>8.1} max {:>8.1}  NET_RX +{}{}",
+        t.mode,
+        t.variant,
+        t.frame_bytes,
+        t.rate_pps,
+        t.rep,
+        t.lost,
+        t.rtt_us.p50,
+        t.rtt_us.p99,
+        t.rtt_us.p99_9,
+        t.rtt_us.max,
+        t.net_rx_softirq_delta,
+        t.poller_cpu_percent.map_or(String::new(), |c| format!("  pollers {c:.0}%"))
+    );
+    Ok(t)
+}
+
+fn start_load(guest: &Guest) -> Result {
+    guest.check(&format!("(kbp-ctl flood {LOAD_CPUS} > /dev/null 2>&1 &) ; sleep 1; pidof kbp-ctl")).map(drop)
+}
+
+fn stop_load(guest: &Guest) -> Result {
+    guest.check("kill $(pidof kbp-ctl); true").map(drop)
+}
+
+const TRACING: &str = "/sys/kernel/tracing";
+
+/// Arms the hist triggers that feed the synthetic event `kbp_lat`: for `napi` the time
+/// from raising NET_RX on a CPU to the softirq's entry there; for polling-thread modes
+/// the time from waking a `kbp/*` or `napi/*` thread to it running. Clears the
+/// histogram (a trial may have run before).
+fn trace_start(guest: &Guest, mode: &str) -> Result<&'static str> {
+    let (what, arm) = if mode == "napi" {
+        (
+            "NET_RX raise -> softirq entry",
+            "echo 'hist:keys=common_cpu:ts0=common_timestamp.usecs if vec == 3' > events/irq/softirq_raise/trigger && \
+             echo 'hist:keys=common_cpu:lat=common_timestamp.usecs-$ts0:onmatch(irq.softirq_raise).trace(kbp_lat,$lat) if vec == 3' > events/irq/softirq_entry/trigger",
+        )
+    } else {
+        (
+            "poller wake -> running",
+            "echo 'hist:keys=pid:ts0=common_timestamp.usecs if comm ~ \"kbp/*\" || comm ~ \"napi/*\"' > events/sched/sched_waking/trigger && \
+             echo 'hist:keys=next_pid:lat=common_timestamp.usecs-$ts0:onmatch(sched.sched_waking).trace(kbp_lat,$lat) if next_comm ~ \"kbp/*\" || next_comm ~ \"napi/*\"' > events/sched/sched_switch/trigger",
+        )
+    };
+    let first = guest.exec(&format!("test -e {TRACING}/events/synthetic/kbp_lat"))?.0 != 0;
+    if first {
+        guest.check(&format!("cd {TRACING} && echo 'kbp_lat u64 lat' >> synthetic_events && {arm} && echo 'hist:keys=lat:sort=lat:size=4096' > events/synthetic/kbp_lat/trigger"))?;
+    } else {
+        guest.check(&format!("echo 'hist:keys=lat:sort=lat:size=4096:clear' >> {TRACING}/events/synthetic/kbp_lat/trigger"))?;
+    }
+    Ok(what)
+}
+
+/// Reads the `kbp_lat` histogram (`{ lat: N } hitcount: C` lines).
+fn trace_read(guest: &Guest, mode: &str, variant: &str, what: &str) -> Result<Delay> {
+    let text = guest.check(&format!("cat {TRACING}/events/synthetic/kbp_lat/hist"))?;
+    let mut buckets: Vec<(u64, u64)> = Vec::new();
+    for line in text.lines().filter(|l| l.trim_start().starts_with("{ lat:")) {
+        let nums: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|x| x.parse().ok()).collect();
+        if let [lat, count] = nums.as_slice() {
+            buckets.push((*lat, *count));
+        }
+    }
+    buckets.sort_unstable();
+    let count: u64 = buckets.iter().map(|b| b.1).sum();
+    let pick = |p: f64| -> Option<u64> {
+        let rank = ((p / 100.0) * count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        buckets.iter().find(|&&(_, c)| {
+            seen += c;
+            seen >= rank
+        }).map(|b| b.0)
+    };
+    Ok(Delay {
+        mode: mode.into(),
+        variant: variant.into(),
+        what: what.into(),
+        count,
+        p50_us: pick(50.0),
+        p99_us: pick(99.0),
+        p99_9_us: pick(99.9),
+        max_us: buckets.last().map(|b| b.0),
+    })
+}
+
+/// Everything for one mode, in one boot.
+fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
+    let stage = Stage::start(format!("bench mode {mode}"));
+    let (release, guest) = build_and_boot(&format!("bench-{mode}.log"))?;
+    results.guest_kernel = release;
+    let pinning = set_up(&guest, mode)?;
+    for line in pinning.lines() {
+        println!("[xtask]   poller {line}");
+    }
+
+    // Idle cost: 3 s without traffic.
+    std::thread::sleep(Duration::from_secs(1));
+    let a = cpu_sample(&guest)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let (poller_percent, guest_busy_percent) = cpu_between(a, cpu_sample(&guest)?);
+    println!("[xtask]   idle: pollers {poller_percent:.0}% of a CPU, whole guest {guest_busy_percent:.0}%");
+    results.idle.push(Idle { mode: mode.into(), guest_busy_percent, poller_percent });
+
+    // Warm-up, discarded: every frame size once at the low rate.
+    for &frame in &o.frames {
+        let spec = TrialSpec { target: target(), rate_pps: o.rates[0], frame_bytes: frame, packets: 3_000, warmup_packets: 0, grace: Duration::from_millis(500), flows: 1, bursts: None, stop: None };
+        run_trial(&spec).map_err(|e| format!("warm-up: {e}"))?;
+    }
+
+    let plan = |variant, frame, rate, rep, flows, measure_cpu| TrialPlan { mode, variant, frame, rate, rep, flows, seconds: o.seconds, measure_cpu };
+    for &frame in &o.frames {
+        for rate in o.rates {
+            for rep in 0..o.reps {
+                results.trials.push(trial(&guest, &plan("base", frame, rate, rep, 1, false))?);
+            }
+        }
+    }
+    for &frame in &o.search_frames {
+        let r = zero_loss_search(target(), frame, 1, 500, 40_000, if o.quick { 2.0 } else { 3.0 }, if o.quick { 5 } else { 7 }).map_err(|e| e.to_string())?;
+        println!("[xtask]   zero-loss {frame} B: {} pps", r.zero_loss_pps);
+        results.zero_loss.push(ZeroLoss { mode: mode.into(), frame_bytes: frame, pps: r.zero_loss_pps, trials: r.trials });
+    }
+
+    // Many queues: without XPS the guest sends each flow's replies on the queue its
+    // hash picks, and the host tap steers the flow's requests to that queue.
+    guest.check("for f in /sys/class/net/eth0/queues/tx-*/xps_cpus; do echo 0 > $f; done")?;
+    for rep in 0..o.reps {
+        results.trials.push(trial(&guest, &plan("many-queues", 64, o.rates[0], rep, 16, true))?);
+    }
+
+    start_load(&guest)?;
+    for &frame in &o.frames {
+        for rep in 0..o.reps {
+            results.trials.push(trial(&guest, &plan("competition", frame, o.rates[0], rep, 1, false))?);
+        }
+    }
+    stop_load(&guest)?;
+
+    // Last, because tracing costs: the delay distributions, without and with load.
+    for variant in ["base", "competition"] {
+        if variant == "competition" {
+            start_load(&guest)?;
+        }
+        let what = trace_start(&guest, mode)?;
+        trial(&guest, &plan("traced", 64, o.rates[0], 0, 1, false))?;
+        let d = trace_read(&guest, mode, variant, what)?;
+        println!(
+            "[xtask]   delay {variant}: {} over {} events: p50 {:?} p99 {:?} p99.9 {:?} max {:?} us",
+            d.what, d.count, d.p50_us, d.p99_us, d.p99_9_us, d.max_us
+        );
+        results.delays.push(d);
+        if variant == "competition" {
+            stop_load(&guest)?;
+        }
+    }
+    guest.power_off(Duration::from_secs(60))?;
+    stage.done();
+    Ok(())
+}
+
+fn host_description() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?").trim().to_string();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    format!("{model}, {cores} cores, host kernel {kernel}")
+}
+
+/// Runs a userspace figure command and returns its output.
+fn userspace(args: &[&str]) -> Result<String> {
+    let stage = Stage::start(format!("cargo {}", args.join(" ")));
+    let out = output(Command::new("cargo").current_dir(workspace_root()).args(args))?;
+    stage.done();
+    Ok(out)
+}
+
+/// `cargo xtask bench`.
+pub fn run(args: &[String]) -> Result {
+    let o = parse(args)?;
+    let dir: PathBuf = workspace_root().join("target/kbp/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // Userspace figures first, while no guest competes for the two cores.
+    let userspace_example = userspace(&["run", "--release", "-q", "-p", "kbp-examples", "--example", "simulated_nic"])?;
+    let engine_bench = userspace(&["bench", "-q", "-p", "kbp-examples", "--bench", "engine"])?;
+    let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?.trim().to_string();
+    let mut results = Results {
+        date,
+        machine: host_description(),
+        guest_kernel: String::new(),
+        setup: format!(
+            "QEMU TCG guest, {VCPUS} vCPUs, 1 GiB, virtio-net with {QUEUE_PAIRS} queue pairs on a multi-queue tap; queue IRQs on CPUs 0-1 \
+             (driver default), echo server pinned to CPU {ECHO_CPU}, every polling thread pinned to CPU {POLL_CPU}; competition load: \
+             loopback UDP floods pinned to CPUs 0 and 1 (kbp-ctl flood)"
+        ),
+        quick: o.quick,
+        rates_pps: o.rates,
+        trial_seconds: o.seconds,
+        reps: o.reps,
+        warmup: "per mode, 3000 packets of each frame size at the low rate right after boot, then the first 0.2 s of every trial; none of it counted".into(),
+        modes: o.modes.clone(),
+        trials: Vec::new(),
+        zero_loss: Vec::new(),
+        idle: Vec::new(),
+        delays: Vec::new(),
+        userspace_example,
+        engine_bench,
+    };
+    for mode in &o.modes {
+        bench_mode(mode, &o, &mut results)?;
+        // Written after every mode, so an interrupted run keeps what it measured.
+        bench_report::write(&dir, &results)?;
+    }
+    println!("[xtask] wrote {}/report.md, results.json, fig8-max-rtt*.svg, fig9-zero-loss.svg", dir.display());
+    Ok(())
+}
