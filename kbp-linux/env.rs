@@ -69,7 +69,7 @@ impl Platform for KernelPlatform<'_> {
     }
 
     fn now(&self) -> Nanos {
-        // SAFETY: `ktime_get_ns` may be called from any context.
+        // SAFETY: `local_clock` may be called from any context.
         unsafe { ffi::kbp_now_ns() }
     }
 

@@ -228,7 +228,12 @@ int kbp_napi_release(struct napi_struct *n, int budget)
 
 void kbp_bh_disable(void) { local_bh_disable(); }
 void kbp_bh_enable(void) { local_bh_enable(); }
-u64 kbp_now_ns(void) { return ktime_get_ns(); }
+/*
+ * The KBP thread's clock: local_clock() (sched_clock, per CPU, no clocksource read and no
+ * seqcount retry). The thread is pinned, and kbp-core tolerates a clock that steps back
+ * when the thread is moved (CPU hotplug): it only ever saturates differences.
+ */
+u64 kbp_now_ns(void) { return local_clock(); }
 /* An RCU-Tasks quiescent state and a voluntary reschedule point. */
 void kbp_quiescent(void) { cond_resched_tasks_rcu_qs(); }
 void kbp_prepare_to_sleep(void) { set_current_state(TASK_INTERRUPTIBLE); }

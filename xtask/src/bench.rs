@@ -6,8 +6,8 @@
 //! One fresh guest boot per mode; in every mode the same CPUs do the same jobs:
 //!
 //! ```text
-//! CPU 0, 1   virtio-net queue interrupts (the driver's default affinity); in `napi`
-//!            mode NET_RX runs here; the competition load runs here
+//! CPU 0      every virtio-net interrupt (set so in every mode); in `napi` mode
+//!            NET_RX runs here; the competition load runs here
 //! CPU 2      the echo server (kbp-echo, plain UdpSocket), pinned
 //! CPU 3      every polling thread: napi/eth0-* (threaded, busy-poll), kbp/3 (KBP)
 //! ```
@@ -15,9 +15,11 @@
 //! Per mode: idle cost; a warm-up of every frame size (discarded: TCG's first
 //! translation of new code paths makes RTTs of 25-30 ms); echo trials at a low and a
 //! high fixed rate, 64/512/1518-byte frames, repeated; the zero-loss rate by binary
-//! search; "many queues" (16 flows over both queue pairs, polling CPU measured); and
-//! the softirq-competition variant (loopback UDP floods on CPUs 0 and 1, so NET_RX
-//! there has other work; `kbp-ctl flood`).
+//! search; "many queues" (16 flows over both queue pairs, polling CPU measured); the
+//! container configuration (an echo server in a network namespace behind a veth pair
+//! and a bridge in the guest, routed: the guest kernel has no netfilter, so no NAT); and
+//! the softirq-competition variant (a loopback UDP flood on CPU 0, so NET_RX there has
+//! other work; `kbp-ctl flood`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,15 +42,15 @@ pub const MODES: [&str; 5] = ["napi", "threaded", "busy-poll", "kbp-spin", "kbp-
 const POLL_CPU: u32 = 3;
 /// The echo server's CPU.
 const ECHO_CPU: u32 = 2;
-/// The CPUs of the competition load (the queue interrupts' CPUs).
-const LOAD_CPUS: &str = "0 1";
+/// The CPU of the NIC's interrupts and of the competition load.
+const IRQ_CPU: u32 = 0;
 
 /// One echo trial.
 #[derive(Clone, Serialize)]
 pub struct Trial {
     /// Mode.
     pub mode: String,
-    /// `base`, `competition` or `many-queues`.
+    /// `base`, `competition`, `many-queues` or `container`.
     pub variant: String,
     /// Ethernet frame size.
     pub frame_bytes: usize,
@@ -200,6 +202,7 @@ const POLLER_PIDS: &str = "pollers() { for c in /proc/[0-9]*/comm; do read -r n 
 /// Puts the guest into `mode` and pins the echo server and the polling threads.
 fn set_up(guest: &Guest, mode: &str) -> Result<String> {
     guest.check(&format!("kbp-ctl pin {ECHO_CPU} $(pidof kbp-echo)"))?;
+    guest.check(&format!("for i in $(grep virtio0- /proc/interrupts | cut -d: -f1); do echo {IRQ_CPU} > /proc/irq/$i/smp_affinity_list; done"))?;
     match mode {
         "napi" => {}
         "threaded" => {
@@ -262,6 +265,7 @@ fn target() -> SocketAddr {
 }
 
 struct TrialPlan<'a> {
+    target: SocketAddr,
     mode: &'a str,
     variant: &'a str,
     frame: usize,
@@ -276,7 +280,7 @@ fn trial(guest: &Guest, p: &TrialPlan<'_>) -> Result<Trial> {
     let before = net_rx_softirqs(guest)?;
     let cpu0 = if p.measure_cpu { Some(cpu_sample(guest)?) } else { None };
     let spec = TrialSpec {
-        target: target(),
+        target: p.target,
         rate_pps: p.rate,
         frame_bytes: p.frame,
         packets: (p.rate as f64 * p.seconds) as u64,
@@ -324,8 +328,31 @@ fn trial(guest: &Guest, p: &TrialPlan<'_>) -> Result<Trial> {
     Ok(t)
 }
 
+/// The container's address and subnet (inside the guest, behind a bridge).
+const CONTAINER_ADDR: &str = "10.78.0.2";
+
+/// The paper's container configuration, routed: a network namespace holding a second
+/// echo server (pinned like the first), reached through a veth pair and a bridge in
+/// the guest; the host routes the container subnet via the guest. Returns the
+/// container echo server's address.
+fn set_up_container(guest: &Guest) -> Result<SocketAddr> {
+    let pid = guest.check("unshare -n sleep 1000000 > /dev/null 2>&1 & echo $!")?;
+    let pid: u32 = pid.trim().parse().map_err(|_| format!("container: no namespace holder pid in {pid:?}"))?;
+    guest.check(&format!(
+        "sleep 0.3 && kbp-ctl veth veth0 ceth0 {pid} && brctl addbr br0 && brctl addif br0 veth0 && \
+         ip addr add 10.78.0.1/24 dev br0 && ip link set br0 up && ip link set veth0 up && echo 1 > /proc/sys/net/ipv4/ip_forward && \
+         nsenter -t {pid} -n sh -c 'ip link set lo up && ip addr add {CONTAINER_ADDR}/24 dev ceth0 && ip link set ceth0 up && \
+         ip route add default via 10.78.0.1; echo 4194304 > /proc/sys/net/core/rmem_default; echo 4194304 > /proc/sys/net/core/rmem_max; true'"
+    ))?;
+    let echo = guest.check(&format!("nsenter -t {pid} -n kbp-echo 0.0.0.0:{ECHO_PORT} > /dev/null 2>&1 & echo $!"))?;
+    guest.check(&format!("sleep 0.3; kbp-ctl pin {ECHO_CPU} {}", echo.trim()))?;
+    // This process lives in the test namespace that holds the tap (see guest.rs).
+    crate::progress::run(Command::new("ip").args(["route", "replace", "10.78.0.0/24", "via", GUEST_ADDR]))?;
+    Ok(format!("{CONTAINER_ADDR}:{ECHO_PORT}").parse().expect("address"))
+}
+
 fn start_load(guest: &Guest) -> Result {
-    guest.check(&format!("(kbp-ctl flood {LOAD_CPUS} > /dev/null 2>&1 &) ; sleep 1; pidof kbp-ctl")).map(drop)
+    guest.check(&format!("(kbp-ctl flood {IRQ_CPU} > /dev/null 2>&1 &) ; sleep 1; pidof kbp-ctl")).map(drop)
 }
 
 fn stop_load(guest: &Guest) -> Result {
@@ -354,7 +381,12 @@ fn trace_start(guest: &Guest, mode: &str) -> Result<&'static str> {
     };
     let first = guest.exec(&format!("test -e {TRACING}/events/synthetic/kbp_lat"))?.0 != 0;
     if first {
-        guest.check(&format!("cd {TRACING} && echo 'kbp_lat u64 lat' >> synthetic_events && {arm} && echo 'hist:keys=lat:sort=lat:size=4096' > events/synthetic/kbp_lat/trigger"))?;
+        // The mono clock is comparable across CPUs (the wake and the run of a thread may
+        // be on different CPUs); the default local clock is not.
+        guest.check(&format!(
+            "cd {TRACING} && echo mono > trace_clock && echo 'kbp_lat u64 lat' >> synthetic_events && {arm} && \
+             echo 'hist:keys=lat:sort=lat:size=4096' > events/synthetic/kbp_lat/trigger"
+        ))?;
     } else {
         guest.check(&format!("echo 'hist:keys=lat:sort=lat:size=4096:clear' >> {TRACING}/events/synthetic/kbp_lat/trigger"))?;
     }
@@ -367,7 +399,10 @@ fn trace_read(guest: &Guest, mode: &str, variant: &str, what: &str) -> Result<De
     let mut buckets: Vec<(u64, u64)> = Vec::new();
     for line in text.lines().filter(|l| l.trim_start().starts_with("{ lat:")) {
         let nums: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|x| x.parse().ok()).collect();
-        if let [lat, count] = nums.as_slice() {
+        // A negative difference (wrapped) would be a clock artefact: not a delay.
+        if let [lat, count] = nums.as_slice()
+            && *lat < 1 << 40
+        {
             buckets.push((*lat, *count));
         }
     }
@@ -417,7 +452,7 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
         run_trial(&spec).map_err(|e| format!("warm-up: {e}"))?;
     }
 
-    let plan = |variant, frame, rate, rep, flows, measure_cpu| TrialPlan { mode, variant, frame, rate, rep, flows, seconds: o.seconds, measure_cpu };
+    let plan = |variant, frame, rate, rep, flows, measure_cpu| TrialPlan { target: target(), mode, variant, frame, rate, rep, flows, seconds: o.seconds, measure_cpu };
     for &frame in &o.frames {
         for rate in o.rates {
             for rep in 0..o.reps {
@@ -445,6 +480,13 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
         }
     }
     stop_load(&guest)?;
+
+    let container = set_up_container(&guest)?;
+    for &frame in &o.frames {
+        for rep in 0..o.reps {
+            results.trials.push(trial(&guest, &TrialPlan { target: container, ..plan("container", frame, o.rates[0], rep, 1, false) })?);
+        }
+    }
 
     // Last, because tracing costs: the delay distributions, without and with load.
     for variant in ["base", "competition"] {
@@ -498,9 +540,9 @@ pub fn run(args: &[String]) -> Result {
         machine: host_description(),
         guest_kernel: String::new(),
         setup: format!(
-            "QEMU TCG guest, {VCPUS} vCPUs, 1 GiB, virtio-net with {QUEUE_PAIRS} queue pairs on a multi-queue tap; queue IRQs on CPUs 0-1 \
-             (driver default), echo server pinned to CPU {ECHO_CPU}, every polling thread pinned to CPU {POLL_CPU}; competition load: \
-             loopback UDP floods pinned to CPUs 0 and 1 (kbp-ctl flood)"
+            "QEMU TCG guest, {VCPUS} vCPUs, 1 GiB, virtio-net with {QUEUE_PAIRS} queue pairs on a multi-queue tap; every virtio-net IRQ on CPU {IRQ_CPU}, \
+             echo server pinned to CPU {ECHO_CPU}, every polling thread pinned to CPU {POLL_CPU}; competition load: a loopback UDP flood \
+             pinned to CPU {IRQ_CPU} (kbp-ctl flood)"
         ),
         quick: o.quick,
         rates_pps: o.rates,

@@ -124,7 +124,7 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
     );
     let _ = writeln!(s, "Modes: `napi` (NET_RX softirq), `threaded` (sysfs threaded=1), `busy-poll` (upstream threaded busy poll via netlink napi-set, RX NAPIs), `kbp-spin`, `kbp-adaptive` (kbp.ko, one thread on CPU 3 for all four NAPIs).\n");
 
-    let variants = [("base", "Echo RTT"), ("competition", "Echo RTT with softirq competition (loopback floods on the IRQ CPUs)"), ("many-queues", "Many queues, one poller: 16 flows over both queue pairs (64 B)")];
+    let variants = [("base", "Echo RTT"), ("competition", "Echo RTT with softirq competition (a loopback flood on the IRQ CPU)"), ("many-queues", "Many queues, one poller: 16 flows over both queue pairs (64 B)"), ("container", "Container configuration: echo server in a network namespace behind veth + bridge (routed, no NAT)")];
     for (variant, title) in variants {
         let _ = writeln!(s, "## {title}\n");
         for ((_, frame, rate), modes) in tables.iter().filter(|((v, _, _), _)| v == variant) {

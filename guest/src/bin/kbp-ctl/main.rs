@@ -11,6 +11,8 @@
 //!                             through the netdev generic-netlink family (`napi-set`, as
 //!                             `ynl --family netdev --do napi-set`): upstream threaded
 //!                             busy polling, the bench's `busy-poll` baseline
+//! kbp-ctl veth NAME PEER PID  create a veth pair, PEER in the network namespace of PID
+//!                             (the bench's container configuration)
 //! kbp-ctl pin CPU PID...      pin tasks to one CPU (sched_setaffinity)
 //! kbp-ctl flood CPU...        softirq competition: per CPU, a pinned thread sending UDP
 //!                             datagrams to 127.0.0.1:9 without pause (loopback delivery
@@ -18,12 +20,14 @@
 //! ```
 
 use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+mod netlink;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: kbp-ctl time LABEL CMD | channels DEV [N] | napi-threaded ID MODE | pin CPU PID... | flood CPU...");
+    eprintln!("usage: kbp-ctl time LABEL CMD | channels DEV [N] | napi-threaded ID MODE | veth NAME PEER PID | pin CPU PID... | flood CPU...");
     ExitCode::from(2)
 }
-use std::time::Instant;
 
 /// `struct ethtool_channels` (include/uapi/linux/ethtool.h).
 #[repr(C)]
@@ -80,126 +84,6 @@ fn channels(dev: &str, set: Option<u32>) -> std::io::Result<String> {
     Ok(format!("combined {} max {}", get.combined_count, get.max_combined))
 }
 
-/// Just enough generic netlink for `napi-set`: resolve a family, send a `do` request
-/// with u32 attributes, read the ack.
-mod genl {
-    use std::io;
-
-    /// (attribute type, payload) of a reply.
-    type Attrs = Vec<(u16, Vec<u8>)>;
-
-    const NETLINK_GENERIC: i32 = 16;
-    const GENL_ID_CTRL: u16 = 0x10;
-    const CTRL_CMD_GETFAMILY: u8 = 3;
-    const CTRL_ATTR_FAMILY_ID: u16 = 1;
-    const CTRL_ATTR_FAMILY_NAME: u16 = 2;
-    const NLM_F_REQUEST: u16 = 1;
-    const NLM_F_ACK: u16 = 4;
-    const NLMSG_ERROR: u16 = 2;
-
-    fn attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-        buf.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-        buf.extend_from_slice(&kind.to_ne_bytes());
-        buf.extend_from_slice(payload);
-        buf.resize(buf.len().next_multiple_of(4), 0);
-    }
-
-    /// Sends one request and reads replies until the ack; returns the ack's error
-    /// (0 or -errno) and the first reply's attributes.
-    fn transact(kind: u16, cmd: u8, attrs: &[u8]) -> io::Result<(i32, Attrs)> {
-        // SAFETY: a plain socket(2) call.
-        let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, NETLINK_GENERIC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut msg = Vec::new();
-        msg.extend_from_slice(&((16 + 4 + attrs.len()) as u32).to_ne_bytes());
-        msg.extend_from_slice(&kind.to_ne_bytes());
-        msg.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-        msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-        msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it
-        msg.extend_from_slice(&[cmd, 1, 0, 0]); // genlmsghdr: cmd, version
-        msg.extend_from_slice(attrs);
-        // SAFETY: `msg` is a valid buffer; the default destination of a netlink socket is the kernel.
-        let sent = unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) };
-        let mut result = Err(io::Error::last_os_error());
-        if sent >= 0 {
-            result = receive(fd);
-        }
-        // SAFETY: `fd` is ours.
-        unsafe { libc::close(fd) };
-        result
-    }
-
-    fn receive(fd: i32) -> io::Result<(i32, Attrs)> {
-        let mut attrs = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        loop {
-            // SAFETY: `buf` is writable for its length.
-            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let mut at = 0;
-            let n = n as usize;
-            while at + 16 <= n {
-                let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4 bytes")) as usize;
-                let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().expect("2 bytes"));
-                if len < 16 || at + len > n {
-                    return Err(io::Error::other("short netlink message"));
-                }
-                if kind == NLMSG_ERROR {
-                    let errno = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4 bytes"));
-                    return Ok((errno, attrs));
-                }
-                if attrs.is_empty() {
-                    let mut a = at + 20;
-                    while a + 4 <= at + len {
-                        let alen = u16::from_ne_bytes(buf[a..a + 2].try_into().expect("2 bytes")) as usize;
-                        let akind = u16::from_ne_bytes(buf[a + 2..a + 4].try_into().expect("2 bytes")) & 0x3fff;
-                        if alen < 4 || a + alen > at + len {
-                            break;
-                        }
-                        attrs.push((akind, buf[a + 4..a + alen].to_vec()));
-                        a += alen.next_multiple_of(4);
-                    }
-                }
-                at += len.next_multiple_of(4);
-            }
-        }
-    }
-
-    /// The id of generic netlink family `name`.
-    pub fn family(name: &str) -> io::Result<u16> {
-        let mut attrs = Vec::new();
-        let mut cname = name.as_bytes().to_vec();
-        cname.push(0);
-        attr(&mut attrs, CTRL_ATTR_FAMILY_NAME, &cname);
-        let (errno, reply) = transact(GENL_ID_CTRL, CTRL_CMD_GETFAMILY, &attrs)?;
-        if errno != 0 {
-            return Err(io::Error::from_raw_os_error(-errno));
-        }
-        reply
-            .iter()
-            .find(|(k, _)| *k == CTRL_ATTR_FAMILY_ID)
-            .and_then(|(_, v)| v.get(..2))
-            .map(|v| u16::from_ne_bytes([v[0], v[1]]))
-            .ok_or_else(|| io::Error::other("no family id in the reply"))
-    }
-
-    /// A `do` request of `cmd` to `family` with u32 attributes.
-    pub fn request_u32(family: u16, cmd: u8, values: &[(u16, u32)]) -> io::Result<()> {
-        let mut attrs = Vec::new();
-        for &(kind, value) in values {
-            attr(&mut attrs, kind, &value.to_ne_bytes());
-        }
-        match transact(family, cmd, &attrs)? {
-            (0, _) => Ok(()),
-            (errno, _) => Err(io::Error::from_raw_os_error(-errno)),
-        }
-    }
-}
-
 /// `NETDEV_CMD_NAPI_SET` and its attributes (include/uapi/linux/netdev.h, Linux 7.2).
 const NETDEV_CMD_NAPI_SET: u8 = 14;
 const NETDEV_A_NAPI_ID: u16 = 2;
@@ -212,8 +96,8 @@ fn napi_threaded(id: u32, mode: &str) -> std::io::Result<()> {
         "busy-poll" => 2,
         _ => return Err(std::io::Error::other(format!("unknown mode {mode} (disabled, enabled, busy-poll)"))),
     };
-    let family = genl::family("netdev")?;
-    genl::request_u32(family, NETDEV_CMD_NAPI_SET, &[(NETDEV_A_NAPI_ID, id), (NETDEV_A_NAPI_THREADED, value)])
+    let family = netlink::genl_family("netdev")?;
+    netlink::genl_request_u32(family, NETDEV_CMD_NAPI_SET, &[(NETDEV_A_NAPI_ID, id), (NETDEV_A_NAPI_THREADED, value)])
 }
 
 fn pin(cpu: usize, pid: i32) -> std::io::Result<()> {
@@ -296,6 +180,10 @@ fn main() -> ExitCode {
         }
         ["napi-threaded", id, mode] => match id.parse::<u32>() {
             Ok(id) => report(napi_threaded(id, mode).map(|()| String::new()), &format!("napi {id}")),
+            Err(_) => usage(),
+        },
+        ["veth", name, peer, pid] => match pid.parse::<u32>() {
+            Ok(pid) => report(netlink::veth(name, peer, pid).map(|()| String::new()), &format!("veth {name}")),
             Err(_) => usage(),
         },
         ["pin", cpu, pids @ ..] if !pids.is_empty() => {
