@@ -123,7 +123,11 @@ impl Worker {
     }
 
     fn is_dropped(&self, id: usize) -> bool {
-        self.dropped.load(Ordering::Acquire) & self.dev_bit(id) != 0
+        self.is_dropped_dev(self.napi_dev[id])
+    }
+
+    fn is_dropped_dev(&self, d: usize) -> bool {
+        self.dropped.load(Ordering::Acquire) & (1 << d) != 0
     }
 
     /// The thread serves some instance of device `d`.
@@ -175,10 +179,6 @@ impl Worker {
                 }
             }
         }
-    }
-
-    fn is_dropped_dev(&self, d: usize) -> bool {
-        self.dropped.load(Ordering::Acquire) & (1 << d) != 0
     }
 
     /// Asks the thread to let go of device `d` (notifier, before the device goes).

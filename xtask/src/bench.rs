@@ -30,7 +30,7 @@ use kbp_traffic::{run_trial, zero_loss_search, RttSummary, TrialSpec};
 use serde::Serialize;
 
 use crate::bench_report;
-use crate::guest::{net_rx_softirqs, Guest, QUEUE_PAIRS, VCPUS};
+use crate::guest::{cpu_between, cpu_sample, net_rx_softirqs, Guest, POLLER_PIDS, QUEUE_PAIRS, VCPUS};
 use crate::guest_test::{build_and_boot, MODULE_PATH};
 use crate::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::progress::{output, Stage};
@@ -195,10 +195,6 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(o)
 }
 
-/// Shell snippet: the PIDs of the polling threads (`kbp/*`, `napi/*`).
-const POLLER_PIDS: &str = "pollers() { for c in /proc/[0-9]*/comm; do read -r n < $c 2>/dev/null; \
-    case $n in kbp/*|napi/*) p=${c%/comm}; echo ${p#/proc/};; esac; done; }";
-
 /// Puts the guest into `mode` and pins the echo server and the polling threads.
 fn set_up(guest: &Guest, mode: &str) -> Result<String> {
     guest.check(&format!("kbp-ctl pin {ECHO_CPU} $(pidof kbp-echo)"))?;
@@ -233,31 +229,6 @@ fn set_up(guest: &Guest, mode: &str) -> Result<String> {
         guest.check(&format!("{POLLER_PIDS}; kbp-ctl pin {POLL_CPU} $(pollers)"))?;
     }
     guest.check(&format!("{POLLER_PIDS}; for p in $(pollers); do echo $(cat /proc/$p/comm) $(grep Cpus_allowed_list /proc/$p/status); done"))
-}
-
-/// Ticks (10 ms) of the polling threads and the guest's busy and total jiffies.
-fn cpu_sample(guest: &Guest) -> Result<(f64, f64, f64)> {
-    let script = format!(
-        "{POLLER_PIDS}; t=0; for p in $(pollers); do read -r l < /proc/$p/stat; set -- $l; t=$((t + ${{14}} + ${{15}})); done; \
-         read -r cpu user nice system idle iowait rest < /proc/stat; echo $t $user $nice $system $idle $iowait $rest"
-    );
-    let out = guest.check(&script)?;
-    let v: Vec<f64> = out.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    if v.len() < 6 {
-        return Err(format!("cpu sample: {out}"));
-    }
-    let total: f64 = v[1..].iter().sum();
-    let idle = v[4] + v[5];
-    Ok((v[0], total - idle, total))
-}
-
-/// Polling threads' and whole guest's CPU between two samples, percent of one CPU.
-fn cpu_between(a: (f64, f64, f64), b: (f64, f64, f64)) -> (f64, f64) {
-    let jiffies_per_cpu = (b.2 - a.2) / f64::from(VCPUS);
-    if jiffies_per_cpu <= 0.0 {
-        return (0.0, 0.0);
-    }
-    ((b.0 - a.0) / jiffies_per_cpu * 100.0, (b.1 - a.1) / jiffies_per_cpu * 100.0)
 }
 
 fn target() -> SocketAddr {

@@ -31,6 +31,7 @@ use crate::guest::{count_warnings, net_rx_softirqs, Guest};
 use crate::guest_test::{build_and_boot, BAD_PARAMS, MODULE_PATH};
 use crate::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::progress::Stage;
+use crate::stats_file::{StatsFile, THREAD_PARKS};
 use crate::{workspace_root, Result};
 
 /// Loss is excused for packets sent up to this long after a device-away operation.
@@ -146,57 +147,17 @@ impl Ops {
     /// Checks one stats read: parseable, no errors; later reads of the same load must
     /// not go backwards (`previous`).
     fn check_stats(&mut self, text: &str, previous: Option<&str>) {
-        match (parse_stats(text), previous.map(parse_stats)) {
-            (Some(now), Some(Some(before))) => {
-                let backwards = before.iter().any(|(key, old)| now.get(key).is_some_and(|new| !monotonic(key, old, new)));
-                let errors = now.iter().any(|((kind, _, _), v)| kind == "thread" && v.last().copied().unwrap_or(0) != 0);
-                if backwards || errors {
-                    self.stats_ok = false;
-                    self.notes.push(format!("counters inconsistent (backwards {backwards}, errors {errors}):\n{before:?}\n{now:?}"));
-                }
-            }
-            (Some(now), _) => {
-                if now.iter().any(|((kind, _, _), v)| kind == "thread" && v.last().copied().unwrap_or(0) != 0) {
-                    self.stats_ok = false;
-                    self.notes.push(format!("counters report errors: {text}"));
-                }
-            }
-            (None, _) => {
-                self.stats_ok = false;
-                self.notes.push(format!("unreadable stats file: {text}"));
-            }
+        let Some(now) = StatsFile::parse(text) else {
+            self.stats_ok = false;
+            self.notes.push(format!("unreadable stats file: {text}"));
+            return;
+        };
+        let backwards = previous.and_then(StatsFile::parse).is_some_and(|before| !now.grew_from(&before));
+        if backwards || now.has_errors() {
+            self.stats_ok = false;
+            self.notes.push(format!("counters inconsistent (went backwards: {backwards}):\n{previous:?}\n{text}"));
         }
     }
-}
-
-type StatsKey = (String, i64, i64);
-
-/// The stats file as (record kind, cpu, index) -> numeric fields.
-fn parse_stats(text: &str) -> Option<BTreeMap<StatsKey, Vec<u64>>> {
-    let mut map = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        match f.first().copied() {
-            // thread <cpu> <mode> <12 counters>
-            Some("thread") => {
-                let values: Option<Vec<u64>> = f.get(3..)?.iter().map(|v| v.parse().ok()).collect();
-                map.insert(("thread".into(), f.get(1)?.parse().ok()?, 0), values?);
-            }
-            // napi <cpu> <index> <napi_id> <dev> <7 counters>
-            Some("napi") => {
-                let values: Option<Vec<u64>> = f.get(5..)?.iter().map(|v| v.parse().ok()).collect();
-                map.insert(("napi".into(), f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?), values?);
-            }
-            _ => return None,
-        }
-    }
-    (!map.is_empty()).then_some(map)
-}
-
-/// Counters only grow; a napi record's `max_gap_ns` and `owned` (its last two) may not.
-fn monotonic(key: &StatsKey, old: &[u64], new: &[u64]) -> bool {
-    let counters = if key.0 == "napi" { old.len().saturating_sub(2) } else { old.len() };
-    old.len() == new.len() && old.iter().zip(new).take(counters).all(|(o, n)| n >= o)
 }
 
 /// One fault: traffic around `op`.
@@ -489,7 +450,7 @@ pub fn run(args: &[String]) -> Result {
             before = now;
         }
         ops.times.entry("soak-traffic".into()).or_default().push(t.elapsed().as_secs_f64() * 1e3);
-        let parks = |s: &str| parse_stats(s).and_then(|m| m.get(&("thread".to_string(), 3, 0)).map(|v| v[7]));
+        let parks = |s: &str| StatsFile::parse(s).and_then(|f| f.threads().find(|&(cpu, _)| cpu == 3).map(|(_, v)| v[THREAD_PARKS]));
         let (p0, p1) = (parks(&first).unwrap_or(0), parks(&before).unwrap_or(0));
         ops.notes.push(format!("the KBP thread parked {} times during the soak", p1.saturating_sub(p0)));
         if p1.saturating_sub(p0) < 1_000 {

@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 use kbp_traffic::{run_trial, zero_loss_search, RttSummary, SearchResult, TrialSpec};
 use serde::Serialize;
 
-use crate::guest::{count_warnings, net_rx_softirqs, Guest, QUEUE_PAIRS, VCPUS};
+use crate::guest::{count_warnings, cpu_between, cpu_sample, net_rx_softirqs, Guest, QUEUE_PAIRS, VCPUS};
 use crate::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::progress::{output, Stage};
+use crate::stats_file::{StatsFile, THREAD_HANDBACK, THREAD_PACKETS};
 use crate::{initramfs, kernel, module, toolchain, workspace_root, Result};
 
 /// Where the module lives in the guest.
@@ -45,7 +46,7 @@ pub struct Scenario {
     pub kernel_warnings: usize,
     /// Packets the KBP threads processed during the scenario (kbp modes; from debugfs).
     pub kbp_packets: Option<u64>,
-    /// The same per KBP thread, in the order of the `cpus` parameter.
+    /// The same per KBP thread, by CPU.
     pub kbp_packets_per_thread: Option<Vec<u64>>,
     /// UDP flows the load generator spread the packets over.
     pub flows: usize,
@@ -191,21 +192,11 @@ fn unregister_while_owned(guest: &Guest, cpus: &str) -> Result<Unregister> {
     Ok(Unregister { unbind_ms, dmesg, unloaded })
 }
 
-/// CPU share of all `kbp/N` kthreads together over about `seconds`, percent of one CPU
-/// (utime+stime from /proc/PID/stat in 10 ms ticks, over the guest's uptime clock).
+/// CPU share of the KBP threads together over `seconds`, percent of one CPU.
 fn thread_cpu_percent(guest: &Guest, seconds: u32) -> Result<f64> {
-    let script = format!(
-        "pids=; for c in /proc/[0-9]*/comm; do read -r n < $c 2>/dev/null; case $n in kbp/*) pids=\"$pids ${{c%/comm}}\";; esac; done; \
-         ticks() {{ t=0; for p in $pids; do read -r l < $p/stat; set -- $l; t=$((t + ${{14}} + ${{15}})); done; echo $t; }}; \
-         a=$(ticks); u0=$(cut -d' ' -f1 /proc/uptime); sleep {seconds}; b=$(ticks); u1=$(cut -d' ' -f1 /proc/uptime); \
-         echo $((b-a)) $u0 $u1"
-    );
-    let out = guest.check(&script)?;
-    let v: Vec<f64> = out.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    match v.as_slice() {
-        [ticks, u0, u1] if u1 > u0 => Ok(ticks / (u1 - u0)),
-        _ => Err(format!("thread cpu: unexpected output {out:?}")),
-    }
+    let a = cpu_sample(guest)?;
+    std::thread::sleep(Duration::from_secs(u64::from(seconds)));
+    Ok(cpu_between(a, cpu_sample(guest)?).0)
 }
 
 #[derive(Clone, Copy)]
@@ -241,24 +232,15 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(o)
 }
 
-/// Packets processed by each KBP thread so far (the `thread` records of debugfs,
-/// hand-back polls included), or None when the module is not loaded.
+/// Packets processed by each KBP thread so far, by CPU (the `thread` records of
+/// debugfs, hand-back polls included), or None when the module is not loaded.
 pub fn kbp_thread_packets(guest: &Guest) -> Result<Option<Vec<u64>>> {
     let (code, text) = guest.exec("cat /sys/kernel/debug/kbp/stats")?;
     if code != 0 {
         return Ok(None);
     }
-    let mut per_thread = Vec::new();
-    for line in text.lines().filter(|l| l.starts_with("thread ")) {
-        // thread <cpu> <mode> rounds packets ... handback_packets errors
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| format!("bad thread record: {line}"));
-        per_thread.push(field(4)? + field(13)?);
-    }
-    if per_thread.is_empty() {
-        return Err(format!("no thread record in the stats file: {text}"));
-    }
-    Ok(Some(per_thread))
+    let stats = StatsFile::parse(&text).ok_or_else(|| format!("unreadable stats file: {text}"))?;
+    Ok(Some(stats.threads().map(|(_, v)| v[THREAD_PACKETS] + v[THREAD_HANDBACK]).collect()))
 }
 
 fn scenario(guest: &Guest, mode: &str, frame: usize, o: &Options) -> Result<Scenario> {

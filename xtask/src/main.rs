@@ -30,6 +30,7 @@ mod initramfs;
 mod kernel;
 mod module;
 mod progress;
+mod stats_file;
 mod toolchain;
 
 use std::path::PathBuf;
