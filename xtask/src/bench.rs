@@ -17,7 +17,8 @@
 //! high fixed rate, 64/512/1518-byte frames, repeated; the zero-loss rate by binary
 //! search; "many queues" (16 flows over both queue pairs, polling CPU measured); the
 //! container configuration (an echo server in a network namespace behind a veth pair
-//! and a bridge in the guest, routed: the guest kernel has no netfilter, so no NAT); and
+//! and a bridge in the guest, reached through NAT on a published port, as Docker lays
+//! out a bridge network; `nft` in the guest); and
 //! the softirq-competition variant (a loopback UDP flood on CPU 0, so NET_RX there has
 //! other work; `kbp-ctl flood`).
 
@@ -32,6 +33,7 @@ use serde::Serialize;
 use crate::bench_report;
 use crate::guest::{cpu_between, cpu_sample, net_rx_softirqs, Guest, POLLER_PIDS, QUEUE_PAIRS, VCPUS};
 use crate::guest_test::{build_and_boot, MODULE_PATH};
+use crate::stats_file::StatsFile;
 use crate::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::progress::{output, Stage};
 use crate::{workspace_root, Result};
@@ -121,6 +123,10 @@ pub struct Delay {
     pub p99_9_us: Option<u64>,
     /// Maximum.
     pub max_us: Option<u64>,
+    /// KBP modes: kbp.ko's own `max_gap_ns` (the longest time between two polls of an
+    /// owned instance, since the module was loaded for this mode's run), microseconds.
+    /// The bound on how long a packet waits for a spinning poller.
+    pub kbp_max_poll_gap_us: Option<u64>,
 }
 
 /// Everything measured; `results.json`.
@@ -299,13 +305,30 @@ fn trial(guest: &Guest, p: &TrialPlan<'_>) -> Result<Trial> {
     Ok(t)
 }
 
-/// The container's address and subnet (inside the guest, behind a bridge).
+/// The container's address (inside the guest, behind a bridge on 10.78.0.0/24).
 const CONTAINER_ADDR: &str = "10.78.0.2";
+/// The guest port the NAT forwards to the container's echo server (Docker's
+/// `-p 9001:9000/udp`); the guest's own echo server keeps `ECHO_PORT`.
+const CONTAINER_PUBLISHED_PORT: u16 = 9001;
 
-/// The paper's container configuration, routed: a network namespace holding a second
-/// echo server (pinned like the first), reached through a veth pair and a bridge in
-/// the guest; the host routes the container subnet via the guest. Returns the
-/// container echo server's address.
+/// The NAT of a Docker bridge network: published port -> container (DNAT, undone for
+/// the replies by conntrack), and the container's own traffic out through eth0
+/// masqueraded.
+fn container_nat_ruleset() -> String {
+    format!(
+        "table ip kbp_nat {{\n\
+         chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; \
+         iifname \"eth0\" udp dport {CONTAINER_PUBLISHED_PORT} dnat to {CONTAINER_ADDR}:{ECHO_PORT}; }}\n\
+         chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; \
+         ip saddr 10.78.0.0/24 oifname \"eth0\" masquerade; }}\n\
+         }}\n"
+    )
+}
+
+/// The paper's container configuration: a network namespace holding a second echo
+/// server (pinned like the first), behind a veth pair, a bridge and NAT in the guest,
+/// as a Docker bridge network with a published port lays it out. The host sends to the
+/// guest's own address. Returns the published address.
 fn set_up_container(guest: &Guest) -> Result<SocketAddr> {
     let pid = guest.check("unshare -n sleep 1000000 > /dev/null 2>&1 & echo $!")?;
     let pid: u32 = pid.trim().parse().map_err(|_| format!("container: no namespace holder pid in {pid:?}"))?;
@@ -315,11 +338,10 @@ fn set_up_container(guest: &Guest) -> Result<SocketAddr> {
          nsenter -t {pid} -n sh -c 'ip link set lo up && ip addr add {CONTAINER_ADDR}/24 dev ceth0 && ip link set ceth0 up && \
          ip route add default via 10.78.0.1; echo 4194304 > /proc/sys/net/core/rmem_default; echo 4194304 > /proc/sys/net/core/rmem_max; true'"
     ))?;
+    guest.check(&format!("printf '%s' '{}' > /tmp/kbp-nat.nft && nft -f /tmp/kbp-nat.nft && nft list table ip kbp_nat > /dev/null", container_nat_ruleset()))?;
     let echo = guest.check(&format!("nsenter -t {pid} -n kbp-echo 0.0.0.0:{ECHO_PORT} > /dev/null 2>&1 & echo $!"))?;
     guest.check(&format!("sleep 0.3; kbp-ctl pin {ECHO_CPU} {}", echo.trim()))?;
-    // This process lives in the test namespace that holds the tap (see guest.rs).
-    crate::progress::run(Command::new("ip").args(["route", "replace", "10.78.0.0/24", "via", GUEST_ADDR]))?;
-    Ok(format!("{CONTAINER_ADDR}:{ECHO_PORT}").parse().expect("address"))
+    Ok(format!("{GUEST_ADDR}:{CONTAINER_PUBLISHED_PORT}").parse().expect("address"))
 }
 
 fn start_load(guest: &Guest) -> Result {
@@ -396,6 +418,7 @@ fn trace_read(guest: &Guest, mode: &str, variant: &str, what: &str) -> Result<De
         p99_us: pick(99.0),
         p99_9_us: pick(99.9),
         max_us: buckets.last().map(|b| b.0),
+        kbp_max_poll_gap_us: None,
     })
 }
 
@@ -466,10 +489,15 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
         }
         let what = trace_start(&guest, mode)?;
         trial(&guest, &plan("traced", 64, o.rates[0], 0, 1, false))?;
-        let d = trace_read(&guest, mode, variant, what)?;
+        let mut d = trace_read(&guest, mode, variant, what)?;
+        if mode.starts_with("kbp") {
+            let stats = guest.check("cat /sys/kernel/debug/kbp/stats")?;
+            let stats = StatsFile::parse(&stats).ok_or_else(|| format!("unreadable kbp stats: {stats}"))?;
+            d.kbp_max_poll_gap_us = stats.max_poll_gap_ns().map(|ns| ns / 1000);
+        }
         println!(
-            "[xtask]   delay {variant}: {} over {} events: p50 {:?} p99 {:?} p99.9 {:?} max {:?} us",
-            d.what, d.count, d.p50_us, d.p99_us, d.p99_9_us, d.max_us
+            "[xtask]   delay {variant}: {} over {} events: p50 {:?} p99 {:?} p99.9 {:?} max {:?} us; kbp max poll gap {:?} us",
+            d.what, d.count, d.p50_us, d.p99_us, d.p99_9_us, d.max_us, d.kbp_max_poll_gap_us
         );
         results.delays.push(d);
         if variant == "competition" {

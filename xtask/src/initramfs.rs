@@ -1,11 +1,12 @@
 //! The guest userland: busybox-static, the project's static guest binaries (built with
-//! `+crt-static`), extra files (e.g. kernel modules) and an init script; packed as a
-//! gzip'd newc cpio.
+//! `+crt-static`), Debian's `nft` with the shared libraries `ldd` lists for it (the
+//! bench's container NAT), extra files (e.g. kernel modules) and an init script; packed
+//! as a gzip'd newc cpio.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::progress::{run, Stage};
+use crate::progress::{output, run, Stage};
 use crate::{workspace_root, Result};
 
 /// The guest's address on the test network (the host side of the tap is .1).
@@ -18,6 +19,24 @@ pub const ECHO_PORT: u16 = 9000;
 pub const AGENT_PORT: u16 = 7000;
 
 const GUEST_BINARIES: &[&str] = &["kbp-echo", "kbp-agent", "kbp-ctl"];
+
+/// Host programs copied into the guest at the same path, with their shared libraries.
+const HOST_PROGRAMS: &[&str] = &["/usr/sbin/nft"];
+
+/// The files a dynamically linked `program` loads: `ldd`'s absolute paths (the
+/// libraries and the dynamic loader; the vDSO has none).
+fn shared_libraries(program: &str) -> Result<Vec<PathBuf>> {
+    let listing = output(Command::new("ldd").arg(program))?;
+    let libs: Vec<PathBuf> = listing
+        .lines()
+        .filter_map(|line| line.split_whitespace().find(|word| word.starts_with('/')))
+        .map(PathBuf::from)
+        .collect();
+    if libs.is_empty() {
+        return Err(format!("ldd {program} listed no libraries: {listing}"));
+    }
+    Ok(libs)
+}
 
 fn init_script() -> String {
     format!(
@@ -80,6 +99,13 @@ pub fn build(extra: &[(PathBuf, &str)]) -> Result<PathBuf> {
     copy(Path::new("/bin/busybox"), &root.join("bin/busybox"))?;
     for bin in GUEST_BINARIES {
         copy(&bins.join(bin), &root.join("bin").join(bin))?;
+    }
+    for program in HOST_PROGRAMS {
+        for file in std::iter::once(PathBuf::from(program)).chain(shared_libraries(program)?) {
+            let dest = root.join(file.strip_prefix("/").unwrap_or(&file));
+            std::fs::create_dir_all(dest.parent().expect("an absolute path has a parent")).map_err(|e| e.to_string())?;
+            copy(&file, &dest)?;
+        }
     }
     for (from, to) in extra {
         let dest = root.join(to.trim_start_matches('/'));

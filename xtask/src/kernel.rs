@@ -135,7 +135,7 @@ pub fn build(tc: &Toolchain) -> Result<Kernel> {
         .stdout(std::process::Stdio::null()))?;
     run(make(tc, &src, &build).args(["-s", "olddefconfig"]))?;
     let config = std::fs::read_to_string(build.join(".config")).map_err(|e| e.to_string())?;
-    for required in ["CONFIG_RUST=y", "CONFIG_MODULES=y", "CONFIG_VIRTIO_NET=y", "CONFIG_NET_RX_BUSY_POLL=y", "CONFIG_DEBUG_FS=y", "CONFIG_BLK_DEV_INITRD=y"] {
+    for required in ["CONFIG_RUST=y", "CONFIG_MODULES=y", "CONFIG_VIRTIO_NET=y", "CONFIG_NET_RX_BUSY_POLL=y", "CONFIG_DEBUG_FS=y", "CONFIG_BLK_DEV_INITRD=y", "CONFIG_NF_TABLES_IPV4=y", "CONFIG_NFT_NAT=y", "CONFIG_NFT_MASQ=y"] {
         if !config.lines().any(|l| l == required) {
             return Err(format!("{required} did not survive olddefconfig (a dependency is off; see {})", build.join(".config").display()));
         }

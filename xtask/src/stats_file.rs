@@ -16,6 +16,8 @@ pub const THREAD_PARKS: usize = 7;
 pub const THREAD_HANDBACK: usize = 10;
 pub const THREAD_ERRORS: usize = 11;
 const THREAD_VALUES: usize = 12;
+/// Position of `max_gap_ns` in a `napi` record's values.
+pub const NAPI_MAX_GAP_NS: usize = 5;
 const NAPI_VALUES: usize = 7;
 
 /// (record kind, cpu, index within the thread; 0 for `thread` records).
@@ -54,6 +56,12 @@ impl StatsFile {
         self.threads().any(|(_, v)| v[THREAD_ERRORS] != 0)
     }
 
+    /// The longest time between two polls of an owned instance, over all instances:
+    /// the longest a packet arriving on an owned instance can have waited for its poll.
+    pub fn max_poll_gap_ns(&self) -> Option<u64> {
+        self.0.iter().filter(|((kind, _, _), _)| kind == "napi").map(|(_, v)| v[NAPI_MAX_GAP_NS]).max()
+    }
+
     /// Every counter of every record present in both is at least its value in
     /// `before` (a napi record's last two, `max_gap_ns` and `owned`, are not counters).
     pub fn grew_from(&self, before: &StatsFile) -> bool {
@@ -86,6 +94,9 @@ napi 2 1 66 eth0 6 254 250 0 1 1592324 1
         assert_eq!((cpu, v[THREAD_PACKETS], v[THREAD_PARKS], v[THREAD_HANDBACK]), (2, 6, 3, 7));
         assert!(!s.has_errors());
         assert_eq!(s.0[&("napi".to_string(), 2, 1)], vec![6, 254, 250, 0, 1, 1592324, 1]);
+        let second = format!("{SAMPLE}napi 2 2 67 eth0 0 9 9 0 0 2000000 1\n");
+        assert_eq!(StatsFile::parse(&second).unwrap().max_poll_gap_ns(), Some(2_000_000));
+        assert_eq!(s.max_poll_gap_ns(), Some(1_592_324));
     }
 
     #[test]

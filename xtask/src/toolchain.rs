@@ -23,6 +23,7 @@ pub const PACKAGES: &[&str] = &[
     "busybox-static",
     "qemu-system-x86",
     "iproute2",
+    "nftables", // `nft`, copied into the guest with its libraries (container NAT)
 ];
 
 /// The bindgen-cli version installed with cargo (the kernel needs >= 0.71.1).
