@@ -338,7 +338,9 @@ fn set_up_container(guest: &Guest) -> Result<SocketAddr> {
          nsenter -t {pid} -n sh -c 'ip link set lo up && ip addr add {CONTAINER_ADDR}/24 dev ceth0 && ip link set ceth0 up && \
          ip route add default via 10.78.0.1; echo 4194304 > /proc/sys/net/core/rmem_default; echo 4194304 > /proc/sys/net/core/rmem_max; true'"
     ))?;
-    guest.check(&format!("printf '%s' '{}' > /tmp/kbp-nat.nft && nft -f /tmp/kbp-nat.nft && nft list table ip kbp_nat > /dev/null", container_nat_ruleset()))?;
+    // The agent takes one line per command: the ruleset's newlines travel as printf's `\n`.
+    let ruleset = container_nat_ruleset().replace('\n', "\\n");
+    guest.check(&format!("printf '{ruleset}' > /tmp/kbp-nat.nft && nft -f /tmp/kbp-nat.nft && nft list table ip kbp_nat > /dev/null"))?;
     let echo = guest.check(&format!("nsenter -t {pid} -n kbp-echo 0.0.0.0:{ECHO_PORT} > /dev/null 2>&1 & echo $!"))?;
     guest.check(&format!("sleep 0.3; kbp-ctl pin {ECHO_CPU} {}", echo.trim()))?;
     Ok(format!("{GUEST_ADDR}:{CONTAINER_PUBLISHED_PORT}").parse().expect("address"))

@@ -20,7 +20,8 @@ pub const AGENT_PORT: u16 = 7000;
 
 const GUEST_BINARIES: &[&str] = &["kbp-echo", "kbp-agent", "kbp-ctl"];
 
-/// Host programs copied into the guest at the same path, with their shared libraries.
+/// Host programs copied into the guest's `/bin`, with their shared libraries (at the
+/// paths the host's loader found them).
 const HOST_PROGRAMS: &[&str] = &["/usr/sbin/nft"];
 
 /// The files a dynamically linked `program` loads: `ldd`'s absolute paths (the
@@ -101,10 +102,12 @@ pub fn build(extra: &[(PathBuf, &str)]) -> Result<PathBuf> {
         copy(&bins.join(bin), &root.join("bin").join(bin))?;
     }
     for program in HOST_PROGRAMS {
-        for file in std::iter::once(PathBuf::from(program)).chain(shared_libraries(program)?) {
-            let dest = root.join(file.strip_prefix("/").unwrap_or(&file));
+        let name = Path::new(program).file_name().ok_or_else(|| format!("{program}: no file name"))?;
+        copy(Path::new(program), &root.join("bin").join(name))?;
+        for lib in shared_libraries(program)? {
+            let dest = root.join(lib.strip_prefix("/").unwrap_or(&lib));
             std::fs::create_dir_all(dest.parent().expect("an absolute path has a parent")).map_err(|e| e.to_string())?;
-            copy(&file, &dest)?;
+            copy(&lib, &dest)?;
         }
     }
     for (from, to) in extra {
