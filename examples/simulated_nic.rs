@@ -73,7 +73,9 @@ fn parse_options() -> Result<Options, String> {
                 }
             }
             "-h" | "--help" => {
-                return Err("usage: simulated_nic [--rate PPS] [--seconds S] [--instances 1..=16] [--window-us US] [--mode irq|kbp-spin|kbp-adaptive|all]".into())
+                return Err(
+                    "usage: simulated_nic [--rate PPS] [--seconds S] [--instances 1..=16] [--window-us US] [--mode irq|kbp-spin|kbp-adaptive|all]".into()
+                );
             }
             other => return Err(format!("unknown flag {other}")),
         }

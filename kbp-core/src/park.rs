@@ -81,13 +81,7 @@ impl<A: AtomicWord> ParkState<A> {
 
     /// Poller side, step 3: park unless something was announced since step 1.
     pub fn try_park(&self) -> TryPark {
-        transition(&self.word, |w| {
-            if w & NOTIFIED != 0 {
-                (Some(w & !NOTIFIED), TryPark::Notified)
-            } else {
-                (Some(w | PARKED), TryPark::Parked)
-            }
-        })
+        transition(&self.word, |w| if w & NOTIFIED != 0 { (Some(w & !NOTIFIED), TryPark::Notified) } else { (Some(w | PARKED), TryPark::Parked) })
     }
 
     /// True while the poller should stay asleep.
@@ -98,13 +92,7 @@ impl<A: AtomicWord> ParkState<A> {
     /// Poller side, after waking (by unpark, a spurious wake-up or a stop request).
     /// Returns true when a producer woke it.
     pub fn finish_park(&self) -> bool {
-        transition(&self.word, |w| {
-            if w & PARKED != 0 {
-                (Some(w & !PARKED), false)
-            } else {
-                (None, true)
-            }
-        })
+        transition(&self.word, |w| if w & PARKED != 0 { (Some(w & !PARKED), false) } else { (None, true) })
     }
 }
 

@@ -41,11 +41,7 @@ impl<A: AtomicWord, const N: usize> PollList<A, N> {
 
     /// An empty list.
     pub fn new() -> Self {
-        PollList {
-            cells: core::array::from_fn(|i| Cell { seq: A::new(i as u32), id: A::new(0) }),
-            tail: A::new(0),
-            head: A::new(0),
-        }
+        PollList { cells: core::array::from_fn(|i| Cell { seq: A::new(i as u32), id: A::new(0) }), tail: A::new(0), head: A::new(0) }
     }
 
     /// Lists an owned instance behind everything already listed (any CPU, IRQ context).

@@ -112,15 +112,7 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
         if rx.len() > N {
             return Err(ConfigError { param: "instances", expected: "at most the poll list capacity" });
         }
-        Ok(Poller {
-            shared,
-            rx,
-            platform,
-            config,
-            stats: PollerStats::default(),
-            instances: [InstanceStats::default(); N],
-            last_work_ns: None,
-        })
+        Ok(Poller { shared, rx, platform, config, stats: PollerStats::default(), instances: [InstanceStats::default(); N], last_work_ns: None })
     }
 
     /// The configuration.
@@ -180,11 +172,7 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
     #[inline(never)]
     fn step_with_work_or_idle_policy(&mut self) -> StepOutcome {
         let round = self.drain_round();
-        let outcome = if round.packets > 0 {
-            StepOutcome::Worked { packets: round.packets }
-        } else {
-            self.idle()
-        };
+        let outcome = if round.packets > 0 { StepOutcome::Worked { packets: round.packets } } else { self.idle() };
         self.platform.quiescent();
         outcome
     }
@@ -293,9 +281,7 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
     fn wants_busy(&self, now: Nanos) -> bool {
         match self.config.idle {
             IdleMode::Spin => true,
-            IdleMode::Adaptive { window_ns } => {
-                self.last_work_ns.is_some_and(|last| now.saturating_sub(last) < window_ns)
-            }
+            IdleMode::Adaptive { window_ns } => self.last_work_ns.is_some_and(|last| now.saturating_sub(last) < window_ns),
         }
     }
 

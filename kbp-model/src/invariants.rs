@@ -6,10 +6,10 @@
 
 use std::fmt;
 
-use kbp_core::state::{FinishDisable, Schedule, REQUIRES_SCHED};
+use kbp_core::state::{FinishDisable, REQUIRES_SCHED, Schedule};
 use kbp_core::{Config, RoundReport, Shared, StateFlags};
 
-use crate::sim::{SimNic, CAP};
+use crate::sim::{CAP, SimNic};
 
 /// A broken property: its number in `napi-semantics.md` and what was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,11 +95,7 @@ pub fn round(report: &RoundReport, config: &Config) -> Check {
 
 /// Property 8: the poller may go to sleep only with nothing listed.
 pub fn may_sleep<const N: usize>(shared: &Shared<crate::sync::Word, N>) -> Check {
-    if shared.list().is_empty() {
-        Ok(())
-    } else {
-        fail(8, format!("poller sleeps with {} instance(s) listed", shared.list().len()))
-    }
+    if shared.list().is_empty() { Ok(()) } else { fail(8, format!("poller sleeps with {} instance(s) listed", shared.list().len())) }
 }
 
 /// Property 7: after `disable` returned, instance `id` is disabled, not listed, and

@@ -6,7 +6,7 @@ use kbp_core::{Config, IdleMode, Nanos, Poller, StepOutcome};
 
 use crate::invariants::{self, Check, PollerPhase, Starvation, Violation};
 use crate::reference::{RefStep, Reference};
-use crate::sim::{SimNic, SimPlatform, CAP};
+use crate::sim::{CAP, SimNic, SimPlatform};
 use kbp_core::RxInstance;
 
 /// One operation.
@@ -47,11 +47,7 @@ impl Case {
         let budget = u32::from(next()) + 1;
         let time_limit_ns = (u64::from(next()) + 1) * 1_000;
         let mode = next();
-        let idle = if mode & 1 == 0 {
-            IdleMode::Spin
-        } else {
-            IdleMode::Adaptive { window_ns: u64::from(mode >> 1) * 500 }
-        };
+        let idle = if mode & 1 == 0 { IdleMode::Spin } else { IdleMode::Adaptive { window_ns: u64::from(mode >> 1) * 500 } };
         let instances = usize::from(next()) % CAP + 1;
         let config = Config { weight, budget, time_limit_ns, idle };
         let mut ops = Vec::new();

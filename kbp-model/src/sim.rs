@@ -12,11 +12,11 @@
 //! poller serves the instance) is processed right there by a plain NAPI loop, the
 //! "normal softirq path".
 
-use kbp_core::{Config, Nanos, Platform, RxInstance, ScheduleOutcome, SchedToken, Shared};
+use kbp_core::{Config, Nanos, Platform, RxInstance, SchedToken, ScheduleOutcome, Shared};
 
-use crate::sync::{AtomicBool, AtomicU32, Ordering};
 #[cfg(not(kbp_loom))]
 use crate::sync::thread;
+use crate::sync::{AtomicBool, AtomicU32, Ordering};
 
 /// Instances per simulated NIC (and poll-list capacity).
 pub const CAP: usize = 4;
@@ -87,12 +87,7 @@ impl SimPlatform {
     /// A platform whose `park` returns at once (sequential tests): parking is then only
     /// checked, never waited for.
     pub fn sequential() -> Self {
-        SimPlatform {
-            now: Default::default(),
-            mask_depth: Default::default(),
-            unparks: Default::default(),
-            poller: None,
-        }
+        SimPlatform { now: Default::default(), mask_depth: Default::default(), unparks: Default::default(), poller: None }
     }
 
     /// A platform whose `park` really blocks the calling thread, which must be the
@@ -183,13 +178,7 @@ pub struct RxPort<'a> {
 impl SimNic {
     /// A NIC with every interrupt armed and nothing attached.
     pub fn new(platform: SimPlatform) -> Self {
-        SimNic {
-            shared: Shared::new(),
-            rx: core::array::from_fn(|_| SimRx::new()),
-            platform,
-            fallback_weight: Config::DEFAULT.weight,
-            doorbell: false,
-        }
+        SimNic { shared: Shared::new(), rx: core::array::from_fn(|_| SimRx::new()), platform, fallback_weight: Config::DEFAULT.weight, doorbell: false }
     }
 
     /// A NIC whose interrupts are doorbells (see [`SimNic::doorbell`]).

@@ -2,14 +2,14 @@
 
 #[cfg(kbp_loom)]
 pub use loom::{
-    sync::atomic::{AtomicBool, AtomicU32},
     sync::Arc,
+    sync::atomic::{AtomicBool, AtomicU32},
     thread,
 };
 #[cfg(not(kbp_loom))]
 pub use std::{
-    sync::atomic::{AtomicBool, AtomicU32},
     sync::Arc,
+    sync::atomic::{AtomicBool, AtomicU32},
     thread,
 };
 

@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use kbp_core::state::*;
 use kbp_core::StateFlags;
+use kbp_core::state::*;
 use kbp_model::invariants;
 
 type Op = (&'static str, fn(StateFlags) -> Option<StateFlags>);

@@ -3,7 +3,7 @@
 
 #![cfg(not(kbp_loom))]
 
-use kbp_model::ops::{run, Case};
+use kbp_model::ops::{Case, run};
 
 #[test]
 fn committed_fuzz_corpus_passes() {

@@ -12,7 +12,7 @@
 use kbp_core::{Config, IdleMode, Poller, RxInstance};
 use kbp_model::invariants::{self, PollerPhase};
 use kbp_model::sim::{SimNic, SimPlatform};
-use kbp_model::sync::{thread, Arc};
+use kbp_model::sync::{Arc, thread};
 
 /// Adaptive with a zero window: release after every poll, park whenever idle; the mode
 /// with the most interrupt/park traffic.

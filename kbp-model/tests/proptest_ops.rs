@@ -4,7 +4,7 @@
 #![cfg(not(kbp_loom))]
 
 use kbp_core::{Config, IdleMode};
-use kbp_model::ops::{run, Case, Op};
+use kbp_model::ops::{Case, Op, run};
 use kbp_model::sim::CAP;
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -23,12 +23,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn config() -> impl Strategy<Value = Config> {
     let idle = prop_oneof![Just(IdleMode::Spin), (0u64..20_000).prop_map(|window_ns| IdleMode::Adaptive { window_ns })];
-    (1u32..=16, 1u32..=64, 1_000u64..=20_000, idle).prop_map(|(weight, budget, time_limit_ns, idle)| Config {
-        weight,
-        budget,
-        time_limit_ns,
-        idle,
-    })
+    (1u32..=16, 1u32..=64, 1_000u64..=20_000, idle).prop_map(|(weight, budget, time_limit_ns, idle)| Config { weight, budget, time_limit_ns, idle })
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -73,12 +68,7 @@ fn fuzzer_decoding_covers_every_operation() {
 #[test]
 fn regression_disable_finishes_under_full_weight_polls() {
     let config = Config { weight: 1, budget: 1, time_limit_ns: 1_000, idle: IdleMode::Spin };
-    let ops = vec![
-        Op::Produce { id: 0, n: 221 },
-        Op::Produce { id: 0, n: 204 },
-        Op::BeginDisable { id: 0 },
-        Op::Produce { id: 0, n: 60 },
-    ];
+    let ops = vec![Op::Produce { id: 0, n: 221 }, Op::Produce { id: 0, n: 204 }, Op::BeginDisable { id: 0 }, Op::Produce { id: 0, n: 60 }];
     run(&Case { config, instances: 1, ops }).unwrap();
 }
 

@@ -6,8 +6,8 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -272,7 +272,17 @@ mod tests {
             }
         });
         for flows in [1, 3] {
-            let spec = TrialSpec { target, rate_pps: 5_000, frame_bytes: 64, packets: 2_000, warmup_packets: 100, grace: Duration::from_millis(200), flows, bursts: None, stop: None };
+            let spec = TrialSpec {
+                target,
+                rate_pps: 5_000,
+                frame_bytes: 64,
+                packets: 2_000,
+                warmup_packets: 100,
+                grace: Duration::from_millis(200),
+                flows,
+                bursts: None,
+                stop: None,
+            };
             let r = run_trial(&spec).unwrap();
             assert_eq!((r.sent, r.received, r.lost), (2_000, 2_000, 0), "{flows} flow(s)");
             assert!(r.rtt_us.min > 0.0 && r.rtt_us.max >= r.rtt_us.p50);
@@ -294,7 +304,17 @@ mod tests {
             }
         });
         let idle = Duration::from_millis(20);
-        let spec = TrialSpec { target, rate_pps: 10_000, frame_bytes: 64, packets: 1_000, warmup_packets: 0, grace: Duration::from_millis(200), flows: 2, bursts: Some((100, idle)), stop: None };
+        let spec = TrialSpec {
+            target,
+            rate_pps: 10_000,
+            frame_bytes: 64,
+            packets: 1_000,
+            warmup_packets: 0,
+            grace: Duration::from_millis(200),
+            flows: 2,
+            bursts: Some((100, idle)),
+            stop: None,
+        };
         let t = Instant::now();
         let r = run_trial(&spec).unwrap();
         assert_eq!((r.received, r.lost, r.lost_sent_at.len()), (900, 100, 100));

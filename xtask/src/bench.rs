@@ -27,16 +27,16 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use kbp_traffic::{run_trial, zero_loss_search, RttSummary, TrialSpec};
+use kbp_traffic::{RttSummary, TrialSpec, run_trial, zero_loss_search};
 use serde::Serialize;
 
 use crate::bench_report;
-use crate::guest::{cpu_between, cpu_sample, net_rx_softirqs, Guest, POLLER_PIDS, QUEUE_PAIRS, VCPUS};
-use crate::guest_test::{build_and_boot, MODULE_PATH};
-use crate::stats_file::StatsFile;
+use crate::guest::{Guest, POLLER_PIDS, QUEUE_PAIRS, VCPUS, cpu_between, cpu_sample, net_rx_softirqs};
+use crate::guest_test::{MODULE_PATH, build_and_boot};
 use crate::initramfs::{ECHO_PORT, GUEST_ADDR};
-use crate::progress::{output, Stage};
-use crate::{workspace_root, Result};
+use crate::progress::{Stage, output};
+use crate::stats_file::StatsFile;
+use crate::{Result, workspace_root};
 
 /// The modes, in report order.
 pub const MODES: [&str; 5] = ["napi", "threaded", "busy-poll", "kbp-spin", "kbp-adaptive"];
@@ -177,7 +177,15 @@ struct Options {
 }
 
 fn parse(args: &[String]) -> Result<Options> {
-    let mut o = Options { quick: false, frames: vec![64, 512, 1518], search_frames: vec![64, 512, 1518], rates: [1_000, 5_000], seconds: 10.0, reps: 3, modes: MODES.iter().map(|m| m.to_string()).collect() };
+    let mut o = Options {
+        quick: false,
+        frames: vec![64, 512, 1518],
+        search_frames: vec![64, 512, 1518],
+        rates: [1_000, 5_000],
+        seconds: 10.0,
+        reps: 3,
+        modes: MODES.iter().map(|m| m.to_string()).collect(),
+    };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         match flag.as_str() {
@@ -406,10 +414,13 @@ fn trace_read(guest: &Guest, mode: &str, variant: &str, what: &str) -> Result<De
     let pick = |p: f64| -> Option<u64> {
         let rank = ((p / 100.0) * count as f64).ceil().max(1.0) as u64;
         let mut seen = 0;
-        buckets.iter().find(|&&(_, c)| {
-            seen += c;
-            seen >= rank
-        }).map(|b| b.0)
+        buckets
+            .iter()
+            .find(|&&(_, c)| {
+                seen += c;
+                seen >= rank
+            })
+            .map(|b| b.0)
     };
     Ok(Delay {
         mode: mode.into(),
@@ -444,11 +455,22 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
 
     // Warm-up, discarded: every frame size once at the low rate.
     for &frame in &o.frames {
-        let spec = TrialSpec { target: target(), rate_pps: o.rates[0], frame_bytes: frame, packets: 3_000, warmup_packets: 0, grace: Duration::from_millis(500), flows: 1, bursts: None, stop: None };
+        let spec = TrialSpec {
+            target: target(),
+            rate_pps: o.rates[0],
+            frame_bytes: frame,
+            packets: 3_000,
+            warmup_packets: 0,
+            grace: Duration::from_millis(500),
+            flows: 1,
+            bursts: None,
+            stop: None,
+        };
         run_trial(&spec).map_err(|e| format!("warm-up: {e}"))?;
     }
 
-    let plan = |variant, frame, rate, rep, flows, measure_cpu| TrialPlan { target: target(), mode, variant, frame, rate, rep, flows, seconds: o.seconds, measure_cpu };
+    let plan =
+        |variant, frame, rate, rep, flows, measure_cpu| TrialPlan { target: target(), mode, variant, frame, rate, rep, flows, seconds: o.seconds, measure_cpu };
     for &frame in &o.frames {
         for rate in o.rates {
             for rep in 0..o.reps {

@@ -9,8 +9,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::bench::{Results, Trial};
 use crate::Result;
+use crate::bench::{Results, Trial};
 
 /// Medians over the repetitions of one (variant, frame, rate, mode), with the spread.
 #[derive(Clone, Copy, Default)]
@@ -85,7 +85,10 @@ pub fn write(dir: &Path, results: &Results) -> Result {
     std::fs::write(dir.join("results.json"), json).map_err(|e| e.to_string())?;
     let tables = table(results);
     std::fs::write(dir.join("report.md"), report(results, &tables)).map_err(|e| e.to_string())?;
-    for (variant, file, title) in [("base", "fig8-max-rtt.svg", "max RTT (median of repetitions), low rate"), ("competition", "fig8-max-rtt-competition.svg", "max RTT with softirq competition, low rate")] {
+    for (variant, file, title) in [
+        ("base", "fig8-max-rtt.svg", "max RTT (median of repetitions), low rate"),
+        ("competition", "fig8-max-rtt-competition.svg", "max RTT with softirq competition, low rate"),
+    ] {
         let low = results.rates_pps[0];
         let groups: Vec<(String, Vec<f64>)> = tables
             .iter()
@@ -98,7 +101,16 @@ pub fn write(dir: &Path, results: &Results) -> Result {
     frames.dedup();
     let groups: Vec<(String, Vec<f64>)> = frames
         .iter()
-        .map(|&f| (format!("{f} B"), results.modes.iter().map(|m| results.zero_loss.iter().find(|z| &z.mode == m && z.frame_bytes == f).map_or(0.0, |z| z.pps as f64 / 1_000.0)).collect()))
+        .map(|&f| {
+            (
+                format!("{f} B"),
+                results
+                    .modes
+                    .iter()
+                    .map(|m| results.zero_loss.iter().find(|z| &z.mode == m && z.frame_bytes == f).map_or(0.0, |z| z.pps as f64 / 1_000.0))
+                    .collect(),
+            )
+        })
         .collect();
     bars(&dir.join("fig9-zero-loss.svg"), "zero-loss throughput (RFC 2544 binary search)", "kpps", &results.modes, &groups)
 }
@@ -122,9 +134,17 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
         "- scale: an emulated (TCG) guest on this host sustains about 10-20 kpps of 64 B echo, so the low rate is a light load and the high rate about a third of capacity; absolute times are inflated and noisy (vCPUs are host threads on {}). Compare modes within this run; the ratios are the result.\n",
         r.machine
     );
-    let _ = writeln!(s, "Modes: `napi` (NET_RX softirq), `threaded` (sysfs threaded=1), `busy-poll` (upstream threaded busy poll via netlink napi-set, RX NAPIs), `kbp-spin`, `kbp-adaptive` (kbp.ko, one thread on CPU 3 for all four NAPIs).\n");
+    let _ = writeln!(
+        s,
+        "Modes: `napi` (NET_RX softirq), `threaded` (sysfs threaded=1), `busy-poll` (upstream threaded busy poll via netlink napi-set, RX NAPIs), `kbp-spin`, `kbp-adaptive` (kbp.ko, one thread on CPU 3 for all four NAPIs).\n"
+    );
 
-    let variants = [("base", "Echo RTT"), ("competition", "Echo RTT with softirq competition (a loopback flood on the IRQ CPU)"), ("many-queues", "Many queues, one poller: 16 flows over both queue pairs (64 B)"), ("container", "Container configuration: echo server in a network namespace behind veth + bridge + NAT (a published port, DNAT by nftables)")];
+    let variants = [
+        ("base", "Echo RTT"),
+        ("competition", "Echo RTT with softirq competition (a loopback flood on the IRQ CPU)"),
+        ("many-queues", "Many queues, one poller: 16 flows over both queue pairs (64 B)"),
+        ("container", "Container configuration: echo server in a network namespace behind veth + bridge + NAT (a published port, DNAT by nftables)"),
+    ];
     for (variant, title) in variants {
         let _ = writeln!(s, "## {title}\n");
         for ((_, frame, rate), modes) in tables.iter().filter(|((v, _, _), _)| v == variant) {
@@ -176,7 +196,12 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
     for m in &r.modes {
         let first = frames.first().copied().unwrap_or(64);
         let cells: String = frames.iter().map(|&f| format!(" {} |", pps(m, f).map_or("-".into(), |p| format!("{p:.0} pps")))).collect();
-        let _ = writeln!(s, "| {m} |{cells} {} | {} |", ratio(pps(m, first).unwrap_or(f64::NAN), pps("napi", first)), ratio(pps(m, first).unwrap_or(f64::NAN), pps("busy-poll", first)));
+        let _ = writeln!(
+            s,
+            "| {m} |{cells} {} | {} |",
+            ratio(pps(m, first).unwrap_or(f64::NAN), pps("napi", first)),
+            ratio(pps(m, first).unwrap_or(f64::NAN), pps("busy-poll", first))
+        );
     }
 
     let _ = writeln!(
@@ -232,7 +257,11 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
         let _ = writeln!(s, "- nowhere in this run (max and p99 of every table).");
     }
 
-    let _ = writeln!(s, "\n## Userspace figures (same run, before the guests)\n\n`cargo run --release --example simulated_nic`:\n\n```text\n{}\n```\n", r.userspace_example.trim());
+    let _ = writeln!(
+        s,
+        "\n## Userspace figures (same run, before the guests)\n\n`cargo run --release --example simulated_nic`:\n\n```text\n{}\n```\n",
+        r.userspace_example.trim()
+    );
     let _ = writeln!(s, "`cargo bench -p kbp-examples --bench engine`:\n\n```text\n{}\n```\n", r.engine_bench.trim());
     let _ = writeln!(s, "Plots: `fig8-max-rtt.svg`, `fig8-max-rtt-competition.svg`, `fig9-zero-loss.svg`. Every figure: `results.json`.");
     s
@@ -264,11 +293,7 @@ fn bars(path: &Path, title: &str, unit: &str, series: &[String], groups: &[(Stri
                 Rectangle::new([(x0, 0.0), (x0 + width * 0.9, values.get(i).copied().unwrap_or(0.0))], color.filled())
             })
             .collect();
-        chart
-            .draw_series(rects)
-            .map_err(|e| err(&e))?
-            .label(name.as_str())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+        chart.draw_series(rects).map_err(|e| err(&e))?.label(name.as_str()).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
     for (g, (label, _)) in groups.iter().enumerate() {
         let (x, y) = chart.backend_coord(&(g as f64 + 0.5, 0.0));

@@ -20,19 +20,19 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kbp_traffic::{run_trial, zero_loss_search, TrialSpec};
+use kbp_traffic::{TrialSpec, run_trial, zero_loss_search};
 use serde::Serialize;
 
-use crate::guest::{count_warnings, net_rx_softirqs, Guest};
-use crate::guest_test::{build_and_boot, BAD_PARAMS, MODULE_PATH};
+use crate::guest::{Guest, count_warnings, net_rx_softirqs};
+use crate::guest_test::{BAD_PARAMS, MODULE_PATH, build_and_boot};
 use crate::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::progress::Stage;
 use crate::stats_file::{StatsFile, THREAD_PARKS};
-use crate::{workspace_root, Result};
+use crate::{Result, workspace_root};
 
 /// Loss is excused for packets sent up to this long after a device-away operation.
 const SETTLE: Duration = Duration::from_millis(700);
@@ -219,7 +219,8 @@ impl Fault<'_> {
         let mut notes = ops.notes;
         notes.extend(ops.failures.iter().map(|f| format!("failed: {f}")));
         notes.extend(slow.iter().map(|s| format!("too slow: {s}")));
-        let passed = result.lost == lost_while_device_away && kernel_warnings == 0 && ops.stats_ok && ops.failures.is_empty() && slow.is_empty() && result.sent > 0;
+        let passed =
+            result.lost == lost_while_device_away && kernel_warnings == 0 && ops.stats_ok && ops.failures.is_empty() && slow.is_empty() && result.sent > 0;
         let record = FaultRecord {
             name: self.name.to_string(),
             what: self.what,

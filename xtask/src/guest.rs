@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::Result;
 use crate::initramfs::{AGENT_PORT, GUEST_ADDR, HOST_ADDR};
 use crate::progress::run;
-use crate::Result;
 
 /// Queue pairs of the guest's virtio-net.
 pub const QUEUE_PAIRS: u32 = 2;
@@ -41,11 +41,7 @@ fn setns(file: &File) -> Result {
     // SAFETY: `file` is an open namespace file descriptor for the call's duration;
     // setns only switches the calling thread's network namespace.
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(format!("setns: {}", std::io::Error::last_os_error()))
-    }
+    if rc == 0 { Ok(()) } else { Err(format!("setns: {}", std::io::Error::last_os_error())) }
 }
 
 /// Counts the kernel-warning lines in a guest log.
@@ -76,7 +72,23 @@ impl Guest {
         let _ = std::fs::remove_file(log);
         let start = Instant::now();
         let qemu = Command::new("qemu-system-x86_64")
-            .args(["-name", "kbp-guest,debug-threads=on", "-accel", "tcg", "-smp", &VCPUS.to_string(), "-m", "1024", "-no-reboot", "-display", "none", "-vga", "none", "-monitor", "none"])
+            .args([
+                "-name",
+                "kbp-guest,debug-threads=on",
+                "-accel",
+                "tcg",
+                "-smp",
+                &VCPUS.to_string(),
+                "-m",
+                "1024",
+                "-no-reboot",
+                "-display",
+                "none",
+                "-vga",
+                "none",
+                "-monitor",
+                "none",
+            ])
             .arg("-kernel")
             .arg(bzimage)
             .arg("-initrd")
@@ -109,7 +121,12 @@ impl Guest {
                 if let Some(mut e) = guest.qemu.as_mut().and_then(|q| q.stderr.take()) {
                     let _ = e.read_to_string(&mut err);
                 }
-                return Err(format!("QEMU exited ({status}) before the guest came up: {}\n--- last lines of {} ---\n{}", err.trim(), log.display(), tail(log, 40)));
+                return Err(format!(
+                    "QEMU exited ({status}) before the guest came up: {}\n--- last lines of {} ---\n{}",
+                    err.trim(),
+                    log.display(),
+                    tail(log, 40)
+                ));
             }
             if start.elapsed() > timeout {
                 return Err(format!("the guest did not come up within {} s\n--- last lines of {} ---\n{}", timeout.as_secs(), log.display(), tail(log, 40)));

@@ -6,14 +6,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use kbp_traffic::{run_trial, zero_loss_search, RttSummary, SearchResult, TrialSpec};
+use kbp_traffic::{RttSummary, SearchResult, TrialSpec, run_trial, zero_loss_search};
 use serde::Serialize;
 
-use crate::guest::{count_warnings, cpu_between, cpu_sample, net_rx_softirqs, Guest, QUEUE_PAIRS, VCPUS};
+use crate::guest::{Guest, QUEUE_PAIRS, VCPUS, count_warnings, cpu_between, cpu_sample, net_rx_softirqs};
 use crate::initramfs::{ECHO_PORT, GUEST_ADDR};
-use crate::progress::{output, Stage};
+use crate::progress::{Stage, output};
 use crate::stats_file::{StatsFile, THREAD_HANDBACK, THREAD_PACKETS};
-use crate::{initramfs, kernel, module, toolchain, workspace_root, Result};
+use crate::{Result, initramfs, kernel, module, toolchain, workspace_root};
 
 /// Where the module lives in the guest.
 pub const MODULE_PATH: &str = "/lib/modules/kbp.ko";
@@ -180,7 +180,8 @@ fn unregister_while_owned(guest: &Guest, cpus: &str) -> Result<Unregister> {
          echo UNBIND $t0 $t1; dmesg | grep 'device unregistered' | tail -n 1"
     );
     let out = guest.check(&script)?;
-    let times: Vec<f64> = out.lines().find(|l| l.starts_with("UNBIND ")).map(|l| l.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect()).unwrap_or_default();
+    let times: Vec<f64> =
+        out.lines().find(|l| l.starts_with("UNBIND ")).map(|l| l.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect()).unwrap_or_default();
     let unbind_ms = match times.as_slice() {
         [t0, t1] => (t1 - t0) * 1e3,
         _ => return Err(format!("unregister test: no timing in {out}")),
@@ -254,7 +255,17 @@ fn scenario_with(guest: &Guest, mode: &str, frame: usize, o: &Options, during: O
     let kbp_before = kbp_thread_packets(guest)?;
     let drops_before = Drops::read(guest)?;
     let before = net_rx_softirqs(guest)?;
-    let spec = TrialSpec { target, rate_pps: o.rate, frame_bytes: frame, packets: o.packets, warmup_packets: o.warmup, grace: Duration::from_secs(2), flows: o.flows, bursts: None, stop: None };
+    let spec = TrialSpec {
+        target,
+        rate_pps: o.rate,
+        frame_bytes: frame,
+        packets: o.packets,
+        warmup_packets: o.warmup,
+        grace: Duration::from_secs(2),
+        flows: o.flows,
+        bursts: None,
+        stop: None,
+    };
     let (result, during) = std::thread::scope(|scope| -> Result<_> {
         let trial = scope.spawn(|| run_trial(&spec));
         let mut timed = None;
@@ -479,11 +490,7 @@ pub fn run(args: &[String]) -> Result {
     if rx_queues != QUEUE_PAIRS {
         return Err(format!("the guest's eth0 has {rx_queues} RX queues, expected {QUEUE_PAIRS}"));
     }
-    if passed {
-        Ok(())
-    } else {
-        Err(format!("some scenarios failed or the guest logged {total_warnings} kernel warning(s); see {}", json.display()))
-    }
+    if passed { Ok(()) } else { Err(format!("some scenarios failed or the guest logged {total_warnings} kernel warning(s); see {}", json.display())) }
 }
 
 /// `cargo xtask guest-run CMD...`: boots the guest (module in the initramfs), runs each

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::progress::{output, run, Stage};
-use crate::{workspace_root, Result};
+use crate::progress::{Stage, output, run};
+use crate::{Result, workspace_root};
 
 /// The guest's address on the test network (the host side of the tap is .1).
 pub const GUEST_ADDR: &str = "10.77.0.2";
@@ -28,11 +28,7 @@ const HOST_PROGRAMS: &[&str] = &["/usr/sbin/nft"];
 /// libraries and the dynamic loader; the vDSO has none).
 fn shared_libraries(program: &str) -> Result<Vec<PathBuf>> {
     let listing = output(Command::new("ldd").arg(program))?;
-    let libs: Vec<PathBuf> = listing
-        .lines()
-        .filter_map(|line| line.split_whitespace().find(|word| word.starts_with('/')))
-        .map(PathBuf::from)
-        .collect();
+    let libs: Vec<PathBuf> = listing.lines().filter_map(|line| line.split_whitespace().find(|word| word.starts_with('/'))).map(PathBuf::from).collect();
     if libs.is_empty() {
         return Err(format!("ldd {program} listed no libraries: {listing}"));
     }
@@ -78,7 +74,17 @@ fn guest_binaries() -> Result<PathBuf> {
     let target_dir = root.join("target/guest");
     run(Command::new("cargo")
         .current_dir(&root)
-        .args(["build", "--release", "-q", "-p", "kbp-guest", "--target", "x86_64-unknown-linux-gnu", "--config", r#"build.rustflags=["-C","target-feature=+crt-static"]"#])
+        .args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "kbp-guest",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "--config",
+            r#"build.rustflags=["-C","target-feature=+crt-static"]"#,
+        ])
         .arg("--target-dir")
         .arg(&target_dir))?;
     stage.done();

@@ -16,9 +16,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::progress::{fnv1a, output, run, run_long, Stage};
+use crate::progress::{Stage, fnv1a, output, run, run_long};
 use crate::toolchain::Toolchain;
-use crate::{cache_dir, workspace_root, Result};
+use crate::{Result, cache_dir, workspace_root};
 
 const SUITE_LINE: &str = "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main\n";
 const PACKAGE: &str = "linux-source-7.2";
@@ -135,7 +135,17 @@ pub fn build(tc: &Toolchain) -> Result<Kernel> {
         .stdout(std::process::Stdio::null()))?;
     run(make(tc, &src, &build).args(["-s", "olddefconfig"]))?;
     let config = std::fs::read_to_string(build.join(".config")).map_err(|e| e.to_string())?;
-    for required in ["CONFIG_RUST=y", "CONFIG_MODULES=y", "CONFIG_VIRTIO_NET=y", "CONFIG_NET_RX_BUSY_POLL=y", "CONFIG_DEBUG_FS=y", "CONFIG_BLK_DEV_INITRD=y", "CONFIG_NF_TABLES_IPV4=y", "CONFIG_NFT_NAT=y", "CONFIG_NFT_MASQ=y"] {
+    for required in [
+        "CONFIG_RUST=y",
+        "CONFIG_MODULES=y",
+        "CONFIG_VIRTIO_NET=y",
+        "CONFIG_NET_RX_BUSY_POLL=y",
+        "CONFIG_DEBUG_FS=y",
+        "CONFIG_BLK_DEV_INITRD=y",
+        "CONFIG_NF_TABLES_IPV4=y",
+        "CONFIG_NFT_NAT=y",
+        "CONFIG_NFT_MASQ=y",
+    ] {
         if !config.lines().any(|l| l == required) {
             return Err(format!("{required} did not survive olddefconfig (a dependency is off; see {})", build.join(".config").display()));
         }

@@ -8,10 +8,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::kernel::{make, Kernel};
-use crate::progress::{output, run_long, Stage};
+use crate::kernel::{Kernel, make};
+use crate::progress::{Stage, output, run_long};
 use crate::toolchain::Toolchain;
-use crate::{workspace_root, Result};
+use crate::{Result, workspace_root};
 
 /// `src/lib.rs` of the version of `name` that kbp-core resolves to.
 fn dependency_source(meta: &Value, name: &str) -> Result<PathBuf> {
@@ -33,7 +33,8 @@ fn dependency_source(meta: &Value, name: &str) -> Result<PathBuf> {
 pub fn build(tc: &Toolchain, kernel: &Kernel) -> Result<PathBuf> {
     let root = workspace_root();
     let stage = Stage::start("build kbp.ko (Kbuild, kernel rustc)");
-    let meta: Value = serde_json::from_str(&output(Command::new("cargo").current_dir(&root).args(["metadata", "--format-version", "1"]))?).map_err(|e| e.to_string())?;
+    let meta: Value =
+        serde_json::from_str(&output(Command::new("cargo").current_dir(&root).args(["metadata", "--format-version", "1"]))?).map_err(|e| e.to_string())?;
     let bitflags = dependency_source(&meta, "bitflags")?;
     let static_assertions = dependency_source(&meta, "static_assertions")?;
     let dir = root.join("kbp-linux");
@@ -46,9 +47,5 @@ pub fn build(tc: &Toolchain, kernel: &Kernel) -> Result<PathBuf> {
     run_long(&mut cmd, &stage, 1)?;
     stage.done();
     let ko = dir.join("kbp.ko");
-    if ko.exists() {
-        Ok(ko)
-    } else {
-        Err(format!("{} was not produced", ko.display()))
-    }
+    if ko.exists() { Ok(ko) } else { Err(format!("{} was not produced", ko.display())) }
 }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::progress::{output, run, Stage};
 use crate::Result;
+use crate::progress::{Stage, output, run};
 
 /// Debian (bookworm) packages the kernel build, the initramfs and the guest need.
 pub const PACKAGES: &[&str] = &[
@@ -42,10 +42,7 @@ pub struct Toolchain {
 }
 
 fn installed(package: &str) -> bool {
-    Command::new("dpkg-query")
-        .args(["-W", "-f=${Status}", package])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+    Command::new("dpkg-query").args(["-W", "-f=${Status}", package]).output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
 /// Installs what is missing and verifies the result.
@@ -69,7 +66,10 @@ pub fn ensure() -> Result<Toolchain> {
     let rustc_version = output(Command::new(&rustc).arg("--version")).map_err(|e| format!("Debian's rustc (package rustc-web) is not usable: {e}"))?;
     let bindgen_version = output(Command::new(&bindgen).arg("--version"))?;
     let libclang = PathBuf::from("/usr/lib/llvm-19/lib");
-    if !libclang.join("libclang.so").exists() && !libclang.join("libclang-19.so").exists() && std::fs::read_dir(&libclang).map_or(true, |d| !d.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("libclang"))) {
+    if !libclang.join("libclang.so").exists()
+        && !libclang.join("libclang-19.so").exists()
+        && std::fs::read_dir(&libclang).map_or(true, |d| !d.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("libclang")))
+    {
         return Err(format!("libclang not found in {} (package libclang-19-dev)", libclang.display()));
     }
     let core_src = PathBuf::from("/usr/lib/rustlib/src/rust/library/core/src/lib.rs");

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kbp_traffic::{run_trial, zero_loss_search, TrialSpec};
+use kbp_traffic::{TrialSpec, run_trial, zero_loss_search};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -11,9 +11,24 @@ fn main() {
         eprintln!("usage: kbp-loadgen ADDR:PORT [--rate PPS] [--frame BYTES] [--packets N] [--warmup N] [--flows N] [--search LOW HIGH SECONDS]");
         std::process::exit(2);
     };
-    let mut spec = TrialSpec { target, rate_pps: 1_000, frame_bytes: 64, packets: 10_000, warmup_packets: 1_000, grace: Duration::from_secs(1), flows: 1, bursts: None, stop: None };
+    let mut spec = TrialSpec {
+        target,
+        rate_pps: 1_000,
+        frame_bytes: 64,
+        packets: 10_000,
+        warmup_packets: 1_000,
+        grace: Duration::from_secs(1),
+        flows: 1,
+        bursts: None,
+        stop: None,
+    };
     let mut search = None;
-    let num = |v: Option<String>| -> u64 { v.and_then(|s| s.parse().ok()).unwrap_or_else(|| { eprintln!("bad number"); std::process::exit(2) }) };
+    let num = |v: Option<String>| -> u64 {
+        v.and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            eprintln!("bad number");
+            std::process::exit(2)
+        })
+    };
     while let Some(flag) = args.next() {
         match flag.as_str() {
             "--rate" => spec.rate_pps = num(args.next()),
