@@ -5,7 +5,7 @@
 
 use core::fmt::Write;
 
-use kbp_core::{IdleMode, InstanceStats, Platform, Poller, PollerStats};
+use kbp_core::{GapHistogram, IdleMode, InstanceStats, Platform, Poller, PollerStats, GAP_BUCKETS};
 use kernel::prelude::*;
 use kernel::sync::atomic::{ordering::Relaxed, Atomic};
 
@@ -20,11 +20,17 @@ const NAPI_FIELDS: usize = 7;
 pub(crate) struct Stats {
     pub(crate) thread: [Atomic<u64>; THREAD_FIELDS],
     pub(crate) napi: [[Atomic<u64>; NAPI_FIELDS]; CAP],
+    /// Each instance's poll-gap histogram (kbp-core's [`GapHistogram`]).
+    pub(crate) poll_gaps: [[Atomic<u64>; GAP_BUCKETS]; CAP],
 }
 
 impl Stats {
     pub(crate) const fn new() -> Self {
-        Stats { thread: [const { Atomic::new(0) }; THREAD_FIELDS], napi: [const { [const { Atomic::new(0) }; NAPI_FIELDS] }; CAP] }
+        Stats {
+            thread: [const { Atomic::new(0) }; THREAD_FIELDS],
+            napi: [const { [const { Atomic::new(0) }; NAPI_FIELDS] }; CAP],
+            poll_gaps: [const { [const { Atomic::new(0) }; GAP_BUCKETS] }; CAP],
+        }
     }
 
     /// Copies the poller's and the ports' counters (KBP thread only).
@@ -41,12 +47,16 @@ impl Stats {
             for (cell, v) in self.napi[id].iter().zip(values) {
                 cell.store(v, Relaxed);
             }
+            for (cell, v) in self.poll_gaps[id].iter().zip(i.poll_gaps.0) {
+                cell.store(v, Relaxed);
+            }
         }
     }
 }
 
 /// Writes the text of the stats file: a header line, one `thread` record per KBP
-/// thread, a header line, one `napi` record per instance.
+/// thread, a header line, one `napi` record per instance, a header line (each bucket's
+/// lower bound in ns), one `poll_gaps` record per instance.
 pub(crate) fn format(workers: &[KBox<Worker>], out: &mut impl Write) -> core::fmt::Result {
     writeln!(out, "# thread cpu mode rounds packets polls empty_polls budget_exhausted time_exhausted squeezes parks wakes releases handback_packets errors")?;
     for w in workers {
@@ -65,6 +75,20 @@ pub(crate) fn format(workers: &[KBox<Worker>], out: &mut impl Write) -> core::fm
         for id in 0..w.count {
             write!(out, "napi {} {} {} {}", w.cpu, id, w.napi_id(id), crate::params::BStrText(w.dev_name(id)))?;
             for cell in &w.stats.napi[id] {
+                write!(out, " {}", cell.load(Relaxed))?;
+            }
+            writeln!(out)?;
+        }
+    }
+    write!(out, "# poll_gaps cpu index napi_id dev")?;
+    for k in 0..GAP_BUCKETS {
+        write!(out, " ge{}ns", GapHistogram::lower_bound_ns(k))?;
+    }
+    writeln!(out)?;
+    for w in workers {
+        for id in 0..w.count {
+            write!(out, "poll_gaps {} {} {} {}", w.cpu, id, w.napi_id(id), crate::params::BStrText(w.dev_name(id)))?;
+            for cell in &w.stats.poll_gaps[id] {
                 write!(out, " {}", cell.load(Relaxed))?;
             }
             writeln!(out)?;

@@ -50,6 +50,8 @@ pub struct InstanceStats {
     pub releases: u64,
     /// Longest time between two consecutive polls while the instance stayed owned.
     pub max_gap_ns: Nanos,
+    /// Every such time, as a log2 histogram.
+    pub poll_gaps: GapHistogram,
     /// Time of the last poll while owned (`None` once released).
     pub last_poll_ns: Option<Nanos>,
 }
@@ -67,7 +69,9 @@ impl InstanceStats {
             self.weight_exhausted += 1;
         }
         if let Some(last) = self.last_poll_ns {
-            self.max_gap_ns = self.max_gap_ns.max(now.saturating_sub(last));
+            let gap = now.saturating_sub(last);
+            self.max_gap_ns = self.max_gap_ns.max(gap);
+            self.poll_gaps.record(gap);
         }
         self.last_poll_ns = Some(now);
     }
@@ -77,5 +81,91 @@ impl InstanceStats {
     pub(crate) fn record_release(&mut self) {
         self.releases += 1;
         self.last_poll_ns = None;
+    }
+}
+
+/// Buckets of a [`GapHistogram`].
+pub const GAP_BUCKETS: usize = 16;
+
+/// The times between two consecutive polls of an owned instance, as a log2 histogram.
+///
+/// While an instance is owned its interrupt stays masked, so a packet that arrives just
+/// after a poll waits for the next one: for a spinning poller this is the distribution
+/// of the schedule-to-poll delay's bound. Bucket 0 counts gaps below 1024 ns; bucket
+/// `k` counts gaps in `[2^(9+k), 2^(10+k))` ns; the last bucket also counts every longer
+/// gap (from 2^24 ns, about 16.8 ms).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GapHistogram(pub [u64; GAP_BUCKETS]);
+
+impl GapHistogram {
+    /// The bucket a gap of `gap_ns` falls in.
+    pub const fn bucket(gap_ns: Nanos) -> usize {
+        if gap_ns < 1024 {
+            return 0;
+        }
+        let log2 = (Nanos::BITS - 1 - gap_ns.leading_zeros()) as usize;
+        let k = log2 - 9;
+        if k < GAP_BUCKETS {
+            k
+        } else {
+            GAP_BUCKETS - 1
+        }
+    }
+
+    /// The smallest gap bucket `k` counts, in nanoseconds.
+    pub const fn lower_bound_ns(k: usize) -> Nanos {
+        if k == 0 {
+            0
+        } else {
+            1 << (9 + k)
+        }
+    }
+
+    /// Counts one gap.
+    #[inline]
+    pub(crate) fn record(&mut self, gap_ns: Nanos) {
+        // `bucket` is always in range; `get_mut` keeps a panic path out of the kernel.
+        if let Some(count) = self.0.get_mut(Self::bucket(gap_ns)) {
+            *count += 1;
+        }
+    }
+
+    /// Gaps counted.
+    pub fn total(&self) -> u64 {
+        self.0.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gap_buckets_are_log2_from_one_microsecond_and_the_last_is_open() {
+        let cases = [(0, 0), (1023, 0), (1024, 1), (2047, 1), (2048, 2), ((1 << 24) - 1, 14), (1 << 24, 15), (1 << 40, 15), (Nanos::MAX, 15)];
+        for (gap, bucket) in cases {
+            assert_eq!(GapHistogram::bucket(gap), bucket, "gap {gap} ns");
+        }
+        for k in 0..GAP_BUCKETS {
+            assert_eq!(GapHistogram::bucket(GapHistogram::lower_bound_ns(k)), k);
+        }
+    }
+
+    #[test]
+    fn a_gap_is_counted_between_polls_of_one_ownership_only() {
+        let mut s = InstanceStats::default();
+        s.record_poll(1_000, 1, 64);
+        s.record_poll(4_000, 0, 64); // 3 us
+        s.record_poll(4_500, 64, 64); // 500 ns
+        s.record_release();
+        s.record_poll(9_000_000, 2, 64); // first poll of a new ownership: no gap
+        s.record_poll(9_040_000, 2, 64); // 40 us
+        let mut expected = [0; GAP_BUCKETS];
+        expected[0] = 1;
+        expected[2] = 1;
+        expected[6] = 1;
+        assert_eq!(s.poll_gaps.0, expected);
+        assert_eq!(s.poll_gaps.total(), s.polls - 2);
+        assert_eq!(s.max_gap_ns, 40_000);
     }
 }

@@ -50,7 +50,7 @@ pub mod state;
 
 pub use atomic::AtomicWord;
 pub use config::{Config, ConfigError, IdleMode};
-pub use counters::{InstanceStats, PollerStats};
+pub use counters::{GapHistogram, InstanceStats, PollerStats, GAP_BUCKETS};
 pub use poller::{Poller, RoundReport, ShutdownReport, StepOutcome};
 pub use rx::{Nanos, Platform, RxInstance};
 pub use shared::{ScheduleOutcome, Shared};

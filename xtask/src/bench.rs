@@ -35,7 +35,7 @@ use crate::guest::{Guest, POLLER_PIDS, QUEUE_PAIRS, VCPUS, cpu_between, cpu_samp
 use crate::guest_test::{MODULE_PATH, build_and_boot};
 use crate::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::progress::{Stage, output};
-use crate::stats_file::StatsFile;
+use crate::stats_file::{GAP_BUCKETS, StatsFile, gap_bucket_text, gap_percentile_bucket};
 use crate::{Result, workspace_root};
 
 /// The modes, in report order.
@@ -123,10 +123,11 @@ pub struct Delay {
     pub p99_9_us: Option<u64>,
     /// Maximum.
     pub max_us: Option<u64>,
-    /// KBP modes: kbp.ko's own `max_gap_ns` (the longest time between two polls of an
-    /// owned instance, since the module was loaded for this mode's run), microseconds.
-    /// The bound on how long a packet waits for a spinning poller.
-    pub kbp_max_poll_gap_us: Option<u64>,
+    /// KBP modes: kbp.ko's own poll-gap histogram over the traced trial (the growth of
+    /// its `poll_gaps` records; log2 buckets from 1024 ns): the times between two polls
+    /// of an owned instance, so the bound on how long a packet waits for a spinning
+    /// poller.
+    pub kbp_poll_gaps: Option<[u64; GAP_BUCKETS]>,
 }
 
 /// Everything measured; `results.json`.
@@ -431,7 +432,7 @@ fn trace_read(guest: &Guest, mode: &str, variant: &str, what: &str) -> Result<De
         p99_us: pick(99.0),
         p99_9_us: pick(99.9),
         max_us: buckets.last().map(|b| b.0),
-        kbp_max_poll_gap_us: None,
+        kbp_poll_gaps: None,
     })
 }
 
@@ -511,17 +512,26 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
         if variant == "competition" {
             start_load(&guest)?;
         }
+        let kbp_stats = || -> Result<Option<StatsFile>> {
+            if !mode.starts_with("kbp") {
+                return Ok(None);
+            }
+            let text = guest.check("cat /sys/kernel/debug/kbp/stats")?;
+            StatsFile::parse(&text).map(Some).ok_or_else(|| format!("unreadable kbp stats: {text}"))
+        };
+        let before = kbp_stats()?;
         let what = trace_start(&guest, mode)?;
         trial(&guest, &plan("traced", 64, o.rates[0], 0, 1, false))?;
         let mut d = trace_read(&guest, mode, variant, what)?;
-        if mode.starts_with("kbp") {
-            let stats = guest.check("cat /sys/kernel/debug/kbp/stats")?;
-            let stats = StatsFile::parse(&stats).ok_or_else(|| format!("unreadable kbp stats: {stats}"))?;
-            d.kbp_max_poll_gap_us = stats.max_poll_gap_ns().map(|ns| ns / 1000);
+        if let (Some(before), Some(after)) = (before, kbp_stats()?) {
+            let mut gaps = after.poll_gaps();
+            gaps.iter_mut().zip(before.poll_gaps()).for_each(|(a, b)| *a = a.saturating_sub(b));
+            d.kbp_poll_gaps = Some(gaps);
         }
+        let gap_p99 = d.kbp_poll_gaps.and_then(|g| gap_percentile_bucket(&g, 99.0)).map(gap_bucket_text);
         println!(
-            "[xtask]   delay {variant}: {} over {} events: p50 {:?} p99 {:?} p99.9 {:?} max {:?} us; kbp max poll gap {:?} us",
-            d.what, d.count, d.p50_us, d.p99_us, d.p99_9_us, d.max_us, d.kbp_max_poll_gap_us
+            "[xtask]   delay {variant}: {} over {} events: p50 {:?} p99 {:?} p99.9 {:?} max {:?} us; kbp poll gaps {:?} (p99 {gap_p99:?})",
+            d.what, d.count, d.p50_us, d.p99_us, d.p99_9_us, d.max_us, d.kbp_poll_gaps
         );
         results.delays.push(d);
         if variant == "competition" {

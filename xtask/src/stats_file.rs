@@ -6,6 +6,8 @@
 //!        squeezes parks wakes releases handback_packets errors
 //! napi <cpu> <index> <napi_id> <dev> packets polls empty_polls weight_exhausted releases
 //!      max_gap_ns owned
+//! poll_gaps <cpu> <index> <napi_id> <dev> <16 log2 buckets: below 1024 ns, then from
+//!      1024 ns, 2048 ns, ..., the last from 2^24 ns up>
 //! ```
 
 use std::collections::BTreeMap;
@@ -16,9 +18,9 @@ pub const THREAD_PARKS: usize = 7;
 pub const THREAD_HANDBACK: usize = 10;
 pub const THREAD_ERRORS: usize = 11;
 const THREAD_VALUES: usize = 12;
-/// Position of `max_gap_ns` in a `napi` record's values.
-pub const NAPI_MAX_GAP_NS: usize = 5;
 const NAPI_VALUES: usize = 7;
+/// Buckets of a `poll_gaps` record (kbp-core's `GAP_BUCKETS`).
+pub const GAP_BUCKETS: usize = 16;
 
 /// (record kind, cpu, index within the thread; 0 for `thread` records).
 pub type Key = (String, i64, i64);
@@ -40,6 +42,7 @@ impl StatsFile {
             match f.first().copied() {
                 Some("thread") => map.insert(("thread".into(), f.get(1)?.parse().ok()?, 0), numbers(3, THREAD_VALUES)?),
                 Some("napi") => map.insert(("napi".into(), f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?), numbers(5, NAPI_VALUES)?),
+                Some("poll_gaps") => map.insert(("poll_gaps".into(), f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?), numbers(5, GAP_BUCKETS)?),
                 _ => return None,
             };
         }
@@ -56,10 +59,13 @@ impl StatsFile {
         self.threads().any(|(_, v)| v[THREAD_ERRORS] != 0)
     }
 
-    /// The longest time between two polls of an owned instance, over all instances:
-    /// the longest a packet arriving on an owned instance can have waited for its poll.
-    pub fn max_poll_gap_ns(&self) -> Option<u64> {
-        self.0.iter().filter(|((kind, _, _), _)| kind == "napi").map(|(_, v)| v[NAPI_MAX_GAP_NS]).max()
+    /// All instances' poll-gap histograms added up.
+    pub fn poll_gaps(&self) -> [u64; GAP_BUCKETS] {
+        let mut sum = [0; GAP_BUCKETS];
+        for (_, v) in self.0.iter().filter(|((kind, _, _), _)| kind == "poll_gaps") {
+            sum.iter_mut().zip(v).for_each(|(s, v)| *s += v);
+        }
+        sum
     }
 
     /// Every counter of every record present in both is at least its value in
@@ -74,6 +80,28 @@ impl StatsFile {
     }
 }
 
+/// The bucket of a poll-gap histogram that holds its `p`-th percentile (None if empty).
+pub fn gap_percentile_bucket(hist: &[u64; GAP_BUCKETS], p: f64) -> Option<usize> {
+    let total: u64 = hist.iter().sum();
+    let rank = ((p / 100.0) * total as f64).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    (total > 0).then(|| {
+        hist.iter().position(|&c| {
+            seen += c;
+            seen >= rank
+        })
+    })?
+}
+
+/// What bucket `k` says of a gap: below its upper bound, or at least 2^24 ns (the last).
+pub fn gap_bucket_text(k: usize) -> String {
+    if k + 1 >= GAP_BUCKETS {
+        return format!("≥ {:.1} ms", (1u64 << 24) as f64 / 1e6);
+    }
+    let upper_us = (1u64 << (10 + k)) as f64 / 1e3;
+    if upper_us < 1000.0 { format!("< {upper_us:.0} µs") } else { format!("< {:.2} ms", upper_us / 1e3) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +111,8 @@ mod tests {
 thread 2 adaptive 255 6 349 345 0 1 1 3 0 4 7 0
 # napi cpu index napi_id dev packets polls empty_polls weight_exhausted releases max_gap_ns owned
 napi 2 1 66 eth0 6 254 250 0 1 1592324 1
+# poll_gaps cpu index napi_id dev ge0ns ge1024ns ge2048ns ge4096ns ge8192ns ge16384ns ge32768ns ge65536ns ge131072ns ge262144ns ge524288ns ge1048576ns ge2097152ns ge4194304ns ge8388608ns ge16777216ns
+poll_gaps 2 1 66 eth0 0 0 3 200 40 5 2 1 0 0 0 1 0 0 0 0
 ";
 
     #[test]
@@ -94,9 +124,21 @@ napi 2 1 66 eth0 6 254 250 0 1 1592324 1
         assert_eq!((cpu, v[THREAD_PACKETS], v[THREAD_PARKS], v[THREAD_HANDBACK]), (2, 6, 3, 7));
         assert!(!s.has_errors());
         assert_eq!(s.0[&("napi".to_string(), 2, 1)], vec![6, 254, 250, 0, 1, 1592324, 1]);
-        let second = format!("{SAMPLE}napi 2 2 67 eth0 0 9 9 0 0 2000000 1\n");
-        assert_eq!(StatsFile::parse(&second).unwrap().max_poll_gap_ns(), Some(2_000_000));
-        assert_eq!(s.max_poll_gap_ns(), Some(1_592_324));
+        let mut gaps = [0; GAP_BUCKETS];
+        gaps[2..8].copy_from_slice(&[3, 200, 40, 5, 2, 1]);
+        gaps[11] = 1;
+        assert_eq!(s.poll_gaps(), gaps);
+        assert_eq!(StatsFile::parse(&format!("{SAMPLE}poll_gaps 2 2 67 eth0 1 2 3\n")), None);
+        // 252 gaps: the median is in bucket 3 (4-8 us), the 99th percentile (rank 250)
+        // in bucket 6, the maximum in bucket 11.
+        assert_eq!(gap_percentile_bucket(&gaps, 50.0), Some(3));
+        assert_eq!(gap_percentile_bucket(&gaps, 99.0), Some(6));
+        assert_eq!(gap_percentile_bucket(&gaps, 100.0), Some(11));
+        assert_eq!(gap_percentile_bucket(&[0; GAP_BUCKETS], 50.0), None);
+        assert_eq!(
+            (gap_bucket_text(0), gap_bucket_text(5), gap_bucket_text(11), gap_bucket_text(15)),
+            ("< 1 µs".into(), "< 33 µs".into(), "< 2.10 ms".into(), "≥ 16.8 ms".into())
+        );
     }
 
     #[test]
