@@ -213,7 +213,8 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
          polling thread (the IRQ's napi_schedule) to it running. A spinning poller is never woken (no events): while it owns an \
          instance the interrupt stays masked and a packet waits at most until the next poll. The last column is KBP's own \
          account of that wait, kbp.ko's poll-gap histogram (log2 buckets of the time between two polls of an owned instance) \
-         over the same trial. One traced 64 B trial at the low rate per row.\n\n\
+         over the same trial. It counts gaps, not packets: a packet arriving at a random time lands in a long gap more often than \
+         its share of the count. One traced 64 B trial at the low rate per row.\n\n\
          | mode | variant | measured | events | p50 | p99 | p99.9 | max | KBP poll gaps (own histogram): count, p99, p99.9, max |\n\
          |---|---|---|---|---|---|---|---|---|"
     );
