@@ -22,7 +22,9 @@
 //!    fair re-listing, the idle policy ([`IdleMode`]) and shutdown.
 //! 7. [`rx`]: the two traits an embedder implements, [`RxInstance`] (one NAPI
 //!    instance) and [`Platform`] (softirq mask, quiescent states, clock, park/unpark);
-//!    [`counters`] and [`config`] complete the picture.
+//!    [`counters`] (softnet_stat-like counts and each instance's poll-gap histogram,
+//!    the wait a packet can see while its instance is owned) and [`config`] complete
+//!    the picture.
 //!
 //! ```text
 //!  IRQ, any CPU                              poller thread, one CPU
