@@ -19,8 +19,9 @@ pub const THREAD_HANDBACK: usize = 10;
 pub const THREAD_ERRORS: usize = 11;
 const THREAD_VALUES: usize = 12;
 const NAPI_VALUES: usize = 7;
-/// Buckets of a `poll_gaps` record (kbp-core's `GAP_BUCKETS`).
-pub const GAP_BUCKETS: usize = 16;
+/// Buckets of a `poll_gaps` record: kbp-core's histogram, whose geometry is used here.
+pub use kbp_core::GAP_BUCKETS;
+use kbp_core::GapHistogram;
 
 /// (record kind, cpu, index within the thread; 0 for `thread` records).
 pub type Key = (String, i64, i64);
@@ -93,12 +94,13 @@ pub fn gap_percentile_bucket(hist: &[u64; GAP_BUCKETS], p: f64) -> Option<usize>
     })?
 }
 
-/// What bucket `k` says of a gap: below its upper bound, or at least 2^24 ns (the last).
+/// What bucket `k` says of a gap: below its upper bound (the next bucket's lower
+/// bound), or at least its lower bound for the last, open bucket.
 pub fn gap_bucket_text(k: usize) -> String {
     if k + 1 >= GAP_BUCKETS {
-        return format!("≥ {:.1} ms", (1u64 << 24) as f64 / 1e6);
+        return format!("≥ {:.1} ms", GapHistogram::lower_bound_ns(GAP_BUCKETS - 1) as f64 / 1e6);
     }
-    let upper_us = (1u64 << (10 + k)) as f64 / 1e3;
+    let upper_us = GapHistogram::lower_bound_ns(k + 1) as f64 / 1e3;
     if upper_us < 1000.0 { format!("< {upper_us:.0} µs") } else { format!("< {:.2} ms", upper_us / 1e3) }
 }
 
