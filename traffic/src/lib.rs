@@ -107,11 +107,32 @@ pub struct TrialResult {
     pub lost_sent_at: Vec<Instant>,
 }
 
+/// The receive buffer each flow's socket asks for. The meter must not be where replies
+/// are dropped: the default 208 KiB holds about 160 small datagrams, 11 ms of replies
+/// at 15 kpps, and on a busy 2-core host a receiver thread can wait longer than that.
+const RECV_BUFFER_BYTES: libc::c_int = 4 << 20;
+
+/// Sets `socket`'s receive buffer to [`RECV_BUFFER_BYTES`]: past `net.core.rmem_max`
+/// where allowed (`SO_RCVBUFFORCE`, root), else up to it (`SO_RCVBUF`).
+fn grow_receive_buffer(socket: &UdpSocket) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let size = RECV_BUFFER_BYTES;
+    let set = |option| {
+        // SAFETY: a valid socket descriptor, and an option value that is a c_int of the
+        // length passed.
+        unsafe {
+            libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, option, (&raw const size).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+        }
+    };
+    if set(libc::SO_RCVBUFFORCE) == 0 || set(libc::SO_RCVBUF) == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// Runs one trial against a UDP echo server.
 pub fn run_trial(spec: &TrialSpec) -> io::Result<TrialResult> {
     let mut sockets = Vec::new();
     for _ in 0..spec.flows.max(1) {
         let socket = UdpSocket::bind(("0.0.0.0", 0))?;
+        grow_receive_buffer(&socket)?;
         socket.connect(spec.target)?;
         socket.set_read_timeout(Some(Duration::from_millis(50)))?;
         sockets.push(socket);
@@ -245,6 +266,26 @@ pub fn zero_loss_search(target: SocketAddr, frame_bytes: usize, flows: usize, lo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_meter_sockets_get_a_larger_receive_buffer() {
+        use std::os::fd::AsRawFd;
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let get = || {
+            let mut value: libc::c_int = 0;
+            let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+            // SAFETY: a valid socket descriptor; value and len describe a c_int.
+            let rc = unsafe { libc::getsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, (&raw mut value).cast(), &raw mut len) };
+            assert_eq!(rc, 0);
+            value
+        };
+        let before = get();
+        grow_receive_buffer(&socket).unwrap();
+        // The kernel doubles what is asked (bookkeeping) and caps SO_RCVBUF at rmem_max;
+        // as root SO_RCVBUFFORCE gets the whole size.
+        let after = get();
+        assert!(after > before || before >= RECV_BUFFER_BYTES, "receive buffer {before} -> {after}");
+    }
 
     #[test]
     fn frame_sizes_map_to_payloads() {

@@ -28,7 +28,7 @@ use kbp_traffic::{TrialSpec, run_trial, zero_loss_search};
 use serde::Serialize;
 
 use crate::guest::{Guest, count_warnings, net_rx_softirqs};
-use crate::guest_test::{BAD_PARAMS, MODULE_PATH, build_and_boot};
+use crate::guest_test::{BAD_PARAMS, Drops, MODULE_PATH, build_and_boot};
 use crate::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::progress::Stage;
 use crate::stats_file::{StatsFile, THREAD_PARKS};
@@ -62,6 +62,9 @@ pub struct FaultRecord {
     pub kernel_warnings: usize,
     /// Counters never went backwards and reported no errors.
     pub counters_consistent: bool,
+    /// Where datagrams were dropped during the fault's traffic (host and guest sockets,
+    /// the host's tap): explains a loss; the pass criterion stays the loss itself.
+    pub drops: Drops,
     /// Observations (e.g. the thread's CPU after hotplug, the counters' parks).
     pub notes: Vec<String>,
     /// No unexcused loss, no warning, every operation within its bound and
@@ -176,6 +179,7 @@ impl Fault<'_> {
         let guest = self.guest;
         let log_before = std::fs::read_to_string(&guest.log).unwrap_or_default().len();
         let softirq_before = net_rx_softirqs(guest)?;
+        let drops_before = Drops::read(guest)?;
         let stop = Arc::new(AtomicBool::new(false));
         let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}").parse().expect("address");
         let spec = TrialSpec {
@@ -203,6 +207,7 @@ impl Fault<'_> {
             ops.failures.push(e);
         }
         let softirq_after = net_rx_softirqs(guest)?;
+        let drops = Drops::read(guest)?.since(drops_before);
         let log = std::fs::read_to_string(&guest.log).unwrap_or_default();
         let kernel_warnings = count_warnings(log.get(log_before..).unwrap_or(""));
         let lost_while_device_away = result.lost_sent_at.iter().filter(|&&t| ops.away.iter().any(|&(a, b)| t >= a && t <= b)).count() as u64;
@@ -232,14 +237,18 @@ impl Fault<'_> {
             operations,
             kernel_warnings,
             counters_consistent: ops.stats_ok,
+            drops,
             notes,
             passed,
         };
         println!(
-            "[xtask]   sent {} lost {} (while device away {})  NET_RX +{}  warnings {}  counters {}  {}",
+            "[xtask]   sent {} lost {} (while device away {}; guest rcvbuf {}, tap {}, host rcvbuf {})  NET_RX +{}  warnings {}  counters {}  {}",
             record.sent,
             record.lost,
             record.lost_while_device_away,
+            record.drops.guest_udp_rcvbuf_errors,
+            record.drops.host_tap_tx_dropped,
+            record.drops.host_udp_rcvbuf_errors,
             record.net_rx_softirq_delta,
             record.kernel_warnings,
             if record.counters_consistent { "ok" } else { "INCONSISTENT" },

@@ -68,24 +68,34 @@ pub struct Drops {
     pub guest_udp_rcvbuf_errors: u64,
     /// TX drops of the host's tap0 (packets the emulated NIC did not take).
     pub host_tap_tx_dropped: u64,
+    /// `Udp: RcvbufErrors` of the test namespace on the host: replies the load
+    /// generator's sockets had no room for.
+    pub host_udp_rcvbuf_errors: u64,
+}
+
+/// `Udp: RcvbufErrors` from a /proc/net/snmp text.
+fn udp_rcvbuf_errors(snmp: &str) -> u64 {
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+    names.split_whitespace().zip(values.split_whitespace()).find(|(n, _)| *n == "RcvbufErrors").and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
 }
 
 impl Drops {
-    fn read(guest: &Guest) -> Result<Drops> {
-        let snmp = guest.check("grep '^Udp:' /proc/net/snmp")?;
-        let mut lines = snmp.lines();
-        let (names, values) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
-        let rcvbuf = names.split_whitespace().zip(values.split_whitespace()).find(|(n, _)| *n == "RcvbufErrors").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
-        // This process is inside the test namespace (setns), so `ip` sees its tap0.
+    pub(crate) fn read(guest: &Guest) -> Result<Drops> {
+        let rcvbuf = udp_rcvbuf_errors(&guest.check("grep '^Udp:' /proc/net/snmp")?);
+        // This process is inside the test namespace (setns), so `ip` sees its tap0 and
+        // this thread's /proc/net/snmp is that namespace's.
         let link = output(std::process::Command::new("ip").args(["-j", "-s", "link", "show", "tap0"]))?;
         let tap = serde_json::from_str::<serde_json::Value>(&link).ok().and_then(|v| v[0]["stats64"]["tx"]["dropped"].as_u64()).unwrap_or(0);
-        Ok(Drops { guest_udp_rcvbuf_errors: rcvbuf, host_tap_tx_dropped: tap })
+        let host_rcvbuf = udp_rcvbuf_errors(&std::fs::read_to_string("/proc/thread-self/net/snmp").map_err(|e| format!("/proc/thread-self/net/snmp: {e}"))?);
+        Ok(Drops { guest_udp_rcvbuf_errors: rcvbuf, host_tap_tx_dropped: tap, host_udp_rcvbuf_errors: host_rcvbuf })
     }
 
-    fn since(self, before: Drops) -> Drops {
+    pub(crate) fn since(self, before: Drops) -> Drops {
         Drops {
             guest_udp_rcvbuf_errors: self.guest_udp_rcvbuf_errors.saturating_sub(before.guest_udp_rcvbuf_errors),
             host_tap_tx_dropped: self.host_tap_tx_dropped.saturating_sub(before.host_tap_tx_dropped),
+            host_udp_rcvbuf_errors: self.host_udp_rcvbuf_errors.saturating_sub(before.host_udp_rcvbuf_errors),
         }
     }
 }
@@ -310,13 +320,14 @@ fn scenario_with(guest: &Guest, mode: &str, frame: usize, o: &Options, during: O
         passed: result.lost == 0 && warnings == 0 && result.received > 0 && kbp_ok && spread_ok,
     };
     println!(
-        "[xtask]   {:<18} {:>5} B  sent {:>7} lost {:>5} (rcvbuf {}, tap {})  rtt us p50 {:>8.1} p99 {:>8.1} p99.9 {:>8.1} max {:>8.1}  NET_RX +{:<7} kbp {:<8} warnings {}  {}",
+        "[xtask]   {:<18} {:>5} B  sent {:>7} lost {:>5} (rcvbuf {}, tap {}, host rcvbuf {})  rtt us p50 {:>8.1} p99 {:>8.1} p99.9 {:>8.1} max {:>8.1}  NET_RX +{:<7} kbp {:<8} warnings {}  {}",
         s.mode,
         s.frame_bytes,
         s.sent,
         s.lost,
         s.drops.guest_udp_rcvbuf_errors,
         s.drops.host_tap_tx_dropped,
+        s.drops.host_udp_rcvbuf_errors,
         s.rtt_us.p50,
         s.rtt_us.p99,
         s.rtt_us.p99_9,
