@@ -316,7 +316,7 @@ fn trial(guest: &Guest, p: &TrialPlan<'_>) -> Result<Trial> {
 
 /// The zero-loss search's upper bound: above what this emulated guest sustains (about
 /// 40 kpps of 64 B echo once the meter's own sockets stopped dropping replies).
-const ZERO_LOSS_CEILING_PPS: u64 = 80_000;
+pub const ZERO_LOSS_CEILING_PPS: u64 = 80_000;
 
 /// The container's address (inside the guest, behind a bridge on 10.78.0.0/24).
 const CONTAINER_ADDR: &str = "10.78.0.2";

@@ -433,6 +433,7 @@ pub fn run(args: &[String]) -> Result {
     guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpus=3 mode=adaptive spin_window_us=200"))?;
     let stage = Stage::start("zero-loss search for the soak (kbp-adaptive, 64 B, 2 s trials)");
     let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}").parse().expect("address");
+    // Searched up to 40 kpps only: the soak runs at half of it, at most 20 kpps bursts.
     let zero_loss = zero_loss_search(target, 64, 1, 500, 40_000, 2.0, 6).map_err(|e| e.to_string())?.zero_loss_pps.max(1_000);
     println!("[xtask]   zero-loss {zero_loss} pps");
     stage.done();

@@ -464,7 +464,7 @@ pub fn run(args: &[String]) -> Result {
     let search = if o.search {
         let stage = Stage::start("zero-loss search, 64 B frames");
         let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}").parse().expect("address");
-        let r = zero_loss_search(target, 64, 1, 500, 40_000, 3.0, 7).map_err(|e| e.to_string())?;
+        let r = zero_loss_search(target, 64, 1, 500, crate::bench::ZERO_LOSS_CEILING_PPS, 3.0, 8).map_err(|e| e.to_string())?;
         println!("[xtask]   highest zero-loss rate {} pps; trials {:?}", r.zero_loss_pps, r.trials);
         stage.done();
         Some(r)
