@@ -65,36 +65,42 @@ pub(crate) fn format(workers: &[KBox<Worker>], out: &mut impl Write) -> core::fm
             IdleMode::Adaptive { .. } => "adaptive",
         };
         write!(out, "thread {} {}", w.cpu, mode)?;
-        for cell in &w.stats.thread {
-            write!(out, " {}", cell.load(Relaxed))?;
-        }
-        writeln!(out)?;
+        write_values(out, &w.stats.thread)?;
     }
     writeln!(out, "# napi cpu index napi_id dev packets polls empty_polls weight_exhausted releases max_gap_ns owned")?;
-    for w in workers {
-        for id in 0..w.count {
-            write!(out, "napi {} {} {} {}", w.cpu, id, w.napi_id(id), crate::params::BStrText(w.dev_name(id)))?;
-            for cell in &w.stats.napi[id] {
-                write!(out, " {}", cell.load(Relaxed))?;
-            }
-            writeln!(out)?;
-        }
-    }
+    instance_records(out, workers, "napi", |stats, id| stats.napi.get(id).map(|c| &c[..]))?;
     write!(out, "# poll_gaps cpu index napi_id dev")?;
     for k in 0..GAP_BUCKETS {
         write!(out, " ge{}ns", GapHistogram::lower_bound_ns(k))?;
     }
     writeln!(out)?;
+    instance_records(out, workers, "poll_gaps", |stats, id| stats.poll_gaps.get(id).map(|c| &c[..]))
+}
+
+/// One `<kind> <cpu> <index> <napi_id> <dev> <values>` record per instance.
+fn instance_records(
+    out: &mut impl Write,
+    workers: &[KBox<Worker>],
+    kind: &str,
+    values: impl Fn(&Stats, usize) -> Option<&[Atomic<u64>]>,
+) -> core::fmt::Result {
     for w in workers {
         for id in 0..w.count {
-            write!(out, "poll_gaps {} {} {} {}", w.cpu, id, w.napi_id(id), crate::params::BStrText(w.dev_name(id)))?;
-            for cell in &w.stats.poll_gaps[id] {
-                write!(out, " {}", cell.load(Relaxed))?;
+            if let Some(cells) = values(&w.stats, id) {
+                write!(out, "{kind} {} {} {} {}", w.cpu, id, w.napi_id(id), crate::params::BStrText(w.dev_name(id)))?;
+                write_values(out, cells)?;
             }
-            writeln!(out)?;
         }
     }
     Ok(())
+}
+
+/// The rest of a record: each value after a space, then the end of the line.
+fn write_values(out: &mut impl Write, cells: &[Atomic<u64>]) -> core::fmt::Result {
+    for cell in cells {
+        write!(out, " {}", cell.load(Relaxed))?;
+    }
+    writeln!(out)
 }
 
 /// A `fmt::Write` into a byte buffer that stops (without error) when full.
