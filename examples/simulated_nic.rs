@@ -20,7 +20,9 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use kbp_core::{Config, IdleMode, Nanos, Platform, Poller, RxInstance, SchedToken, ScheduleOutcome, Shared};
+use kbp_core::{
+    Config, IdleMode, Nanos, Platform, Poller, RxInstance, SchedToken, ScheduleOutcome, Shared,
+};
 
 /// Instances the poll list can hold.
 const CAP: usize = 16;
@@ -54,15 +56,25 @@ impl Mode {
 }
 
 fn parse_options() -> Result<Options, String> {
-    let mut o = Options { rate: 20_000, seconds: 5.0, instances: 4, window_us: 50, modes: vec![Mode::Irq, Mode::KbpSpin, Mode::KbpAdaptive] };
+    let mut o = Options {
+        rate: 20_000,
+        seconds: 5.0,
+        instances: 4,
+        window_us: 50,
+        modes: vec![Mode::Irq, Mode::KbpSpin, Mode::KbpAdaptive],
+    };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--rate" => o.rate = value()?.parse().map_err(|e| format!("--rate: {e}"))?,
             "--seconds" => o.seconds = value()?.parse().map_err(|e| format!("--seconds: {e}"))?,
-            "--instances" => o.instances = value()?.parse().map_err(|e| format!("--instances: {e}"))?,
-            "--window-us" => o.window_us = value()?.parse().map_err(|e| format!("--window-us: {e}"))?,
+            "--instances" => {
+                o.instances = value()?.parse().map_err(|e| format!("--instances: {e}"))?
+            }
+            "--window-us" => {
+                o.window_us = value()?.parse().map_err(|e| format!("--window-us: {e}"))?
+            }
             "--mode" => {
                 o.modes = match value()?.as_str() {
                     "irq" => vec![Mode::Irq],
@@ -139,7 +151,12 @@ impl Nic {
         }
         ring.slots[(tail as usize) & (RING - 1)].store(self.now(), Ordering::Relaxed);
         ring.tail.store(tail + 1, Ordering::Release);
-        let before = ring.hw.fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| Some(((hw >> 1) + 1) << 1)).unwrap_or(0);
+        let before = ring
+            .hw
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
+                Some(((hw >> 1) + 1) << 1)
+            })
+            .unwrap_or(0);
         if before & IRQ_ARMED != 0 {
             self.interrupt(id);
         }
@@ -204,16 +221,27 @@ impl RxInstance for Port<'_> {
             lat.push(now.saturating_sub(stamp));
         }
         ring.head.store(head + n, Ordering::Release);
-        let _ = ring.hw.fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| Some(hw - ((n as u32) << 1)));
+        let _ = ring
+            .hw
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
+                Some(hw - ((n as u32) << 1))
+            });
         n as u32
     }
     fn mask_irq(&self) {
-        let _ = self.nic.rings[self.id].hw.fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| Some(hw & !IRQ_ARMED));
+        let _ =
+            self.nic.rings[self.id]
+                .hw
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
+                    Some(hw & !IRQ_ARMED)
+                });
     }
     fn rearm_irq(&self) {
         let before = self.nic.rings[self.id]
             .hw
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| Some(if hw >> 1 != 0 { hw } else { hw | IRQ_ARMED }))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
+                Some(if hw >> 1 != 0 { hw } else { hw | IRQ_ARMED })
+            })
             .unwrap_or(0);
         if before >> 1 != 0 {
             self.nic.interrupt(self.id);
@@ -222,7 +250,10 @@ impl RxInstance for Port<'_> {
 }
 
 fn thread_cpu_time() -> Duration {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is supported on Linux.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     if rc != 0 {
@@ -244,7 +275,11 @@ fn run(mode: Mode, o: &Options) -> Outcome {
         epoch,
         rings: (0..o.instances).map(|_| Ring::new()).collect(),
         shared: Shared::new(),
-        platform: StdPlatform { epoch, poller: OnceLock::new(), stop: AtomicBool::new(false) },
+        platform: StdPlatform {
+            epoch,
+            poller: OnceLock::new(),
+            stop: AtomicBool::new(false),
+        },
         irq_tx: OnceLock::new(),
     });
     let (tx, rx) = mpsc::channel::<SchedToken>();
@@ -257,7 +292,13 @@ fn run(mode: Mode, o: &Options) -> Outcome {
         let (window_ns, instances) = (o.window_us * 1_000, o.instances);
         thread::spawn(move || {
             let latencies = RefCell::new(Vec::with_capacity(1 << 20));
-            let ports: Vec<Port<'_>> = (0..instances).map(|id| Port { nic: &nic, id, latencies: &latencies }).collect();
+            let ports: Vec<Port<'_>> = (0..instances)
+                .map(|id| Port {
+                    nic: &nic,
+                    id,
+                    latencies: &latencies,
+                })
+                .collect();
             let cpu0 = thread_cpu_time();
             match mode {
                 Mode::Irq => {
@@ -283,9 +324,17 @@ fn run(mode: Mode, o: &Options) -> Outcome {
                 }
                 Mode::KbpSpin | Mode::KbpAdaptive => {
                     let _ = nic.platform.poller.set(thread::current());
-                    let idle = if mode == Mode::KbpSpin { IdleMode::Spin } else { IdleMode::Adaptive { window_ns } };
-                    let config = Config { idle, ..Config::DEFAULT };
-                    let mut poller = Poller::new(&nic.shared, &ports, &nic.platform, config).expect("valid config");
+                    let idle = if mode == Mode::KbpSpin {
+                        IdleMode::Spin
+                    } else {
+                        IdleMode::Adaptive { window_ns }
+                    };
+                    let config = Config {
+                        idle,
+                        ..Config::DEFAULT
+                    };
+                    let mut poller = Poller::new(&nic.shared, &ports, &nic.platform, config)
+                        .expect("valid config");
                     poller.attach_all();
                     ready.store(true, Ordering::Release);
                     while !stop(&nic) {
@@ -317,14 +366,31 @@ fn run(mode: Mode, o: &Options) -> Outcome {
     let wall = start.elapsed();
     // Let the consumer drain, then stop it (an adaptive poller may be parked: unpark).
     let drain_deadline = Instant::now() + Duration::from_secs(2);
-    while nic.rings.iter().any(|r| r.head.load(Ordering::Acquire) < r.tail.load(Ordering::Acquire)) && Instant::now() < drain_deadline {
+    while nic
+        .rings
+        .iter()
+        .any(|r| r.head.load(Ordering::Acquire) < r.tail.load(Ordering::Acquire))
+        && Instant::now() < drain_deadline
+    {
         thread::sleep(Duration::from_millis(1));
     }
     nic.platform.stop.store(true, Ordering::Release);
     nic.platform.unpark();
     let (latencies, cpu) = consumer.join().expect("consumer thread");
-    let lost = nic.rings.iter().map(|r| r.lost.load(Ordering::Relaxed) + (r.tail.load(Ordering::Relaxed) - r.head.load(Ordering::Relaxed))).sum();
-    Outcome { latencies, lost, cpu, wall }
+    let lost = nic
+        .rings
+        .iter()
+        .map(|r| {
+            r.lost.load(Ordering::Relaxed)
+                + (r.tail.load(Ordering::Relaxed) - r.head.load(Ordering::Relaxed))
+        })
+        .sum();
+    Outcome {
+        latencies,
+        lost,
+        cpu,
+        wall,
+    }
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -351,7 +417,9 @@ fn main() {
         o.window_us,
         thread::available_parallelism().map_or(0, |n| n.get())
     );
-    println!("latency = packet written by the NIC -> polled by the consumer (includes the wake-up)\n");
+    println!(
+        "latency = packet written by the NIC -> polled by the consumer (includes the wake-up)\n"
+    );
     println!(
         "{:<16} {:>9} {:>6} {:>9} {:>9} {:>10} {:>11} {:>9} {:>11}",
         "mode", "packets", "lost", "p50 us", "p99 us", "p99.9 us", "p99.99 us", "max us", "cpu %"

@@ -64,8 +64,12 @@ fn time(mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let platform = BenchPlatform { clock: AtomicU64::new(0) };
-    let rx = [FullRx { packets: AtomicU64::new(0) }];
+    let platform = BenchPlatform {
+        clock: AtomicU64::new(0),
+    };
+    let rx = [FullRx {
+        packets: AtomicU64::new(0),
+    }];
 
     // 1. Empty round: nothing listed.
     let shared = Shared::<AtomicU32, CAP>::new();
@@ -76,7 +80,11 @@ fn main() {
     let (head, tail) = (AtomicU32::new(0), AtomicU32::new(0));
     let empty_hand = time(|| {
         let (head, tail) = (black_box(&head), black_box(&tail));
-        black_box(tail.load(Ordering::Acquire).wrapping_sub(head.load(Ordering::Relaxed)) == 0);
+        black_box(
+            tail.load(Ordering::Acquire)
+                .wrapping_sub(head.load(Ordering::Relaxed))
+                == 0,
+        );
     });
 
     // 2. Dispatching one busy-owned instance that always returns a full weight.
@@ -96,10 +104,28 @@ fn main() {
     });
     black_box(handled);
 
-    println!("kbp-core engine benchmark ({} x {} iterations, median; clock = counter)", REPEATS, ROUNDS);
-    println!("{:<34} {:>10} {:>12} {:>8}", "case", "engine ns", "hand loop ns", "ratio");
-    println!("{:<34} {:>10.2} {:>12.2} {:>7.2}x", "empty round (step, nothing listed)", empty_engine, empty_hand, empty_engine / empty_hand);
-    println!("{:<34} {:>10.2} {:>12.2} {:>7.2}x", "dispatch one instance (weight 64)", dispatch_engine, dispatch_hand, dispatch_engine / dispatch_hand);
+    println!(
+        "kbp-core engine benchmark ({} x {} iterations, median; clock = counter)",
+        REPEATS, ROUNDS
+    );
+    println!(
+        "{:<34} {:>10} {:>12} {:>8}",
+        "case", "engine ns", "hand loop ns", "ratio"
+    );
+    println!(
+        "{:<34} {:>10.2} {:>12.2} {:>7.2}x",
+        "empty round (step, nothing listed)",
+        empty_engine,
+        empty_hand,
+        empty_engine / empty_hand
+    );
+    println!(
+        "{:<34} {:>10.2} {:>12.2} {:>7.2}x",
+        "dispatch one instance (weight 64)",
+        dispatch_engine,
+        dispatch_hand,
+        dispatch_engine / dispatch_hand
+    );
     println!(
         "per-packet share of dispatch at weight {weight}: {:.3} ns (hand loop {:.3} ns)",
         dispatch_engine / f64::from(weight),

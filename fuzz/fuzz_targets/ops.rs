@@ -3,7 +3,7 @@
 //! the reference model with the shared invariant checker (`kbp_model::ops::run`).
 #![no_main]
 
-use kbp_model::ops::{run, Case};
+use kbp_model::ops::{Case, run};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -25,7 +25,13 @@ pub trait AtomicWord: Send + Sync {
     /// Writes the cell.
     fn store(&self, value: u32, order: Ordering);
     /// Replaces `current` with `new`; may fail spuriously. Returns the value seen.
-    fn compare_exchange_weak(&self, current: u32, new: u32, success: Ordering, failure: Ordering) -> Result<u32, u32>;
+    fn compare_exchange_weak(
+        &self,
+        current: u32,
+        new: u32,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u32, u32>;
 }
 
 impl AtomicWord for AtomicU32 {
@@ -42,7 +48,13 @@ impl AtomicWord for AtomicU32 {
         AtomicU32::store(self, value, order)
     }
     #[inline]
-    fn compare_exchange_weak(&self, current: u32, new: u32, success: Ordering, failure: Ordering) -> Result<u32, u32> {
+    fn compare_exchange_weak(
+        &self,
+        current: u32,
+        new: u32,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u32, u32> {
         AtomicU32::compare_exchange_weak(self, current, new, success, failure)
     }
 }

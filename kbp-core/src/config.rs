@@ -56,22 +56,39 @@ impl Config {
     pub const MAX_WINDOW_NS: Nanos = 10_000_000_000;
 
     /// NAPI's defaults: weight 64, budget 300, 2 ms; the paper's never-sleeping thread.
-    pub const DEFAULT: Config = Config { weight: 64, budget: 300, time_limit_ns: 2_000_000, idle: IdleMode::Spin };
+    pub const DEFAULT: Config = Config {
+        weight: 64,
+        budget: 300,
+        time_limit_ns: 2_000_000,
+        idle: IdleMode::Spin,
+    };
 
     /// Checks every field; the first bad one is reported.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.weight == 0 || self.weight > Self::MAX_WEIGHT {
-            return Err(ConfigError { param: "weight", expected: "1..=4096 packets" });
+            return Err(ConfigError {
+                param: "weight",
+                expected: "1..=4096 packets",
+            });
         }
         if self.budget == 0 || self.budget > Self::MAX_BUDGET {
-            return Err(ConfigError { param: "budget", expected: "1..=1048576 packets" });
+            return Err(ConfigError {
+                param: "budget",
+                expected: "1..=1048576 packets",
+            });
         }
         if self.time_limit_ns < 1_000 || self.time_limit_ns > Self::MAX_TIME_LIMIT_NS {
-            return Err(ConfigError { param: "time_limit_us", expected: "1..=1000000 microseconds" });
+            return Err(ConfigError {
+                param: "time_limit_us",
+                expected: "1..=1000000 microseconds",
+            });
         }
         if let IdleMode::Adaptive { window_ns } = self.idle {
             if window_ns > Self::MAX_WINDOW_NS {
-                return Err(ConfigError { param: "spin_window_us", expected: "0..=10000000 microseconds" });
+                return Err(ConfigError {
+                    param: "spin_window_us",
+                    expected: "0..=10000000 microseconds",
+                });
             }
         }
         Ok(())

@@ -142,7 +142,17 @@ mod tests {
 
     #[test]
     fn gap_buckets_are_log2_from_one_microsecond_and_the_last_is_open() {
-        let cases = [(0, 0), (1023, 0), (1024, 1), (2047, 1), (2048, 2), ((1 << 24) - 1, 14), (1 << 24, 15), (1 << 40, 15), (Nanos::MAX, 15)];
+        let cases = [
+            (0, 0),
+            (1023, 0),
+            (1024, 1),
+            (2047, 1),
+            (2048, 2),
+            ((1 << 24) - 1, 14),
+            (1 << 24, 15),
+            (1 << 40, 15),
+            (Nanos::MAX, 15),
+        ];
         for (gap, bucket) in cases {
             assert_eq!(GapHistogram::bucket(gap), bucket, "gap {gap} ns");
         }

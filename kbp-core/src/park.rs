@@ -76,12 +76,27 @@ impl<A: AtomicWord> ParkState<A> {
 
     /// Poller side, step 1: forget old announcements before looking at the list.
     pub fn begin_idle_check(&self) {
-        transition(&self.word, |w| (if w & NOTIFIED != 0 { Some(w & !NOTIFIED) } else { None }, ()))
+        transition(&self.word, |w| {
+            (
+                if w & NOTIFIED != 0 {
+                    Some(w & !NOTIFIED)
+                } else {
+                    None
+                },
+                (),
+            )
+        })
     }
 
     /// Poller side, step 3: park unless something was announced since step 1.
     pub fn try_park(&self) -> TryPark {
-        transition(&self.word, |w| if w & NOTIFIED != 0 { (Some(w & !NOTIFIED), TryPark::Notified) } else { (Some(w | PARKED), TryPark::Parked) })
+        transition(&self.word, |w| {
+            if w & NOTIFIED != 0 {
+                (Some(w & !NOTIFIED), TryPark::Notified)
+            } else {
+                (Some(w | PARKED), TryPark::Parked)
+            }
+        })
     }
 
     /// True while the poller should stay asleep.
@@ -92,7 +107,13 @@ impl<A: AtomicWord> ParkState<A> {
     /// Poller side, after waking (by unpark, a spurious wake-up or a stop request).
     /// Returns true when a producer woke it.
     pub fn finish_park(&self) -> bool {
-        transition(&self.word, |w| if w & PARKED != 0 { (Some(w & !PARKED), false) } else { (None, true) })
+        transition(&self.word, |w| {
+            if w & PARKED != 0 {
+                (Some(w & !PARKED), false)
+            } else {
+                (None, true)
+            }
+        })
     }
 }
 

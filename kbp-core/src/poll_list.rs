@@ -35,13 +35,23 @@ pub struct PollList<A: AtomicWord, const N: usize> {
 
 impl<A: AtomicWord, const N: usize> PollList<A, N> {
     const MASK: u32 = {
-        assert!(N.is_power_of_two() && N <= 1 << 16, "poll list capacity must be a power of two <= 65536");
+        assert!(
+            N.is_power_of_two() && N <= 1 << 16,
+            "poll list capacity must be a power of two <= 65536"
+        );
         (N - 1) as u32
     };
 
     /// An empty list.
     pub fn new() -> Self {
-        PollList { cells: core::array::from_fn(|i| Cell { seq: A::new(i as u32), id: A::new(0) }), tail: A::new(0), head: A::new(0) }
+        PollList {
+            cells: core::array::from_fn(|i| Cell {
+                seq: A::new(i as u32),
+                id: A::new(0),
+            }),
+            tail: A::new(0),
+            head: A::new(0),
+        }
     }
 
     /// Lists an owned instance behind everything already listed (any CPU, IRQ context).
@@ -55,7 +65,12 @@ impl<A: AtomicWord, const N: usize> PollList<A, N> {
             let seq = cell.seq.load(Ordering::Acquire);
             let lag = seq.wrapping_sub(pos) as i32;
             if lag == 0 {
-                match self.tail.compare_exchange_weak(pos, pos.wrapping_add(1), Ordering::Relaxed, Ordering::Relaxed) {
+                match self.tail.compare_exchange_weak(
+                    pos,
+                    pos.wrapping_add(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
                     Ok(_) => {
                         cell.id.store(token.id() as u32, Ordering::Relaxed);
                         cell.seq.store(pos.wrapping_add(1), Ordering::Release);
@@ -81,7 +96,8 @@ impl<A: AtomicWord, const N: usize> PollList<A, N> {
             return None;
         }
         let id = cell.id.load(Ordering::Relaxed);
-        cell.seq.store(pos.wrapping_add(N as u32), Ordering::Release);
+        cell.seq
+            .store(pos.wrapping_add(N as u32), Ordering::Release);
         self.head.store(pos.wrapping_add(1), Ordering::Relaxed);
         Some(SchedToken::mint(id as usize))
     }

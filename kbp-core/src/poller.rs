@@ -78,7 +78,10 @@ struct Repoll<const N: usize> {
 
 impl<const N: usize> Repoll<N> {
     fn new() -> Self {
-        Repoll { tokens: [const { None }; N], len: 0 }
+        Repoll {
+            tokens: [const { None }; N],
+            len: 0,
+        }
     }
 
     /// Holds `token`; hands it back if full (impossible: at most N tokens exist).
@@ -107,12 +110,28 @@ pub struct Poller<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize>
 
 impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A, R, P, N> {
     /// A poller for instances `0..rx.len()` of `shared`. Nothing is attached yet.
-    pub fn new(shared: &'a Shared<A, N>, rx: &'a [R], platform: &'a P, config: Config) -> Result<Self, ConfigError> {
+    pub fn new(
+        shared: &'a Shared<A, N>,
+        rx: &'a [R],
+        platform: &'a P,
+        config: Config,
+    ) -> Result<Self, ConfigError> {
         config.validate()?;
         if rx.len() > N {
-            return Err(ConfigError { param: "instances", expected: "at most the poll list capacity" });
+            return Err(ConfigError {
+                param: "instances",
+                expected: "at most the poll list capacity",
+            });
         }
-        Ok(Poller { shared, rx, platform, config, stats: PollerStats::default(), instances: [InstanceStats::default(); N], last_work_ns: None })
+        Ok(Poller {
+            shared,
+            rx,
+            platform,
+            config,
+            stats: PollerStats::default(),
+            instances: [InstanceStats::default(); N],
+            last_work_ns: None,
+        })
     }
 
     /// The configuration.
@@ -134,12 +153,18 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
     /// In `Spin` mode the poller also takes an idle instance at once and masks its
     /// interrupt. Returns false when the normal path owns it right now (retry later).
     pub fn attach(&mut self, id: usize) -> bool {
-        let Some(rx) = self.rx.get(id) else { return false };
+        let Some(rx) = self.rx.get(id) else {
+            return false;
+        };
         if self.shared.attach(id) != Some(Attach::Attached) {
             return false;
         }
         if self.config.idle == IdleMode::Spin {
-            if let Some(token) = self.shared.state(id).and_then(|state| state.try_take_busy(id)) {
+            if let Some(token) = self
+                .shared
+                .state(id)
+                .and_then(|state| state.try_take_busy(id))
+            {
                 rx.mask_irq();
                 if let Err(token) = self.shared.list.push(token) {
                     self.overflow(token);
@@ -172,7 +197,13 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
     #[inline(never)]
     fn step_with_work_or_idle_policy(&mut self) -> StepOutcome {
         let round = self.drain_round();
-        let outcome = if round.packets > 0 { StepOutcome::Worked { packets: round.packets } } else { self.idle() };
+        let outcome = if round.packets > 0 {
+            StepOutcome::Worked {
+                packets: round.packets,
+            }
+        } else {
+            self.idle()
+        };
         self.platform.quiescent();
         outcome
     }
@@ -188,10 +219,15 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
             return report;
         }
         self.stats.rounds += 1;
-        let deadline = self.platform.now().saturating_add(self.config.time_limit_ns);
+        let deadline = self
+            .platform
+            .now()
+            .saturating_add(self.config.time_limit_ns);
         let mut repoll = Repoll::<N>::new();
         for taken in 1..=listed {
-            let Some(token) = self.shared.list.pop() else { break };
+            let Some(token) = self.shared.list.pop() else {
+                break;
+            };
             let now = self.poll_one(token, &mut repoll, &mut report);
             let over_budget = report.packets >= self.config.budget;
             let over_time = now >= deadline;
@@ -205,7 +241,12 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
                 break;
             }
         }
-        for token in repoll.tokens.iter_mut().take(repoll.len).filter_map(Option::take) {
+        for token in repoll
+            .tokens
+            .iter_mut()
+            .take(repoll.len)
+            .filter_map(Option::take)
+        {
             if let Err(token) = self.shared.list.push(token) {
                 self.overflow(token);
             }
@@ -215,7 +256,12 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
 
     /// Polls one owned instance and decides what becomes of it. Returns the time after
     /// the poll.
-    fn poll_one(&mut self, token: SchedToken, repoll: &mut Repoll<N>, report: &mut RoundReport) -> Nanos {
+    fn poll_one(
+        &mut self,
+        token: SchedToken,
+        repoll: &mut Repoll<N>,
+        report: &mut RoundReport,
+    ) -> Nanos {
         let id = token.id();
         let weight = self.config.weight;
         let work = match self.rx.get(id) {
@@ -281,7 +327,9 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
     fn wants_busy(&self, now: Nanos) -> bool {
         match self.config.idle {
             IdleMode::Spin => true,
-            IdleMode::Adaptive { window_ns } => self.last_work_ns.is_some_and(|last| now.saturating_sub(last) < window_ns),
+            IdleMode::Adaptive { window_ns } => self
+                .last_work_ns
+                .is_some_and(|last| now.saturating_sub(last) < window_ns),
         }
     }
 
@@ -316,7 +364,10 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
     /// The idle policy after a round without packets.
     #[inline]
     fn idle(&mut self) -> StepOutcome {
-        if self.config.idle == IdleMode::Spin || !self.shared.list.is_empty() || self.wants_busy(self.platform.now()) {
+        if self.config.idle == IdleMode::Spin
+            || !self.shared.list.is_empty()
+            || self.wants_busy(self.platform.now())
+        {
             return StepOutcome::Idle;
         }
         self.park()

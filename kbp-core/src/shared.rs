@@ -5,7 +5,10 @@ use crate::atomic::AtomicWord;
 use crate::park::{Notify, ParkState};
 use crate::poll_list::PollList;
 use crate::rx::Platform;
-use crate::state::{Attach, BeginDisable, Detach, Enable, FinishDisable, NapiState, SchedToken, Schedule, StateFlags};
+use crate::state::{
+    Attach, BeginDisable, Detach, Enable, FinishDisable, NapiState, SchedToken, Schedule,
+    StateFlags,
+};
 
 /// Outcome of [`Shared::schedule`].
 #[derive(Debug, PartialEq, Eq)]
@@ -38,7 +41,11 @@ pub struct Shared<A: AtomicWord, const N: usize> {
 impl<A: AtomicWord, const N: usize> Shared<A, N> {
     /// `N` idle, detached instances, an empty list and a running poller.
     pub fn new() -> Self {
-        Shared { states: core::array::from_fn(|_| NapiState::new()), list: PollList::new(), park: ParkState::new() }
+        Shared {
+            states: core::array::from_fn(|_| NapiState::new()),
+            list: PollList::new(),
+            park: ParkState::new(),
+        }
     }
 
     /// Instance `id`'s state.
@@ -48,7 +55,9 @@ impl<A: AtomicWord, const N: usize> Shared<A, N> {
 
     /// The flags of instance `id` (0 for an unknown id).
     pub fn flags(&self, id: usize) -> StateFlags {
-        self.states.get(id).map_or(StateFlags::empty(), NapiState::flags)
+        self.states
+            .get(id)
+            .map_or(StateFlags::empty(), NapiState::flags)
     }
 
     /// The poll list (for checkers and counters).
@@ -65,10 +74,14 @@ impl<A: AtomicWord, const N: usize> Shared<A, N> {
     /// `napi_schedule` analogue. The winner of SCHED lists the instance and wakes the
     /// poller if it sleeps.
     pub fn schedule<P: Platform>(&self, id: usize, platform: &P) -> ScheduleOutcome {
-        let Some(state) = self.states.get(id) else { return ScheduleOutcome::Unknown };
+        let Some(state) = self.states.get(id) else {
+            return ScheduleOutcome::Unknown;
+        };
         match state.schedule(id) {
             (Schedule::Won, Some(token)) => match self.list.push(token) {
-                Ok(()) => ScheduleOutcome::Queued { woke: self.notify_poller(platform) },
+                Ok(()) => ScheduleOutcome::Queued {
+                    woke: self.notify_poller(platform),
+                },
                 Err(token) => ScheduleOutcome::Fallback(token),
             },
             (Schedule::WonDetached, Some(token)) => ScheduleOutcome::Fallback(token),
@@ -95,12 +108,16 @@ impl<A: AtomicWord, const N: usize> Shared<A, N> {
 
     /// Starts disabling instance `id` (see [`crate::state::StateFlags::begin_disable`]).
     pub fn begin_disable(&self, id: usize) -> BeginDisable {
-        self.states.get(id).map_or(BeginDisable::AlreadyDisabling, NapiState::begin_disable)
+        self.states
+            .get(id)
+            .map_or(BeginDisable::AlreadyDisabling, NapiState::begin_disable)
     }
 
     /// One attempt to finish disabling instance `id`.
     pub fn try_finish_disable(&self, id: usize) -> FinishDisable {
-        self.states.get(id).map_or(FinishDisable::NotPending, NapiState::try_finish_disable)
+        self.states
+            .get(id)
+            .map_or(FinishDisable::NotPending, NapiState::try_finish_disable)
     }
 
     /// `napi_disable`: waits (calling `wait` between attempts, which must yield) until
@@ -120,11 +137,15 @@ impl<A: AtomicWord, const N: usize> Shared<A, N> {
 
     /// `napi_enable`.
     pub fn enable(&self, id: usize) -> Enable {
-        self.states.get(id).map_or(Enable::NotDisabled, NapiState::enable)
+        self.states
+            .get(id)
+            .map_or(Enable::NotDisabled, NapiState::enable)
     }
 
     pub(crate) fn detach(&self, id: usize) -> Detach {
-        self.states.get(id).map_or(Detach::NotAttached, NapiState::detach)
+        self.states
+            .get(id)
+            .map_or(Detach::NotAttached, NapiState::detach)
     }
 
     /// Producer side of the park protocol; unparks the poller when it sleeps.

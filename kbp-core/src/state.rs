@@ -58,7 +58,9 @@ bitflags::bitflags! {
 }
 
 /// The bits that exist only while SCHED is set (property 1 of the NAPI semantics).
-pub const REQUIRES_SCHED: StateFlags = StateFlags::MISSED.union(StateFlags::BUSY).union(StateFlags::NPSVC);
+pub const REQUIRES_SCHED: StateFlags = StateFlags::MISSED
+    .union(StateFlags::BUSY)
+    .union(StateFlags::NPSVC);
 
 /// Proof of owning an instance (having moved its SCHED bit from 0 to 1).
 ///
@@ -217,7 +219,9 @@ impl StateFlags {
 
     /// (5) A busy poller takes an idle, attached instance.
     pub fn try_take_busy(self) -> Step<TakeBusy> {
-        if self.intersects(Self::SCHED | Self::DISABLE | Self::NPSVC) || !self.contains(Self::ATTACHED) {
+        if self.intersects(Self::SCHED | Self::DISABLE | Self::NPSVC)
+            || !self.contains(Self::ATTACHED)
+        {
             (None, TakeBusy::Refused)
         } else {
             (Some(self | Self::SCHED | Self::BUSY), TakeBusy::Taken)
@@ -240,14 +244,20 @@ impl StateFlags {
         } else if self.intersects(Self::SCHED | Self::NPSVC) {
             (None, FinishDisable::Waiting)
         } else {
-            (Some((self - Self::DISABLE) | Self::SCHED | Self::NPSVC), FinishDisable::Disabled)
+            (
+                Some((self - Self::DISABLE) | Self::SCHED | Self::NPSVC),
+                FinishDisable::Disabled,
+            )
         }
     }
 
     /// (8) `napi_enable`.
     pub fn enable(self) -> Step<Enable> {
         if self.contains(Self::SCHED | Self::NPSVC) && !self.contains(Self::DISABLE) {
-            (Some(self - (Self::SCHED | Self::NPSVC | Self::MISSED)), Enable::Enabled)
+            (
+                Some(self - (Self::SCHED | Self::NPSVC | Self::MISSED)),
+                Enable::Enabled,
+            )
         } else {
             (None, Enable::NotDisabled)
         }
@@ -300,7 +310,8 @@ impl<A: AtomicWord> NapiState<A> {
     /// Runs [`StateFlags::schedule`]; a win comes with the token of instance `id`.
     pub fn schedule(&self, id: usize) -> (Schedule, Option<SchedToken>) {
         let outcome = self.apply(StateFlags::schedule);
-        let token = matches!(outcome, Schedule::Won | Schedule::WonDetached).then(|| SchedToken::mint(id));
+        let token =
+            matches!(outcome, Schedule::Won | Schedule::WonDetached).then(|| SchedToken::mint(id));
         (outcome, token)
     }
 

@@ -32,7 +32,10 @@ impl std::error::Error for Violation {}
 pub type Check = Result<(), Violation>;
 
 fn fail(property: u8, detail: impl Into<String>) -> Check {
-    Err(Violation { property, detail: detail.into() })
+    Err(Violation {
+        property,
+        detail: detail.into(),
+    })
 }
 
 /// Property 1 (and well-formedness) of one state word: MISSED, BUSY and NPSVC only with
@@ -49,7 +52,10 @@ pub fn state_word(flags: StateFlags) -> Check {
         return fail(2, format!("{flags:?}: busy-owned and disabled at once"));
     }
     if flags.contains(StateFlags::DISABLE | StateFlags::NPSVC) {
-        return fail(7, format!("{flags:?}: disable pending on a disabled instance"));
+        return fail(
+            7,
+            format!("{flags:?}: disable pending on a disabled instance"),
+        );
     }
     Ok(())
 }
@@ -85,28 +91,53 @@ pub fn shared<const N: usize>(shared: &Shared<crate::sync::Word, N>, instances: 
 /// than one weight.
 pub fn round(report: &RoundReport, config: &Config) -> Check {
     if report.packets >= config.budget.saturating_add(config.weight) {
-        return fail(6, format!("round of {} packets with budget {} weight {}", report.packets, config.budget, config.weight));
+        return fail(
+            6,
+            format!(
+                "round of {} packets with budget {} weight {}",
+                report.packets, config.budget, config.weight
+            ),
+        );
     }
     if report.packets > report.polls.saturating_mul(config.weight) {
-        return fail(6, format!("{} packets in {} polls of weight {}", report.packets, report.polls, config.weight));
+        return fail(
+            6,
+            format!(
+                "{} packets in {} polls of weight {}",
+                report.packets, report.polls, config.weight
+            ),
+        );
     }
     Ok(())
 }
 
 /// Property 8: the poller may go to sleep only with nothing listed.
 pub fn may_sleep<const N: usize>(shared: &Shared<crate::sync::Word, N>) -> Check {
-    if shared.list().is_empty() { Ok(()) } else { fail(8, format!("poller sleeps with {} instance(s) listed", shared.list().len())) }
+    if shared.list().is_empty() {
+        Ok(())
+    } else {
+        fail(
+            8,
+            format!(
+                "poller sleeps with {} instance(s) listed",
+                shared.list().len()
+            ),
+        )
+    }
 }
 
 /// Property 7: after `disable` returned, instance `id` is disabled, not listed, and
 /// cannot be scheduled.
 pub fn disabled(nic: &SimNic, id: usize) -> Check {
     let flags = nic.shared.flags(id);
-    if !flags.contains(StateFlags::SCHED | StateFlags::NPSVC) || flags.contains(StateFlags::DISABLE) {
+    if !flags.contains(StateFlags::SCHED | StateFlags::NPSVC) || flags.contains(StateFlags::DISABLE)
+    {
         return fail(7, format!("instance {id} after disable: {flags:?}"));
     }
     let mut listed = false;
-    nic.shared.list().for_each_listed(|other| listed |= other == id);
+    nic.shared
+        .list()
+        .for_each_listed(|other| listed |= other == id);
     if listed {
         return fail(7, format!("instance {id} listed after disable"));
     }
@@ -139,7 +170,13 @@ pub fn quiescent(nic: &SimNic, instances: usize, phase: PollerPhase) -> Check {
         let rx = nic.rx(id);
         let disabled = flags.contains(StateFlags::NPSVC);
         if !disabled && rx.consumed != rx.produced {
-            return fail(4, format!("instance {id}: {} of {} packets consumed ({flags:?})", rx.consumed, rx.produced));
+            return fail(
+                4,
+                format!(
+                    "instance {id}: {} of {} packets consumed ({flags:?})",
+                    rx.consumed, rx.produced
+                ),
+            );
         }
         let core = flags - StateFlags::ATTACHED;
         let ok = match phase {
@@ -148,16 +185,27 @@ pub fn quiescent(nic: &SimNic, instances: usize, phase: PollerPhase) -> Check {
                     return fail(9, format!("instance {id} still attached after shutdown"));
                 }
                 if !disabled && !rx.irq_armed {
-                    return fail(9, format!("instance {id} handed back with its interrupt masked"));
+                    return fail(
+                        9,
+                        format!("instance {id} handed back with its interrupt masked"),
+                    );
                 }
                 core.is_empty() || core == StateFlags::SCHED | StateFlags::NPSVC
             }
             PollerPhase::Running => {
-                let owned = core == StateFlags::SCHED || core == StateFlags::SCHED | StateFlags::BUSY;
+                let owned =
+                    core == StateFlags::SCHED || core == StateFlags::SCHED | StateFlags::BUSY;
                 let mut listed = false;
-                nic.shared.list().for_each_listed(|other| listed |= other == id);
+                nic.shared
+                    .list()
+                    .for_each_listed(|other| listed |= other == id);
                 if owned && !listed {
-                    return fail(4, format!("instance {id} owned ({flags:?}) but not listed: nobody will poll it"));
+                    return fail(
+                        4,
+                        format!(
+                            "instance {id} owned ({flags:?}) but not listed: nobody will poll it"
+                        ),
+                    );
                 }
                 core.is_empty() || core == StateFlags::SCHED | StateFlags::NPSVC || owned
             }
@@ -166,7 +214,12 @@ pub fn quiescent(nic: &SimNic, instances: usize, phase: PollerPhase) -> Check {
             return fail(5, format!("instance {id} at quiescence: {flags:?}"));
         }
         if core.is_empty() && !rx.irq_armed {
-            return fail(4, format!("instance {id} idle with its interrupt masked: the next packet would be lost"));
+            return fail(
+                4,
+                format!(
+                    "instance {id} idle with its interrupt masked: the next packet would be lost"
+                ),
+            );
         }
     }
     if phase == PollerPhase::ShutDown && !nic.shared.list().is_empty() {
@@ -187,7 +240,11 @@ impl Starvation {
     /// With at most `CAP` listed instances and at least one poll per round, FIFO order
     /// bounds every wait by `CAP` rounds.
     pub fn new() -> Self {
-        Starvation { waiting: [0; CAP], polls: [0; CAP], bound: CAP as u32 }
+        Starvation {
+            waiting: [0; CAP],
+            polls: [0; CAP],
+            bound: CAP as u32,
+        }
     }
 
     /// After a round: `listed_before` were listed when it started, `polls[id]` is the
@@ -200,7 +257,13 @@ impl Starvation {
             } else {
                 self.waiting[id] += 1;
                 if self.waiting[id] > self.bound {
-                    return fail(6, format!("instance {id} listed but not polled for {} rounds", self.waiting[id]));
+                    return fail(
+                        6,
+                        format!(
+                            "instance {id} listed but not polled for {} rounds",
+                            self.waiting[id]
+                        ),
+                    );
                 }
             }
         }

@@ -47,18 +47,35 @@ impl Case {
         let budget = u32::from(next()) + 1;
         let time_limit_ns = (u64::from(next()) + 1) * 1_000;
         let mode = next();
-        let idle = if mode & 1 == 0 { IdleMode::Spin } else { IdleMode::Adaptive { window_ns: u64::from(mode >> 1) * 500 } };
+        let idle = if mode & 1 == 0 {
+            IdleMode::Spin
+        } else {
+            IdleMode::Adaptive {
+                window_ns: u64::from(mode >> 1) * 500,
+            }
+        };
         let instances = usize::from(next()) % CAP + 1;
-        let config = Config { weight, budget, time_limit_ns, idle };
+        let config = Config {
+            weight,
+            budget,
+            time_limit_ns,
+            idle,
+        };
         let mut ops = Vec::new();
         let rest: Vec<u8> = data.iter().skip(5).copied().collect();
         for chunk in rest.chunks(3) {
-            let (a, b, c) = (chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0));
+            let (a, b, c) = (
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            );
             let id = b % CAP as u8;
             ops.push(match a % 8 {
                 0 | 1 => Op::Produce { id, n: c },
                 2..=4 => Op::Step,
-                5 => Op::Advance { ns: u32::from_le_bytes([b, c, 0, 0]) * 64 },
+                5 => Op::Advance {
+                    ns: u32::from_le_bytes([b, c, 0, 0]) * 64,
+                },
                 6 => {
                     if c & 1 == 0 {
                         Op::BeginDisable { id }
@@ -69,25 +86,44 @@ impl Case {
                 _ => Op::Enable { id },
             });
         }
-        Case { config, instances, ops }
+        Case {
+            config,
+            instances,
+            ops,
+        }
     }
 }
 
 fn mismatch(what: &str, real: impl std::fmt::Debug, reference: impl std::fmt::Debug) -> Check {
-    Err(Violation { property: 0, detail: format!("{what}: kbp-core {real:?}, reference {reference:?}") })
+    Err(Violation {
+        property: 0,
+        detail: format!("{what}: kbp-core {real:?}, reference {reference:?}"),
+    })
 }
 
 fn compare(nic: &SimNic, reference: &Reference) -> Check {
     for (id, r) in reference.rx.iter().enumerate() {
         let real = nic.rx(id);
         if real.consumed != r.consumed || nic.pending(id) != r.pending {
-            return mismatch(&format!("instance {id} consumed/pending"), (real.consumed, nic.pending(id)), (r.consumed, r.pending));
+            return mismatch(
+                &format!("instance {id} consumed/pending"),
+                (real.consumed, nic.pending(id)),
+                (r.consumed, r.pending),
+            );
         }
         if real.irq_armed != r.irq_armed {
-            return mismatch(&format!("instance {id} irq armed"), real.irq_armed, r.irq_armed);
+            return mismatch(
+                &format!("instance {id} irq armed"),
+                real.irq_armed,
+                r.irq_armed,
+            );
         }
         if nic.shared.flags(id) != r.flags() {
-            return mismatch(&format!("instance {id} state"), nic.shared.flags(id), r.flags());
+            return mismatch(
+                &format!("instance {id} state"),
+                nic.shared.flags(id),
+                r.flags(),
+            );
         }
     }
     let mut listed = Vec::new();
@@ -121,7 +157,12 @@ pub fn run(case: &Case) -> Check {
     let platform = &nic.platform;
     let mut poller = match Poller::new(&nic.shared, &ports[..instances], &platform, case.config) {
         Ok(poller) => poller,
-        Err(e) => return Err(Violation { property: 0, detail: format!("valid config refused: {e}") }),
+        Err(e) => {
+            return Err(Violation {
+                property: 0,
+                detail: format!("valid config refused: {e}"),
+            });
+        }
     };
     let mut reference = Reference::new(case.config, instances, nic.fallback_weight);
     let mut starvation = Starvation::new();
@@ -129,7 +170,10 @@ pub fn run(case: &Case) -> Check {
     reference.attach_all();
     compare(&nic, &reference)?;
 
-    let step = |poller: &mut Poller<'_, _, _, _, CAP>, reference: &mut Reference, starvation: &mut Starvation| -> Check {
+    let step = |poller: &mut Poller<'_, _, _, _, CAP>,
+                reference: &mut Reference,
+                starvation: &mut Starvation|
+     -> Check {
         let mut listed = Vec::new();
         nic.shared.list().for_each_listed(|id| listed.push(id));
         let before = *poller.stats();
@@ -173,7 +217,8 @@ pub fn run(case: &Case) -> Check {
             }
             Op::FinishDisable { id } => {
                 let id = usize::from(id) % instances;
-                let real = nic.shared.try_finish_disable(id) == kbp_core::state::FinishDisable::Disabled;
+                let real =
+                    nic.shared.try_finish_disable(id) == kbp_core::state::FinishDisable::Disabled;
                 if real != reference.try_finish_disable(id) {
                     return mismatch("try_finish_disable", real, !real);
                 }
@@ -200,14 +245,19 @@ pub fn run(case: &Case) -> Check {
     for id in 0..instances {
         for attempt in 0.. {
             let real = nic.shared.try_finish_disable(id);
-            if (real == kbp_core::state::FinishDisable::Disabled) != reference.try_finish_disable(id) {
+            if (real == kbp_core::state::FinishDisable::Disabled)
+                != reference.try_finish_disable(id)
+            {
                 return mismatch("try_finish_disable", real, "the opposite");
             }
             if real != kbp_core::state::FinishDisable::Waiting {
                 break;
             }
             if attempt > 1000 {
-                return Err(Violation { property: 7, detail: format!("disable of {id} never finishes") });
+                return Err(Violation {
+                    property: 7,
+                    detail: format!("disable of {id} never finishes"),
+                });
             }
             step(&mut poller, &mut reference, &mut starvation)?;
         }
@@ -221,14 +271,19 @@ pub fn run(case: &Case) -> Check {
         compare(&nic, &reference)?;
     }
     let mut rounds = 0;
-    while (0..instances).any(|id| nic.pending(id) > 0) || matches!(case.config.idle, IdleMode::Adaptive { .. }) && !nic.shared.list().is_empty() {
+    while (0..instances).any(|id| nic.pending(id) > 0)
+        || matches!(case.config.idle, IdleMode::Adaptive { .. }) && !nic.shared.list().is_empty()
+    {
         step(&mut poller, &mut reference, &mut starvation)?;
         let jump = case.config.time_limit_ns + window_ns(&case.config);
         nic.platform.advance(jump);
         reference.now += jump;
         rounds += 1;
         if rounds > 100_000 {
-            return Err(Violation { property: 4, detail: "no progress towards quiescence".into() });
+            return Err(Violation {
+                property: 4,
+                detail: "no progress towards quiescence".into(),
+            });
         }
     }
     compare(&nic, &reference)?;

@@ -74,8 +74,21 @@ pub struct Reference {
 impl Reference {
     /// `instances` idle, detached instances with armed interrupts.
     pub fn new(config: Config, instances: usize, fallback_weight: u32) -> Self {
-        let rx = vec![RefRx { irq_armed: true, ..RefRx::default() }; instances];
-        Reference { config, rx, list: VecDeque::new(), now: 0, last_work: None, fallback_weight }
+        let rx = vec![
+            RefRx {
+                irq_armed: true,
+                ..RefRx::default()
+            };
+            instances
+        ];
+        Reference {
+            config,
+            rx,
+            list: VecDeque::new(),
+            now: 0,
+            last_work: None,
+            fallback_weight,
+        }
     }
 
     /// Attach every instance (the poller's `attach_all`).
@@ -213,7 +226,9 @@ impl Reference {
         if packets > 0 {
             return RefStep::Worked(packets);
         }
-        let IdleMode::Adaptive { window_ns } = self.config.idle else { return RefStep::Idle };
+        let IdleMode::Adaptive { window_ns } = self.config.idle else {
+            return RefStep::Idle;
+        };
         if !self.list.is_empty() || self.last_work.is_some_and(|l| self.now - l < window_ns) {
             return RefStep::Idle;
         }

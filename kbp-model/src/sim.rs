@@ -87,13 +87,21 @@ impl SimPlatform {
     /// A platform whose `park` returns at once (sequential tests): parking is then only
     /// checked, never waited for.
     pub fn sequential() -> Self {
-        SimPlatform { now: Default::default(), mask_depth: Default::default(), unparks: Default::default(), poller: None }
+        SimPlatform {
+            now: Default::default(),
+            mask_depth: Default::default(),
+            unparks: Default::default(),
+            poller: None,
+        }
     }
 
     /// A platform whose `park` really blocks the calling thread, which must be the
     /// poller thread (used under loom).
     pub fn blocking() -> Self {
-        SimPlatform { poller: Some(crate::sync::thread::current()), ..Self::sequential() }
+        SimPlatform {
+            poller: Some(crate::sync::thread::current()),
+            ..Self::sequential()
+        }
     }
 
     /// Moves the simulated clock forward.
@@ -178,12 +186,21 @@ pub struct RxPort<'a> {
 impl SimNic {
     /// A NIC with every interrupt armed and nothing attached.
     pub fn new(platform: SimPlatform) -> Self {
-        SimNic { shared: Shared::new(), rx: core::array::from_fn(|_| SimRx::new()), platform, fallback_weight: Config::DEFAULT.weight, doorbell: false }
+        SimNic {
+            shared: Shared::new(),
+            rx: core::array::from_fn(|_| SimRx::new()),
+            platform,
+            fallback_weight: Config::DEFAULT.weight,
+            doorbell: false,
+        }
     }
 
     /// A NIC whose interrupts are doorbells (see [`SimNic::doorbell`]).
     pub fn with_doorbell(platform: SimPlatform) -> Self {
-        SimNic { doorbell: true, ..Self::new(platform) }
+        SimNic {
+            doorbell: true,
+            ..Self::new(platform)
+        }
     }
 
     /// The instances as [`RxInstance`]s for a poller.
@@ -197,10 +214,12 @@ impl SimNic {
         let rx = &self.rx[id];
         rx.produced.fetch_add(n, Ordering::Relaxed);
         let mut raise = false;
-        let _ = rx.hw.fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
-            raise = hw & IRQ_ARMED != 0;
-            Some(((hw >> 1) + n) << 1)
-        });
+        let _ = rx
+            .hw
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
+                raise = hw & IRQ_ARMED != 0;
+                Some(((hw >> 1) + n) << 1)
+            });
         if raise || self.doorbell {
             self.raise_irq(id);
         }
@@ -215,7 +234,10 @@ impl SimNic {
 
     /// NAPI without KBP: poll until done, complete, re-poll on MISSED, re-arm.
     fn normal_path(&self, mut token: SchedToken) {
-        let port = RxPort { nic: self, id: token.id() };
+        let port = RxPort {
+            nic: self,
+            id: token.id(),
+        };
         loop {
             let work = {
                 let _bh = (&self.platform).mask_softirqs();
@@ -253,17 +275,25 @@ impl RxPort<'_> {
     fn poll_inner(&self, budget: u32, fallback: bool) -> u32 {
         let rx = &self.nic.rx[self.id];
         // Property 2: poll runs only in the owner, never twice at once.
-        assert!(!rx.polling.swap(true, Ordering::AcqRel), "instance {} polled twice at once", self.id);
+        assert!(
+            !rx.polling.swap(true, Ordering::AcqRel),
+            "instance {} polled twice at once",
+            self.id
+        );
         let mut taken = 0;
-        let _ = rx.hw.fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
-            taken = (hw >> 1).min(budget);
-            Some(hw - (taken << 1))
-        });
+        let _ = rx
+            .hw
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
+                taken = (hw >> 1).min(budget);
+                Some(hw - (taken << 1))
+            });
         rx.consumed.fetch_add(taken, Ordering::Release);
         if fallback {
             rx.fallback_packets.fetch_add(taken, Ordering::Release);
         }
-        self.nic.platform.advance(POLL_COST_NS + PACKET_COST_NS * Nanos::from(taken));
+        self.nic
+            .platform
+            .advance(POLL_COST_NS + PACKET_COST_NS * Nanos::from(taken));
         rx.polling.store(false, Ordering::Release);
         taken
     }
@@ -271,24 +301,42 @@ impl RxPort<'_> {
 
 impl RxInstance for RxPort<'_> {
     fn poll(&self, budget: u32) -> u32 {
-        assert!(self.nic.platform.mask_depth() > 0, "poll without softirqs masked");
+        assert!(
+            self.nic.platform.mask_depth() > 0,
+            "poll without softirqs masked"
+        );
         self.poll_inner(budget, false)
     }
 
     fn mask_irq(&self) {
-        let _ = self.nic.rx[self.id].hw.fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| Some(hw & !IRQ_ARMED));
+        let _ = self.nic.rx[self.id]
+            .hw
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
+                Some(hw & !IRQ_ARMED)
+            });
     }
 
     fn rearm_irq(&self) {
         if self.nic.doorbell {
-            let _ = self.nic.rx[self.id].hw.fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| Some(hw | IRQ_ARMED));
+            let _ =
+                self.nic.rx[self.id]
+                    .hw
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
+                        Some(hw | IRQ_ARMED)
+                    });
             return;
         }
         let mut raise = false;
-        let _ = self.nic.rx[self.id].hw.fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
-            raise = hw >> 1 != 0;
-            Some(if raise { hw & !IRQ_ARMED } else { hw | IRQ_ARMED })
-        });
+        let _ = self.nic.rx[self.id]
+            .hw
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
+                raise = hw >> 1 != 0;
+                Some(if raise {
+                    hw & !IRQ_ARMED
+                } else {
+                    hw | IRQ_ARMED
+                })
+            });
         if raise {
             self.nic.raise_irq(self.id);
         }

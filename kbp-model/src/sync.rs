@@ -35,7 +35,13 @@ impl kbp_core::AtomicWord for Word {
     fn store(&self, value: u32, order: Ordering) {
         self.0.store(value, order)
     }
-    fn compare_exchange_weak(&self, current: u32, new: u32, success: Ordering, failure: Ordering) -> Result<u32, u32> {
+    fn compare_exchange_weak(
+        &self,
+        current: u32,
+        new: u32,
+        success: Ordering,
+        failure: Ordering,
+    ) -> Result<u32, u32> {
         self.0.compare_exchange_weak(current, new, success, failure)
     }
 }

@@ -46,7 +46,8 @@ fn every_valid_state_stays_valid_under_every_allowed_operation() {
                 continue;
             }
             let next = op(s).unwrap_or(s);
-            invariants::state_word(next).unwrap_or_else(|v| panic!("{name} on {s:?} -> {next:?}: {v}"));
+            invariants::state_word(next)
+                .unwrap_or_else(|v| panic!("{name} on {s:?} -> {next:?}: {v}"));
             checked += 1;
         }
     }
@@ -58,33 +59,54 @@ fn ownership_is_taken_only_from_a_free_word() {
     for s in all_states() {
         let (next, outcome) = s.schedule();
         let won = matches!(outcome, Schedule::Won | Schedule::WonDetached);
-        assert_eq!(won, !s.intersects(StateFlags::SCHED | StateFlags::DISABLE | StateFlags::NPSVC), "{s:?}");
+        assert_eq!(
+            won,
+            !s.intersects(StateFlags::SCHED | StateFlags::DISABLE | StateFlags::NPSVC),
+            "{s:?}"
+        );
         if won {
             assert!(next.unwrap().contains(StateFlags::SCHED));
         }
         if s.contains(StateFlags::SCHED) && !s.intersects(StateFlags::DISABLE | StateFlags::NPSVC) {
             assert_eq!(outcome, Schedule::Missed);
-            assert!(next.unwrap().contains(StateFlags::MISSED), "{s:?}: an event while owned must be remembered");
+            assert!(
+                next.unwrap().contains(StateFlags::MISSED),
+                "{s:?}: an event while owned must be remembered"
+            );
         }
         if s.intersects(StateFlags::DISABLE | StateFlags::NPSVC) {
-            assert_eq!((next, outcome), (None, Schedule::Disabled), "{s:?}: property 7");
+            assert_eq!(
+                (next, outcome),
+                (None, Schedule::Disabled),
+                "{s:?}: property 7"
+            );
         }
         let (_, taken) = s.try_take_busy();
         if taken == TakeBusy::Taken {
-            assert!(!s.intersects(StateFlags::SCHED | StateFlags::DISABLE | StateFlags::NPSVC) && s.contains(StateFlags::ATTACHED));
+            assert!(
+                !s.intersects(StateFlags::SCHED | StateFlags::DISABLE | StateFlags::NPSVC)
+                    && s.contains(StateFlags::ATTACHED)
+            );
         }
         if s.try_finish_disable().1 == FinishDisable::Disabled {
-            assert!(!s.contains(StateFlags::SCHED), "{s:?}: disable took an owned instance");
+            assert!(
+                !s.contains(StateFlags::SCHED),
+                "{s:?}: disable took an owned instance"
+            );
         }
     }
 }
 
 #[test]
 fn complete_keeps_ownership_exactly_when_an_event_was_missed() {
-    for s in all_states().filter(|s| allowed("complete", *s) && invariants::state_word(*s).is_ok()) {
+    for s in all_states().filter(|s| allowed("complete", *s) && invariants::state_word(*s).is_ok())
+    {
         let (next, outcome) = s.complete();
         let next = next.unwrap();
-        assert!(!next.intersects(StateFlags::MISSED | StateFlags::BUSY), "{s:?}");
+        assert!(
+            !next.intersects(StateFlags::MISSED | StateFlags::BUSY),
+            "{s:?}"
+        );
         if s.contains(StateFlags::MISSED) {
             assert_eq!(outcome, Complete::Rescheduled);
             assert!(next.contains(StateFlags::SCHED));
@@ -94,9 +116,16 @@ fn complete_keeps_ownership_exactly_when_an_event_was_missed() {
         }
         let (kept, outcome) = s.keep_busy();
         if s.contains(StateFlags::DISABLE) || !s.contains(StateFlags::ATTACHED) {
-            assert_eq!((kept, outcome), (None, KeepBusy::MustRelease), "{s:?}: a disabler must get the instance");
+            assert_eq!(
+                (kept, outcome),
+                (None, KeepBusy::MustRelease),
+                "{s:?}: a disabler must get the instance"
+            );
         } else {
-            assert_eq!(kept.unwrap() & (StateFlags::SCHED | StateFlags::BUSY | StateFlags::MISSED), StateFlags::SCHED | StateFlags::BUSY);
+            assert_eq!(
+                kept.unwrap() & (StateFlags::SCHED | StateFlags::BUSY | StateFlags::MISSED),
+                StateFlags::SCHED | StateFlags::BUSY
+            );
         }
     }
 }
@@ -107,13 +136,19 @@ fn detach_reports_poller_ownership() {
         match s.detach() {
             (Some(next), Detach::Detached { listed }) => {
                 assert!(!next.contains(StateFlags::ATTACHED));
-                assert_eq!(listed, s.contains(StateFlags::SCHED) && !s.contains(StateFlags::NPSVC));
+                assert_eq!(
+                    listed,
+                    s.contains(StateFlags::SCHED) && !s.contains(StateFlags::NPSVC)
+                );
             }
             (None, Detach::NotAttached) => assert!(!s.contains(StateFlags::ATTACHED)),
             other => panic!("{s:?}: {other:?}"),
         }
         if s.attach().1 == Attach::Attached {
-            assert!(!s.contains(StateFlags::SCHED) || s.contains(StateFlags::NPSVC), "{s:?}: attached under a foreign owner");
+            assert!(
+                !s.contains(StateFlags::SCHED) || s.contains(StateFlags::NPSVC),
+                "{s:?}: attached under a foreign owner"
+            );
         }
     }
 }

@@ -16,7 +16,10 @@ use kbp_model::sync::{Arc, thread};
 
 /// Adaptive with a zero window: release after every poll, park whenever idle; the mode
 /// with the most interrupt/park traffic.
-const RELEASE_EVERY_POLL: Config = Config { idle: IdleMode::Adaptive { window_ns: 0 }, ..Config::DEFAULT };
+const RELEASE_EVERY_POLL: Config = Config {
+    idle: IdleMode::Adaptive { window_ns: 0 },
+    ..Config::DEFAULT
+};
 
 fn consumed(nic: &SimNic, instances: usize) -> u32 {
     (0..instances).map(|id| nic.rx(id).consumed).sum()
@@ -80,7 +83,8 @@ fn a_irq_schedule_races_complete_and_missed() {
         let nic = new_doorbell_nic();
         let ports = nic.ports();
         let platform = &nic.platform;
-        let mut poller = Poller::new(&nic.shared, &ports[..1], &platform, RELEASE_EVERY_POLL).unwrap();
+        let mut poller =
+            Poller::new(&nic.shared, &ports[..1], &platform, RELEASE_EVERY_POLL).unwrap();
         poller.attach_all();
         // One packet is listed before the race starts, so the second one can land while
         // the poller owns the instance (after its poll, before its complete).
@@ -164,7 +168,8 @@ fn e_shutdown_hands_every_instance_back() {
         {
             let ports = nic.ports();
             let platform = &nic.platform;
-            let mut poller = Poller::new(&nic.shared, &ports[..2], &platform, Config::DEFAULT).unwrap();
+            let mut poller =
+                Poller::new(&nic.shared, &ports[..2], &platform, Config::DEFAULT).unwrap();
             poller.attach_all();
             let _ = poller.step();
             invariants::shared(&nic.shared, 2).unwrap();

@@ -22,12 +22,28 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn config() -> impl Strategy<Value = Config> {
-    let idle = prop_oneof![Just(IdleMode::Spin), (0u64..20_000).prop_map(|window_ns| IdleMode::Adaptive { window_ns })];
-    (1u32..=16, 1u32..=64, 1_000u64..=20_000, idle).prop_map(|(weight, budget, time_limit_ns, idle)| Config { weight, budget, time_limit_ns, idle })
+    let idle = prop_oneof![
+        Just(IdleMode::Spin),
+        (0u64..20_000).prop_map(|window_ns| IdleMode::Adaptive { window_ns })
+    ];
+    (1u32..=16, 1u32..=64, 1_000u64..=20_000, idle).prop_map(
+        |(weight, budget, time_limit_ns, idle)| Config {
+            weight,
+            budget,
+            time_limit_ns,
+            idle,
+        },
+    )
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    (config(), 1..=CAP, prop::collection::vec(op(), 0..120)).prop_map(|(config, instances, ops)| Case { config, instances, ops })
+    (config(), 1..=CAP, prop::collection::vec(op(), 0..120)).prop_map(|(config, instances, ops)| {
+        Case {
+            config,
+            instances,
+            ops,
+        }
+    })
 }
 
 proptest! {
@@ -57,8 +73,20 @@ fn fuzzer_decoding_covers_every_operation() {
         })
         .collect();
     let case = Case::from_bytes(&bytes);
-    for want in ["Produce", "Step", "Advance", "BeginDisable", "FinishDisable", "Enable"] {
-        assert!(case.ops.iter().any(|op| format!("{op:?}").starts_with(want)), "{want} never decoded");
+    for want in [
+        "Produce",
+        "Step",
+        "Advance",
+        "BeginDisable",
+        "FinishDisable",
+        "Enable",
+    ] {
+        assert!(
+            case.ops
+                .iter()
+                .any(|op| format!("{op:?}").starts_with(want)),
+            "{want} never decoded"
+        );
     }
     run(&case).unwrap();
 }
@@ -67,16 +95,41 @@ fn fuzzer_decoding_covers_every_operation() {
 /// `work == weight` kept the instance owned without looking at DISABLE.
 #[test]
 fn regression_disable_finishes_under_full_weight_polls() {
-    let config = Config { weight: 1, budget: 1, time_limit_ns: 1_000, idle: IdleMode::Spin };
-    let ops = vec![Op::Produce { id: 0, n: 221 }, Op::Produce { id: 0, n: 204 }, Op::BeginDisable { id: 0 }, Op::Produce { id: 0, n: 60 }];
-    run(&Case { config, instances: 1, ops }).unwrap();
+    let config = Config {
+        weight: 1,
+        budget: 1,
+        time_limit_ns: 1_000,
+        idle: IdleMode::Spin,
+    };
+    let ops = vec![
+        Op::Produce { id: 0, n: 221 },
+        Op::Produce { id: 0, n: 204 },
+        Op::BeginDisable { id: 0 },
+        Op::Produce { id: 0, n: 60 },
+    ];
+    run(&Case {
+        config,
+        instances: 1,
+        ops,
+    })
+    .unwrap();
 }
 
 /// Found by this suite: the quiescence check wrongly demanded BUSY of an instance still
 /// owned after a full-weight poll; owned-and-listed is the real requirement.
 #[test]
 fn regression_owned_after_full_weight_poll_is_listed() {
-    let config = Config { weight: 1, budget: 1, time_limit_ns: 1_000, idle: IdleMode::Spin };
+    let config = Config {
+        weight: 1,
+        budget: 1,
+        time_limit_ns: 1_000,
+        idle: IdleMode::Spin,
+    };
     let ops = vec![Op::BeginDisable { id: 0 }, Op::Produce { id: 0, n: 2 }];
-    run(&Case { config, instances: 1, ops }).unwrap();
+    run(&Case {
+        config,
+        instances: 1,
+        ops,
+    })
+    .unwrap();
 }

@@ -121,10 +121,20 @@ fn grow_receive_buffer(socket: &UdpSocket) -> io::Result<()> {
         // SAFETY: a valid socket descriptor, and an option value that is a c_int of the
         // length passed.
         unsafe {
-            libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, option, (&raw const size).cast(), std::mem::size_of::<libc::c_int>() as libc::socklen_t)
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
         }
     };
-    if set(libc::SO_RCVBUFFORCE) == 0 || set(libc::SO_RCVBUF) == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if set(libc::SO_RCVBUFFORCE) == 0 || set(libc::SO_RCVBUF) == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// Runs one trial against a UDP echo server.
@@ -140,7 +150,8 @@ pub fn run_trial(spec: &TrialSpec) -> io::Result<TrialResult> {
     let total = spec.warmup_packets + spec.packets;
     let epoch = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
-    let rtts: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(u64::MAX)).collect());
+    let rtts: Arc<Vec<AtomicU64>> =
+        Arc::new((0..total).map(|_| AtomicU64::new(u64::MAX)).collect());
 
     let mut receivers = Vec::new();
     for socket in &sockets {
@@ -148,7 +159,9 @@ pub fn run_trial(spec: &TrialSpec) -> io::Result<TrialResult> {
         receivers.push(thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while !done.load(Ordering::Acquire) {
-                let Ok(n) = socket.recv(&mut buf) else { continue };
+                let Ok(n) = socket.recv(&mut buf) else {
+                    continue;
+                };
                 let now = epoch.elapsed().as_nanos() as u64;
                 if n < HEADER || u16::from_le_bytes([buf[0], buf[1]]) != MAGIC {
                     continue;
@@ -157,7 +170,12 @@ pub fn run_trial(spec: &TrialSpec) -> io::Result<TrialResult> {
                 let sent = u64::from_le_bytes(buf[10..18].try_into().expect("8 bytes"));
                 if let Some(slot) = rtts.get(seq as usize) {
                     // The first echo of a sequence number counts; duplicates do not.
-                    let _ = slot.compare_exchange(u64::MAX, now.saturating_sub(sent), Ordering::Relaxed, Ordering::Relaxed);
+                    let _ = slot.compare_exchange(
+                        u64::MAX,
+                        now.saturating_sub(sent),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
                 }
             }
         }));
@@ -170,13 +188,19 @@ pub fn run_trial(spec: &TrialSpec) -> io::Result<TrialResult> {
     let start = Instant::now();
     let mut measured_start = start;
     for seq in 0..total {
-        if spec.stop.as_ref().is_some_and(|stop| stop.load(Ordering::Acquire)) {
+        if spec
+            .stop
+            .as_ref()
+            .is_some_and(|stop| stop.load(Ordering::Acquire))
+        {
             break;
         }
         if seq == spec.warmup_packets {
             measured_start = Instant::now();
         }
-        let pauses = spec.bursts.map_or(Duration::ZERO, |(packets, idle)| idle * (seq / packets.max(1)) as u32);
+        let pauses = spec.bursts.map_or(Duration::ZERO, |(packets, idle)| {
+            idle * (seq / packets.max(1)) as u32
+        });
         let due = start + interval.mul_f64(seq as f64) + pauses;
         loop {
             let now = Instant::now();
@@ -195,7 +219,8 @@ pub fn run_trial(spec: &TrialSpec) -> io::Result<TrialResult> {
         payload[2..10].copy_from_slice(&seq.to_le_bytes());
         let now = Instant::now();
         sent_at.push(now);
-        payload[10..18].copy_from_slice(&(now.duration_since(epoch).as_nanos() as u64).to_le_bytes());
+        payload[10..18]
+            .copy_from_slice(&(now.duration_since(epoch).as_nanos() as u64).to_le_bytes());
         // A full socket buffer is a send-side drop: it counts as lost.
         let _ = sockets[seq as usize % sockets.len()].send(&payload);
     }
@@ -204,11 +229,24 @@ pub fn run_trial(spec: &TrialSpec) -> io::Result<TrialResult> {
     thread::sleep(spec.grace);
     done.store(true, Ordering::Release);
     for receiver in receivers {
-        receiver.join().map_err(|_| io::Error::other("receiver thread panicked"))?;
+        receiver
+            .join()
+            .map_err(|_| io::Error::other("receiver thread panicked"))?;
     }
-    let counted_rtts = || rtts.iter().zip(&sent_at).skip(spec.warmup_packets as usize).map(|(r, &at)| (r.load(Ordering::Relaxed), at));
-    let lost_sent_at: Vec<Instant> = counted_rtts().filter(|&(r, _)| r == u64::MAX).map(|(_, at)| at).collect();
-    let mut counted: Vec<u64> = counted_rtts().map(|(r, _)| r).filter(|&r| r != u64::MAX).collect();
+    let counted_rtts = || {
+        rtts.iter()
+            .zip(&sent_at)
+            .skip(spec.warmup_packets as usize)
+            .map(|(r, &at)| (r.load(Ordering::Relaxed), at))
+    };
+    let lost_sent_at: Vec<Instant> = counted_rtts()
+        .filter(|&(r, _)| r == u64::MAX)
+        .map(|(_, at)| at)
+        .collect();
+    let mut counted: Vec<u64> = counted_rtts()
+        .map(|(r, _)| r)
+        .filter(|&r| r != u64::MAX)
+        .collect();
     let received = counted.len() as u64;
     Ok(TrialResult {
         sent: counted_sent,
@@ -231,7 +269,15 @@ pub struct SearchResult {
 
 /// RFC 2544-style binary search for the highest rate in `[low, high]` with zero loss
 /// over a trial of `seconds` spread over `flows` UDP flows, `iterations` halvings.
-pub fn zero_loss_search(target: SocketAddr, frame_bytes: usize, flows: usize, low: u64, high: u64, seconds: f64, iterations: u32) -> io::Result<SearchResult> {
+pub fn zero_loss_search(
+    target: SocketAddr,
+    frame_bytes: usize,
+    flows: usize,
+    low: u64,
+    high: u64,
+    seconds: f64,
+    iterations: u32,
+) -> io::Result<SearchResult> {
     let (mut lo, mut hi) = (low, high);
     let mut best = 0;
     let mut trials = Vec::new();
@@ -260,7 +306,10 @@ pub fn zero_loss_search(target: SocketAddr, frame_bytes: usize, flows: usize, lo
             break;
         }
     }
-    Ok(SearchResult { zero_loss_pps: best, trials })
+    Ok(SearchResult {
+        zero_loss_pps: best,
+        trials,
+    })
 }
 
 #[cfg(test)]
@@ -275,7 +324,15 @@ mod tests {
             let mut value: libc::c_int = 0;
             let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
             // SAFETY: a valid socket descriptor; value and len describe a c_int.
-            let rc = unsafe { libc::getsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, (&raw mut value).cast(), &raw mut len) };
+            let rc = unsafe {
+                libc::getsockopt(
+                    socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVBUF,
+                    (&raw mut value).cast(),
+                    &raw mut len,
+                )
+            };
             assert_eq!(rc, 0);
             value
         };
@@ -284,7 +341,10 @@ mod tests {
         // The kernel doubles what is asked (bookkeeping) and caps SO_RCVBUF at rmem_max;
         // as root SO_RCVBUFFORCE gets the whole size.
         let after = get();
-        assert!(after > before || before >= RECV_BUFFER_BYTES, "receive buffer {before} -> {after}");
+        assert!(
+            after > before || before >= RECV_BUFFER_BYTES,
+            "receive buffer {before} -> {after}"
+        );
     }
 
     #[test]
@@ -325,7 +385,11 @@ mod tests {
                 stop: None,
             };
             let r = run_trial(&spec).unwrap();
-            assert_eq!((r.sent, r.received, r.lost), (2_000, 2_000, 0), "{flows} flow(s)");
+            assert_eq!(
+                (r.sent, r.received, r.lost),
+                (2_000, 2_000, 0),
+                "{flows} flow(s)"
+            );
             assert!(r.rtt_us.min > 0.0 && r.rtt_us.max >= r.rtt_us.p50);
         }
     }

@@ -31,7 +31,9 @@ use kbp_traffic::{RttSummary, TrialSpec, run_trial, zero_loss_search};
 use serde::Serialize;
 
 use crate::bench_report;
-use crate::guest::{Guest, POLLER_PIDS, QUEUE_PAIRS, VCPUS, cpu_between, cpu_sample, net_rx_softirqs};
+use crate::guest::{
+    Guest, POLLER_PIDS, QUEUE_PAIRS, VCPUS, cpu_between, cpu_sample, net_rx_softirqs,
+};
 use crate::guest_test::{MODULE_PATH, build_and_boot};
 use crate::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::progress::{Stage, output};
@@ -204,7 +206,11 @@ fn parse(args: &[String]) -> Result<Options> {
                     return Err(format!("unknown mode {bad} (modes: {})", MODES.join(",")));
                 }
             }
-            other => return Err(format!("unknown flag {other} (flags: --quick, --modes LIST)")),
+            other => {
+                return Err(format!(
+                    "unknown flag {other} (flags: --quick, --modes LIST)"
+                ));
+            }
         }
     }
     Ok(o)
@@ -233,10 +239,14 @@ fn set_up(guest: &Guest, mode: &str) -> Result<String> {
             }
         }
         "kbp-spin" => {
-            guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpus={POLL_CPU} mode=spin"))?;
+            guest.check(&format!(
+                "insmod {MODULE_PATH} ifaces=eth0 cpus={POLL_CPU} mode=spin"
+            ))?;
         }
         "kbp-adaptive" => {
-            guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpus={POLL_CPU} mode=adaptive"))?;
+            guest.check(&format!(
+                "insmod {MODULE_PATH} ifaces=eth0 cpus={POLL_CPU} mode=adaptive"
+            ))?;
         }
         _ => return Err(format!("unknown mode {mode}")),
     }
@@ -247,7 +257,9 @@ fn set_up(guest: &Guest, mode: &str) -> Result<String> {
 }
 
 fn target() -> SocketAddr {
-    format!("{GUEST_ADDR}:{ECHO_PORT}").parse().expect("address")
+    format!("{GUEST_ADDR}:{ECHO_PORT}")
+        .parse()
+        .expect("address")
 }
 
 struct TrialPlan<'a> {
@@ -264,7 +276,11 @@ struct TrialPlan<'a> {
 
 fn trial(guest: &Guest, p: &TrialPlan<'_>) -> Result<Trial> {
     let before = net_rx_softirqs(guest)?;
-    let cpu0 = if p.measure_cpu { Some(cpu_sample(guest)?) } else { None };
+    let cpu0 = if p.measure_cpu {
+        Some(cpu_sample(guest)?)
+    } else {
+        None
+    };
     let spec = TrialSpec {
         target: p.target,
         rate_pps: p.rate,
@@ -293,7 +309,10 @@ fn trial(guest: &Guest, p: &TrialPlan<'_>) -> Result<Trial> {
         received: r.received,
         lost: r.lost,
         rtt_us: r.rtt_us,
-        net_rx_softirq_delta: after.iter().sum::<u64>().saturating_sub(before.iter().sum()),
+        net_rx_softirq_delta: after
+            .iter()
+            .sum::<u64>()
+            .saturating_sub(before.iter().sum()),
         poller_cpu_percent,
     };
     println!(
@@ -309,7 +328,8 @@ fn trial(guest: &Guest, p: &TrialPlan<'_>) -> Result<Trial> {
         t.rtt_us.p99_9,
         t.rtt_us.max,
         t.net_rx_softirq_delta,
-        t.poller_cpu_percent.map_or(String::new(), |c| format!("  pollers {c:.0}%"))
+        t.poller_cpu_percent
+            .map_or(String::new(), |c| format!("  pollers {c:.0}%"))
     );
     Ok(t)
 }
@@ -345,7 +365,10 @@ fn container_nat_ruleset() -> String {
 /// guest's own address. Returns the published address.
 fn set_up_container(guest: &Guest) -> Result<SocketAddr> {
     let pid = guest.check("unshare -n sleep 1000000 > /dev/null 2>&1 & echo $!")?;
-    let pid: u32 = pid.trim().parse().map_err(|_| format!("container: no namespace holder pid in {pid:?}"))?;
+    let pid: u32 = pid
+        .trim()
+        .parse()
+        .map_err(|_| format!("container: no namespace holder pid in {pid:?}"))?;
     guest.check(&format!(
         "sleep 0.3 && kbp-ctl veth veth0 ceth0 {pid} && brctl addbr br0 && brctl addif br0 veth0 && \
          ip addr add 10.78.0.1/24 dev br0 && ip link set br0 up && ip link set veth0 up && echo 1 > /proc/sys/net/ipv4/ip_forward && \
@@ -355,13 +378,24 @@ fn set_up_container(guest: &Guest) -> Result<SocketAddr> {
     // The agent takes one line per command: the ruleset's newlines travel as printf's `\n`.
     let ruleset = container_nat_ruleset().replace('\n', "\\n");
     guest.check(&format!("printf '{ruleset}' > /tmp/kbp-nat.nft && nft -f /tmp/kbp-nat.nft && nft list table ip kbp_nat > /dev/null"))?;
-    let echo = guest.check(&format!("nsenter -t {pid} -n kbp-echo 0.0.0.0:{ECHO_PORT} > /dev/null 2>&1 & echo $!"))?;
-    guest.check(&format!("sleep 0.3; kbp-ctl pin {ECHO_CPU} {}", echo.trim()))?;
-    Ok(format!("{GUEST_ADDR}:{CONTAINER_PUBLISHED_PORT}").parse().expect("address"))
+    let echo = guest.check(&format!(
+        "nsenter -t {pid} -n kbp-echo 0.0.0.0:{ECHO_PORT} > /dev/null 2>&1 & echo $!"
+    ))?;
+    guest.check(&format!(
+        "sleep 0.3; kbp-ctl pin {ECHO_CPU} {}",
+        echo.trim()
+    ))?;
+    Ok(format!("{GUEST_ADDR}:{CONTAINER_PUBLISHED_PORT}")
+        .parse()
+        .expect("address"))
 }
 
 fn start_load(guest: &Guest) -> Result {
-    guest.check(&format!("(kbp-ctl flood {IRQ_CPU} > /dev/null 2>&1 &) ; sleep 1; pidof kbp-ctl")).map(drop)
+    guest
+        .check(&format!(
+            "(kbp-ctl flood {IRQ_CPU} > /dev/null 2>&1 &) ; sleep 1; pidof kbp-ctl"
+        ))
+        .map(drop)
 }
 
 fn stop_load(guest: &Guest) -> Result {
@@ -388,7 +422,10 @@ fn trace_start(guest: &Guest, mode: &str) -> Result<&'static str> {
              echo 'hist:keys=next_pid:lat=common_timestamp.usecs-$ts0:onmatch(sched.sched_waking).trace(kbp_lat,$lat) if next_comm ~ \"kbp/*\" || next_comm ~ \"napi/*\"' > events/sched/sched_switch/trigger",
         )
     };
-    let first = guest.exec(&format!("test -e {TRACING}/events/synthetic/kbp_lat"))?.0 != 0;
+    let first = guest
+        .exec(&format!("test -e {TRACING}/events/synthetic/kbp_lat"))?
+        .0
+        != 0;
     if first {
         // The mono clock is comparable across CPUs (the wake and the run of a thread may
         // be on different CPUs); the default local clock is not.
@@ -406,8 +443,14 @@ fn trace_start(guest: &Guest, mode: &str) -> Result<&'static str> {
 fn trace_read(guest: &Guest, mode: &str, variant: &str, what: &str) -> Result<Delay> {
     let text = guest.check(&format!("cat {TRACING}/events/synthetic/kbp_lat/hist"))?;
     let mut buckets: Vec<(u64, u64)> = Vec::new();
-    for line in text.lines().filter(|l| l.trim_start().starts_with("{ lat:")) {
-        let nums: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|x| x.parse().ok()).collect();
+    for line in text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("{ lat:"))
+    {
+        let nums: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|x| x.parse().ok())
+            .collect();
         // A negative difference (wrapped) would be a clock artefact: not a delay.
         if let [lat, count] = nums.as_slice()
             && *lat < 1 << 40
@@ -456,8 +499,14 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
     let a = cpu_sample(&guest)?;
     std::thread::sleep(Duration::from_secs(3));
     let (poller_percent, guest_busy_percent) = cpu_between(a, cpu_sample(&guest)?);
-    println!("[xtask]   idle: pollers {poller_percent:.0}% of a CPU, whole guest {guest_busy_percent:.0}%");
-    results.idle.push(Idle { mode: mode.into(), guest_busy_percent, poller_percent });
+    println!(
+        "[xtask]   idle: pollers {poller_percent:.0}% of a CPU, whole guest {guest_busy_percent:.0}%"
+    );
+    results.idle.push(Idle {
+        mode: mode.into(),
+        guest_busy_percent,
+        poller_percent,
+    });
 
     // Warm-up, discarded: every frame size once at the low rate.
     for &frame in &o.frames {
@@ -475,33 +524,63 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
         run_trial(&spec).map_err(|e| format!("warm-up: {e}"))?;
     }
 
-    let plan =
-        |variant, frame, rate, rep, flows, measure_cpu| TrialPlan { target: target(), mode, variant, frame, rate, rep, flows, seconds: o.seconds, measure_cpu };
+    let plan = |variant, frame, rate, rep, flows, measure_cpu| TrialPlan {
+        target: target(),
+        mode,
+        variant,
+        frame,
+        rate,
+        rep,
+        flows,
+        seconds: o.seconds,
+        measure_cpu,
+    };
     for &frame in &o.frames {
         for rate in o.rates {
             for rep in 0..o.reps {
-                results.trials.push(trial(&guest, &plan("base", frame, rate, rep, 1, false))?);
+                results
+                    .trials
+                    .push(trial(&guest, &plan("base", frame, rate, rep, 1, false))?);
             }
         }
     }
     for &frame in &o.search_frames {
-        let r = zero_loss_search(target(), frame, 1, 500, ZERO_LOSS_CEILING_PPS, if o.quick { 2.0 } else { 3.0 }, if o.quick { 6 } else { 8 })
-            .map_err(|e| e.to_string())?;
+        let r = zero_loss_search(
+            target(),
+            frame,
+            1,
+            500,
+            ZERO_LOSS_CEILING_PPS,
+            if o.quick { 2.0 } else { 3.0 },
+            if o.quick { 6 } else { 8 },
+        )
+        .map_err(|e| e.to_string())?;
         println!("[xtask]   zero-loss {frame} B: {} pps", r.zero_loss_pps);
-        results.zero_loss.push(ZeroLoss { mode: mode.into(), frame_bytes: frame, pps: r.zero_loss_pps, trials: r.trials });
+        results.zero_loss.push(ZeroLoss {
+            mode: mode.into(),
+            frame_bytes: frame,
+            pps: r.zero_loss_pps,
+            trials: r.trials,
+        });
     }
 
     // Many queues: without XPS the guest sends each flow's replies on the queue its
     // hash picks, and the host tap steers the flow's requests to that queue.
     guest.check("for f in /sys/class/net/eth0/queues/tx-*/xps_cpus; do echo 0 > $f; done")?;
     for rep in 0..o.reps {
-        results.trials.push(trial(&guest, &plan("many-queues", 64, o.rates[0], rep, 16, true))?);
+        results.trials.push(trial(
+            &guest,
+            &plan("many-queues", 64, o.rates[0], rep, 16, true),
+        )?);
     }
 
     start_load(&guest)?;
     for &frame in &o.frames {
         for rep in 0..o.reps {
-            results.trials.push(trial(&guest, &plan("competition", frame, o.rates[0], rep, 1, false))?);
+            results.trials.push(trial(
+                &guest,
+                &plan("competition", frame, o.rates[0], rep, 1, false),
+            )?);
         }
     }
     stop_load(&guest)?;
@@ -509,7 +588,13 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
     let container = set_up_container(&guest)?;
     for &frame in &o.frames {
         for rep in 0..o.reps {
-            results.trials.push(trial(&guest, &TrialPlan { target: container, ..plan("container", frame, o.rates[0], rep, 1, false) })?);
+            results.trials.push(trial(
+                &guest,
+                &TrialPlan {
+                    target: container,
+                    ..plan("container", frame, o.rates[0], rep, 1, false)
+                },
+            )?);
         }
     }
 
@@ -523,7 +608,9 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
                 return Ok(None);
             }
             let text = guest.check("cat /sys/kernel/debug/kbp/stats")?;
-            StatsFile::parse(&text).map(Some).ok_or_else(|| format!("unreadable kbp stats: {text}"))
+            StatsFile::parse(&text)
+                .map(Some)
+                .ok_or_else(|| format!("unreadable kbp stats: {text}"))
         };
         let before = kbp_stats()?;
         let what = trace_start(&guest, mode)?;
@@ -531,10 +618,15 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
         let mut d = trace_read(&guest, mode, variant, what)?;
         if let (Some(before), Some(after)) = (before, kbp_stats()?) {
             let mut gaps = after.poll_gaps();
-            gaps.iter_mut().zip(before.poll_gaps()).for_each(|(a, b)| *a = a.saturating_sub(b));
+            gaps.iter_mut()
+                .zip(before.poll_gaps())
+                .for_each(|(a, b)| *a = a.saturating_sub(b));
             d.kbp_poll_gaps = Some(gaps);
         }
-        let gap_p99 = d.kbp_poll_gaps.and_then(|g| gap_percentile_bucket(&g, 99.0)).map(gap_bucket_text);
+        let gap_p99 = d
+            .kbp_poll_gaps
+            .and_then(|g| gap_percentile_bucket(&g, 99.0))
+            .map(gap_bucket_text);
         println!(
             "[xtask]   delay {variant}: {} over {} events: p50 {:?} p99 {:?} p99.9 {:?} max {:?} us; kbp poll gaps {:?} (p99 {gap_p99:?})",
             d.what, d.count, d.p50_us, d.p99_us, d.p99_9_us, d.max_us, d.kbp_poll_gaps
@@ -551,16 +643,31 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
 
 fn host_description() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).unwrap_or("?").trim().to_string();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     format!("{model}, {cores} cores, host kernel {kernel}")
 }
 
 /// Runs a userspace figure command and returns its output.
 fn userspace(args: &[&str]) -> Result<String> {
     let stage = Stage::start(format!("cargo {}", args.join(" ")));
-    let out = output(Command::new("cargo").current_dir(workspace_root()).args(args))?;
+    let out = output(
+        Command::new("cargo")
+            .current_dir(workspace_root())
+            .args(args),
+    )?;
     stage.done();
     Ok(out)
 }
@@ -571,9 +678,19 @@ pub fn run(args: &[String]) -> Result {
     let dir: PathBuf = workspace_root().join("target/kbp/bench");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     // Userspace figures first, while no guest competes for the two cores.
-    let userspace_example = userspace(&["run", "--release", "-q", "-p", "kbp-examples", "--example", "simulated_nic"])?;
+    let userspace_example = userspace(&[
+        "run",
+        "--release",
+        "-q",
+        "-p",
+        "kbp-examples",
+        "--example",
+        "simulated_nic",
+    ])?;
     let engine_bench = userspace(&["bench", "-q", "-p", "kbp-examples", "--bench", "engine"])?;
-    let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?.trim().to_string();
+    let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?
+        .trim()
+        .to_string();
     let mut results = Results {
         date,
         machine: host_description(),
@@ -601,6 +718,9 @@ pub fn run(args: &[String]) -> Result {
         // Written after every mode, so an interrupted run keeps what it measured.
         bench_report::write(&dir, &results)?;
     }
-    println!("[xtask] wrote {}/report.md, results.json, fig8-max-rtt*.svg, fig9-zero-loss.svg", dir.display());
+    println!(
+        "[xtask] wrote {}/report.md, results.json, fig8-max-rtt*.svg, fig9-zero-loss.svg",
+        dir.display()
+    );
     Ok(())
 }

@@ -35,7 +35,11 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
     v.sort_by(|a, b| a.total_cmp(b));
     let n = v.len();
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn aggregate(trials: &[&Trial]) -> Agg {
@@ -64,13 +68,33 @@ type Key = (String, usize, u64);
 fn table(results: &Results) -> BTreeMap<Key, BTreeMap<String, Agg>> {
     let mut groups: BTreeMap<Key, BTreeMap<String, Vec<&Trial>>> = BTreeMap::new();
     for t in &results.trials {
-        groups.entry((t.variant.clone(), t.frame_bytes, t.rate_pps)).or_default().entry(t.mode.clone()).or_default().push(t);
+        groups
+            .entry((t.variant.clone(), t.frame_bytes, t.rate_pps))
+            .or_default()
+            .entry(t.mode.clone())
+            .or_default()
+            .push(t);
     }
-    groups.into_iter().map(|(k, modes)| (k, modes.into_iter().map(|(m, ts)| (m, aggregate(&ts))).collect())).collect()
+    groups
+        .into_iter()
+        .map(|(k, modes)| {
+            (
+                k,
+                modes
+                    .into_iter()
+                    .map(|(m, ts)| (m, aggregate(&ts)))
+                    .collect(),
+            )
+        })
+        .collect()
 }
 
 fn ms(us: f64) -> String {
-    if us >= 1_000.0 { format!("{:.2} ms", us / 1_000.0) } else { format!("{us:.0} µs") }
+    if us >= 1_000.0 {
+        format!("{:.2} ms", us / 1_000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
 }
 
 fn ratio(a: f64, b: Option<f64>) -> String {
@@ -87,14 +111,31 @@ pub fn write(dir: &Path, results: &Results) -> Result {
     let tables = table(results);
     std::fs::write(dir.join("report.md"), report(results, &tables)).map_err(|e| e.to_string())?;
     for (variant, file, title) in [
-        ("base", "fig8-max-rtt.svg", "max RTT (median of repetitions), low rate"),
-        ("competition", "fig8-max-rtt-competition.svg", "max RTT with softirq competition, low rate"),
+        (
+            "base",
+            "fig8-max-rtt.svg",
+            "max RTT (median of repetitions), low rate",
+        ),
+        (
+            "competition",
+            "fig8-max-rtt-competition.svg",
+            "max RTT with softirq competition, low rate",
+        ),
     ] {
         let low = results.rates_pps[0];
         let groups: Vec<(String, Vec<f64>)> = tables
             .iter()
             .filter(|((v, _, rate), _)| v == variant && *rate == low)
-            .map(|((_, frame, _), modes)| (format!("{frame} B"), results.modes.iter().map(|m| modes.get(m).map_or(0.0, |a| a.max / 1_000.0)).collect()))
+            .map(|((_, frame, _), modes)| {
+                (
+                    format!("{frame} B"),
+                    results
+                        .modes
+                        .iter()
+                        .map(|m| modes.get(m).map_or(0.0, |a| a.max / 1_000.0))
+                        .collect(),
+                )
+            })
             .collect();
         bars(&dir.join(file), title, "ms", &results.modes, &groups)?;
     }
@@ -108,18 +149,34 @@ pub fn write(dir: &Path, results: &Results) -> Result {
                 results
                     .modes
                     .iter()
-                    .map(|m| results.zero_loss.iter().find(|z| &z.mode == m && z.frame_bytes == f).map_or(0.0, |z| z.pps as f64 / 1_000.0))
+                    .map(|m| {
+                        results
+                            .zero_loss
+                            .iter()
+                            .find(|z| &z.mode == m && z.frame_bytes == f)
+                            .map_or(0.0, |z| z.pps as f64 / 1_000.0)
+                    })
                     .collect(),
             )
         })
         .collect();
-    bars(&dir.join("fig9-zero-loss.svg"), "zero-loss throughput (RFC 2544 binary search)", "kpps", &results.modes, &groups)
+    bars(
+        &dir.join("fig9-zero-loss.svg"),
+        "zero-loss throughput (RFC 2544 binary search)",
+        "kpps",
+        &results.modes,
+        &groups,
+    )
 }
 
 fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# KBP bench report\n");
-    let _ = writeln!(s, "- date: {}\n- machine: {}\n- guest: Linux {}; {}", r.date, r.machine, r.guest_kernel, r.setup);
+    let _ = writeln!(
+        s,
+        "- date: {}\n- machine: {}\n- guest: Linux {}; {}",
+        r.date, r.machine, r.guest_kernel, r.setup
+    );
     let _ = writeln!(
         s,
         "- workload: UDP echo to the unmodified echo server; {} s per trial, {} repetition(s) (tables show the median, spreads in brackets); rates {} and {} pps{}",
@@ -130,7 +187,12 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
         if r.quick { "; `--quick` run" } else { "" }
     );
     let _ = writeln!(s, "- warm-up: {}", r.warmup);
-    let capacity = r.zero_loss.iter().filter(|z| z.mode == "napi" && z.frame_bytes == 64).map(|z| z.pps).next();
+    let capacity = r
+        .zero_loss
+        .iter()
+        .filter(|z| z.mode == "napi" && z.frame_bytes == 64)
+        .map(|z| z.pps)
+        .next();
     let load = capacity.map_or(String::new(), |c| {
         format!(
             "this emulated (TCG) guest echoed {c} pps of 64 B without loss in `napi` mode (below), so the low rate is {:.0}% of that and the high rate {:.0}%; ",
@@ -150,9 +212,18 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
 
     let variants = [
         ("base", "Echo RTT"),
-        ("competition", "Echo RTT with softirq competition (a loopback flood on the IRQ CPU)"),
-        ("many-queues", "Many queues, one poller: 16 flows over both queue pairs (64 B)"),
-        ("container", "Container configuration: echo server in a network namespace behind veth + bridge + NAT (a published port, DNAT by nftables)"),
+        (
+            "competition",
+            "Echo RTT with softirq competition (a loopback flood on the IRQ CPU)",
+        ),
+        (
+            "many-queues",
+            "Many queues, one poller: 16 flows over both queue pairs (64 B)",
+        ),
+        (
+            "container",
+            "Container configuration: echo server in a network namespace behind veth + bridge + NAT (a published port, DNAT by nftables)",
+        ),
     ];
     for (variant, title) in variants {
         let _ = writeln!(s, "## {title}\n");
@@ -168,7 +239,11 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
                 "| mode | p50 | p99 [spread] | p99.9 | max [spread] | lost/sent | max vs napi | max vs busy-poll | p99 vs napi | p99 vs busy-poll |{}",
                 if cpu_col { " polling CPU |" } else { "" }
             );
-            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|{}", if cpu_col { "---|" } else { "" });
+            let _ = writeln!(
+                s,
+                "|---|---|---|---|---|---|---|---|---|---|{}",
+                if cpu_col { "---|" } else { "" }
+            );
             for m in &r.modes {
                 let Some(a) = modes.get(m) else { continue };
                 let _ = writeln!(
@@ -188,23 +263,53 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
                     ratio(a.max, busy),
                     ratio(a.p99, napi99),
                     ratio(a.p99, busy99),
-                    if cpu_col { format!(" {} |", a.poller_cpu.map_or("-".into(), |c| format!("{c:.0}%"))) } else { String::new() }
+                    if cpu_col {
+                        format!(
+                            " {} |",
+                            a.poller_cpu.map_or("-".into(), |c| format!("{c:.0}%"))
+                        )
+                    } else {
+                        String::new()
+                    }
                 );
             }
             let _ = writeln!(s);
         }
     }
 
-    let _ = writeln!(s, "## Zero-loss throughput (64 B first; binary search, one trial per step)\n");
+    let _ = writeln!(
+        s,
+        "## Zero-loss throughput (64 B first; binary search, one trial per step)\n"
+    );
     let mut frames: Vec<usize> = r.zero_loss.iter().map(|z| z.frame_bytes).collect();
     frames.sort_unstable();
     frames.dedup();
-    let _ = writeln!(s, "| mode |{} vs napi | vs busy-poll |", frames.iter().map(|f| format!(" {f} B |")).collect::<String>());
+    let _ = writeln!(
+        s,
+        "| mode |{} vs napi | vs busy-poll |",
+        frames
+            .iter()
+            .map(|f| format!(" {f} B |"))
+            .collect::<String>()
+    );
     let _ = writeln!(s, "|---|{}---|---|", "---|".repeat(frames.len()));
-    let pps = |m: &str, f: usize| r.zero_loss.iter().find(|z| z.mode == m && z.frame_bytes == f).map(|z| z.pps as f64);
+    let pps = |m: &str, f: usize| {
+        r.zero_loss
+            .iter()
+            .find(|z| z.mode == m && z.frame_bytes == f)
+            .map(|z| z.pps as f64)
+    };
     for m in &r.modes {
         let first = frames.first().copied().unwrap_or(64);
-        let cells: String = frames.iter().map(|&f| format!(" {} |", pps(m, f).map_or("-".into(), |p| format!("{p:.0} pps")))).collect();
+        let cells: String = frames
+            .iter()
+            .map(|&f| {
+                format!(
+                    " {} |",
+                    pps(m, f).map_or("-".into(), |p| format!("{p:.0} pps"))
+                )
+            })
+            .collect();
         let _ = writeln!(
             s,
             "| {m} |{cells} {} | {} |",
@@ -240,15 +345,29 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
             us(d.p99_9_us),
             us(d.max_us),
             d.kbp_poll_gaps.map_or("-".to_string(), |g| {
-                let at = |p: f64| gap_percentile_bucket(&g, p).map_or("-".to_string(), gap_bucket_text);
-                format!("{}: {}, {}, {}", g.iter().sum::<u64>(), at(99.0), at(99.9), at(100.0))
+                let at =
+                    |p: f64| gap_percentile_bucket(&g, p).map_or("-".to_string(), gap_bucket_text);
+                format!(
+                    "{}: {}, {}, {}",
+                    g.iter().sum::<u64>(),
+                    at(99.0),
+                    at(99.9),
+                    at(100.0)
+                )
             })
         );
     }
 
-    let _ = writeln!(s, "\n## Idle cost (no traffic, 3 s)\n\n| mode | polling threads | whole guest |\n|---|---|---|");
+    let _ = writeln!(
+        s,
+        "\n## Idle cost (no traffic, 3 s)\n\n| mode | polling threads | whole guest |\n|---|---|---|"
+    );
     for i in &r.idle {
-        let _ = writeln!(s, "| {} | {:.0}% of a CPU | {:.0}% of a CPU |", i.mode, i.poller_percent, i.guest_busy_percent);
+        let _ = writeln!(
+            s,
+            "| {} | {:.0}% of a CPU | {:.0}% of a CPU |",
+            i.mode, i.poller_percent, i.guest_busy_percent
+        );
     }
 
     let _ = writeln!(s, "\n## Where KBP does not win\n");
@@ -261,7 +380,13 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
                 for (what, kv, bv) in [("max", k.max, b.max), ("p99", k.p99, b.p99)] {
                     if kv > bv {
                         losses += 1;
-                        let _ = writeln!(s, "- {variant}, {frame} B at {rate} pps: {kbp} {what} {} vs {base} {} ({:.2}x)", ms(kv), ms(bv), kv / bv);
+                        let _ = writeln!(
+                            s,
+                            "- {variant}, {frame} B at {rate} pps: {kbp} {what} {} vs {base} {} ({:.2}x)",
+                            ms(kv),
+                            ms(bv),
+                            kv / bv
+                        );
                     }
                 }
             }
@@ -276,15 +401,34 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
         "\n## Userspace figures (same run, before the guests)\n\n`cargo run --release --example simulated_nic`:\n\n```text\n{}\n```\n",
         r.userspace_example.trim()
     );
-    let _ = writeln!(s, "`cargo bench -p kbp-examples --bench engine`:\n\n```text\n{}\n```\n", r.engine_bench.trim());
-    let _ = writeln!(s, "Plots: `fig8-max-rtt.svg`, `fig8-max-rtt-competition.svg`, `fig9-zero-loss.svg`. Every figure: `results.json`.");
+    let _ = writeln!(
+        s,
+        "`cargo bench -p kbp-examples --bench engine`:\n\n```text\n{}\n```\n",
+        r.engine_bench.trim()
+    );
+    let _ = writeln!(
+        s,
+        "Plots: `fig8-max-rtt.svg`, `fig8-max-rtt-competition.svg`, `fig9-zero-loss.svg`. Every figure: `results.json`."
+    );
     s
 }
 
 /// Grouped bar chart: one group per label, one bar per series.
-fn bars(path: &Path, title: &str, unit: &str, series: &[String], groups: &[(String, Vec<f64>)]) -> Result {
+fn bars(
+    path: &Path,
+    title: &str,
+    unit: &str,
+    series: &[String],
+    groups: &[(String, Vec<f64>)],
+) -> Result {
     let err = |e: &dyn std::fmt::Display| format!("plot {}: {e}", path.display());
-    let top = groups.iter().flat_map(|(_, v)| v.iter().copied()).filter(|v| v.is_finite()).fold(0.0, f64::max).max(1e-3) * 1.15;
+    let top = groups
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max)
+        .max(1e-3)
+        * 1.15;
     let root = SVGBackend::new(path, (800, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let n = groups.len().max(1) as f64;
@@ -295,7 +439,13 @@ fn bars(path: &Path, title: &str, unit: &str, series: &[String], groups: &[(Stri
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..n, 0.0..top)
         .map_err(|e| err(&e))?;
-    chart.configure_mesh().disable_x_mesh().x_labels(0).y_desc(unit).draw().map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc(unit)
+        .draw()
+        .map_err(|e| err(&e))?;
     let width = 0.8 / series.len().max(1) as f64;
     for (i, name) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
@@ -304,15 +454,35 @@ fn bars(path: &Path, title: &str, unit: &str, series: &[String], groups: &[(Stri
             .enumerate()
             .map(|(g, (_, values))| {
                 let x0 = g as f64 + 0.1 + i as f64 * width;
-                Rectangle::new([(x0, 0.0), (x0 + width * 0.9, values.get(i).copied().unwrap_or(0.0))], color.filled())
+                Rectangle::new(
+                    [
+                        (x0, 0.0),
+                        (x0 + width * 0.9, values.get(i).copied().unwrap_or(0.0)),
+                    ],
+                    color.filled(),
+                )
             })
             .collect();
-        chart.draw_series(rects).map_err(|e| err(&e))?.label(name.as_str()).legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+        chart
+            .draw_series(rects)
+            .map_err(|e| err(&e))?
+            .label(name.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
     }
     for (g, (label, _)) in groups.iter().enumerate() {
         let (x, y) = chart.backend_coord(&(g as f64 + 0.5, 0.0));
-        root.draw(&Text::new(label.clone(), (x - 20, y + 8), ("sans-serif", 14))).map_err(|e| err(&e))?;
+        root.draw(&Text::new(
+            label.clone(),
+            (x - 20, y + 8),
+            ("sans-serif", 14),
+        ))
+        .map_err(|e| err(&e))?;
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(&e))?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))
 }

@@ -130,14 +130,18 @@ impl Ops {
         for line in out.lines().filter(|l| l.starts_with("KBP-TIME ")) {
             let f: Vec<&str> = line.split_whitespace().collect();
             if let [_, label, ms, status] = f.as_slice() {
-                self.times.entry(label.to_string()).or_default().push(ms.parse().unwrap_or(f64::INFINITY));
+                self.times
+                    .entry(label.to_string())
+                    .or_default()
+                    .push(ms.parse().unwrap_or(f64::INFINITY));
                 if *status != "0" {
                     self.failures.push(format!("{label} exited {status}"));
                 }
             }
         }
         if code != 0 {
-            self.failures.push(format!("`{script}` exited {code}: {out}"));
+            self.failures
+                .push(format!("`{script}` exited {code}: {out}"));
         }
         Ok(out)
     }
@@ -155,10 +159,14 @@ impl Ops {
             self.notes.push(format!("unreadable stats file: {text}"));
             return;
         };
-        let backwards = previous.and_then(StatsFile::parse).is_some_and(|before| !now.grew_from(&before));
+        let backwards = previous
+            .and_then(StatsFile::parse)
+            .is_some_and(|before| !now.grew_from(&before));
         if backwards || now.has_errors() {
             self.stats_ok = false;
-            self.notes.push(format!("counters inconsistent (went backwards: {backwards}):\n{previous:?}\n{text}"));
+            self.notes.push(format!(
+                "counters inconsistent (went backwards: {backwards}):\n{previous:?}\n{text}"
+            ));
         }
     }
 }
@@ -177,11 +185,15 @@ impl Fault<'_> {
     fn run(self, op: impl FnOnce(&Guest, &mut Ops) -> Result) -> Result<FaultRecord> {
         let stage = Stage::start(format!("fault {}: {}", self.name, self.what));
         let guest = self.guest;
-        let log_before = std::fs::read_to_string(&guest.log).unwrap_or_default().len();
+        let log_before = std::fs::read_to_string(&guest.log)
+            .unwrap_or_default()
+            .len();
         let softirq_before = net_rx_softirqs(guest)?;
         let drops_before = Drops::read(guest)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}").parse().expect("address");
+        let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}")
+            .parse()
+            .expect("address");
         let spec = TrialSpec {
             target,
             rate_pps: self.rate,
@@ -193,7 +205,10 @@ impl Fault<'_> {
             bursts: self.bursts,
             stop: Some(stop.clone()),
         };
-        let mut ops = Ops { stats_ok: true, ..Ops::default() };
+        let mut ops = Ops {
+            stats_ok: true,
+            ..Ops::default()
+        };
         let (result, op_result) = std::thread::scope(|scope| {
             let trial = scope.spawn(|| run_trial(&spec));
             std::thread::sleep(Duration::from_secs(1));
@@ -202,7 +217,9 @@ impl Fault<'_> {
             stop.store(true, Ordering::Release);
             (trial.join(), op_result)
         });
-        let result = result.map_err(|_| "load generator panicked".to_string())?.map_err(|e| format!("load generator: {e}"))?;
+        let result = result
+            .map_err(|_| "load generator panicked".to_string())?
+            .map_err(|e| format!("load generator: {e}"))?;
         if let Err(e) = op_result {
             ops.failures.push(e);
         }
@@ -210,22 +227,42 @@ impl Fault<'_> {
         let drops = Drops::read(guest)?.since(drops_before);
         let log = std::fs::read_to_string(&guest.log).unwrap_or_default();
         let kernel_warnings = count_warnings(log.get(log_before..).unwrap_or(""));
-        let lost_while_device_away = result.lost_sent_at.iter().filter(|&&t| ops.away.iter().any(|&(a, b)| t >= a && t <= b)).count() as u64;
+        let lost_while_device_away = result
+            .lost_sent_at
+            .iter()
+            .filter(|&&t| ops.away.iter().any(|&(a, b)| t >= a && t <= b))
+            .count() as u64;
         let operations: BTreeMap<String, OpTimes> = ops
             .times
             .iter()
             .map(|(label, v)| {
                 let max_ms = v.iter().copied().fold(0.0, f64::max);
                 let mean_ms = v.iter().sum::<f64>() / v.len().max(1) as f64;
-                (label.clone(), OpTimes { count: v.len() as u32, max_ms, mean_ms, bound_ms: bound_ms(label) })
+                (
+                    label.clone(),
+                    OpTimes {
+                        count: v.len() as u32,
+                        max_ms,
+                        mean_ms,
+                        bound_ms: bound_ms(label),
+                    },
+                )
             })
             .collect();
-        let slow: Vec<String> = operations.iter().filter(|(_, t)| t.max_ms > t.bound_ms).map(|(l, t)| format!("{l} took {:.0} ms", t.max_ms)).collect();
+        let slow: Vec<String> = operations
+            .iter()
+            .filter(|(_, t)| t.max_ms > t.bound_ms)
+            .map(|(l, t)| format!("{l} took {:.0} ms", t.max_ms))
+            .collect();
         let mut notes = ops.notes;
         notes.extend(ops.failures.iter().map(|f| format!("failed: {f}")));
         notes.extend(slow.iter().map(|s| format!("too slow: {s}")));
-        let passed =
-            result.lost == lost_while_device_away && kernel_warnings == 0 && ops.stats_ok && ops.failures.is_empty() && slow.is_empty() && result.sent > 0;
+        let passed = result.lost == lost_while_device_away
+            && kernel_warnings == 0
+            && ops.stats_ok
+            && ops.failures.is_empty()
+            && slow.is_empty()
+            && result.sent > 0;
         let record = FaultRecord {
             name: self.name.to_string(),
             what: self.what,
@@ -233,7 +270,10 @@ impl Fault<'_> {
             received: result.received,
             lost: result.lost,
             lost_while_device_away,
-            net_rx_softirq_delta: softirq_after.iter().sum::<u64>().saturating_sub(softirq_before.iter().sum()),
+            net_rx_softirq_delta: softirq_after
+                .iter()
+                .sum::<u64>()
+                .saturating_sub(softirq_before.iter().sum()),
             operations,
             kernel_warnings,
             counters_consistent: ops.stats_ok,
@@ -251,11 +291,18 @@ impl Fault<'_> {
             record.drops.host_udp_rcvbuf_errors,
             record.net_rx_softirq_delta,
             record.kernel_warnings,
-            if record.counters_consistent { "ok" } else { "INCONSISTENT" },
+            if record.counters_consistent {
+                "ok"
+            } else {
+                "INCONSISTENT"
+            },
             if record.passed { "ok" } else { "FAIL" }
         );
         for (label, t) in &record.operations {
-            println!("[xtask]     {label:<14} x{:<3} max {:>8.1} ms  mean {:>8.1} ms", t.count, t.max_ms, t.mean_ms);
+            println!(
+                "[xtask]     {label:<14} x{:<3} max {:>8.1} ms  mean {:>8.1} ms",
+                t.count, t.max_ms, t.mean_ms
+            );
         }
         for note in &record.notes {
             println!("[xtask]     {note}");
@@ -280,14 +327,25 @@ struct Options {
 }
 
 fn parse(args: &[String]) -> Result<Options> {
-    let mut o = Options { soak_minutes: 10.0, cycles: 20 };
+    let mut o = Options {
+        soak_minutes: 10.0,
+        cycles: 20,
+    };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let mut num = || it.next().and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| format!("{flag} needs a number"));
+        let mut num = || {
+            it.next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| format!("{flag} needs a number"))
+        };
         match flag.as_str() {
             "--soak-minutes" => o.soak_minutes = num()?,
             "--cycles" => o.cycles = num()? as u32,
-            other => return Err(format!("unknown flag {other} (--faults flags: --soak-minutes M --cycles N)")),
+            other => {
+                return Err(format!(
+                    "unknown flag {other} (--faults flags: --soak-minutes M --cycles N)"
+                ));
+            }
         }
     }
     Ok(o)
@@ -298,22 +356,46 @@ pub fn run(args: &[String]) -> Result {
     let o = parse(args)?;
     let (release, guest) = build_and_boot("faults.log")?;
     let mut faults = Vec::new();
-    let fault = |name, what: String| Fault { guest: &guest, name, what, flows: 1, rate: RATE, bursts: None };
+    let fault = |name, what: String| Fault {
+        guest: &guest,
+        name,
+        what,
+        flows: 1,
+        rate: RATE,
+        bursts: None,
+    };
 
     let cycles = o.cycles;
-    faults.push(fault("reload", format!("{cycles} x rmmod/insmod under traffic (spin/adaptive, 1 and 2 threads)")).run(|g, ops| {
-        let variants = ["cpus=3 mode=spin", "cpus=2,3 mode=adaptive spin_window_us=200", "cpus=2,3 mode=spin", "cpus=3 mode=adaptive"];
-        for i in 0..cycles as usize {
-            ops.run(g, &insmod(&format!("ifaces=eth0 {}", variants[i % variants.len()])), false)?;
-            std::thread::sleep(Duration::from_millis(300));
-            let s = stats(g)?;
-            ops.check_stats(&s, None);
-            ops.run(g, &Ops::timed("unload", "rmmod kbp"), false)?;
-        }
-        Ok(())
-    })?);
+    faults.push(
+        fault(
+            "reload",
+            format!("{cycles} x rmmod/insmod under traffic (spin/adaptive, 1 and 2 threads)"),
+        )
+        .run(|g, ops| {
+            let variants = [
+                "cpus=3 mode=spin",
+                "cpus=2,3 mode=adaptive spin_window_us=200",
+                "cpus=2,3 mode=spin",
+                "cpus=3 mode=adaptive",
+            ];
+            for i in 0..cycles as usize {
+                ops.run(
+                    g,
+                    &insmod(&format!("ifaces=eth0 {}", variants[i % variants.len()])),
+                    false,
+                )?;
+                std::thread::sleep(Duration::from_millis(300));
+                let s = stats(g)?;
+                ops.check_stats(&s, None);
+                ops.run(g, &Ops::timed("unload", "rmmod kbp"), false)?;
+            }
+            Ok(())
+        })?,
+    );
 
-    guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpus=2,3 mode=spin"))?;
+    guest.check(&format!(
+        "insmod {MODULE_PATH} ifaces=eth0 cpus=2,3 mode=spin"
+    ))?;
     faults.push(fault("link-flap", format!("{cycles} x ip link set eth0 down/up while owned (spin, 2 threads)")).run(|g, ops| {
         let mut before = stats(g)?;
         for _ in 0..cycles {
@@ -332,22 +414,36 @@ pub fn run(args: &[String]) -> Result {
         Ok(())
     })?);
 
-    faults.push(fault("channels", "ethtool -L eth0 combined 1 then 2, 5 x while owned (kbp-ctl channels)".into()).with_flows(8).run(|g, ops| {
-        let mut before = stats(g)?;
-        for _ in 0..5 {
-            for n in [1, 2] {
-                let out = ops.run(g, &Ops::timed(&format!("channels-{n}"), &format!("kbp-ctl channels eth0 {n}")), false)?;
-                if !out.contains(&format!("combined {n} ")) {
-                    ops.failures.push(format!("channel count not {n}: {out}"));
+    faults.push(
+        fault(
+            "channels",
+            "ethtool -L eth0 combined 1 then 2, 5 x while owned (kbp-ctl channels)".into(),
+        )
+        .with_flows(8)
+        .run(|g, ops| {
+            let mut before = stats(g)?;
+            for _ in 0..5 {
+                for n in [1, 2] {
+                    let out = ops.run(
+                        g,
+                        &Ops::timed(
+                            &format!("channels-{n}"),
+                            &format!("kbp-ctl channels eth0 {n}"),
+                        ),
+                        false,
+                    )?;
+                    if !out.contains(&format!("combined {n} ")) {
+                        ops.failures.push(format!("channel count not {n}: {out}"));
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
                 }
-                std::thread::sleep(Duration::from_millis(500));
+                let now = stats(g)?;
+                ops.check_stats(&now, Some(&before));
+                before = now;
             }
-            let now = stats(g)?;
-            ops.check_stats(&now, Some(&before));
-            before = now;
-        }
-        Ok(())
-    })?);
+            Ok(())
+        })?,
+    );
 
     faults.push(fault("cpu-hotplug", "CPU 3 (a KBP thread's CPU) offline and online again, 3 x while owned".into()).run(|g, ops| {
         let mut before = stats(g)?;
@@ -430,11 +526,18 @@ pub fn run(args: &[String]) -> Result {
 
     // Soak: find the adaptive mode's zero-loss rate, then run bursts and gaps at half of
     // it so the thread parks in every gap.
-    guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpus=3 mode=adaptive spin_window_us=200"))?;
+    guest.check(&format!(
+        "insmod {MODULE_PATH} ifaces=eth0 cpus=3 mode=adaptive spin_window_us=200"
+    ))?;
     let stage = Stage::start("zero-loss search for the soak (kbp-adaptive, 64 B, 2 s trials)");
-    let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}").parse().expect("address");
+    let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}")
+        .parse()
+        .expect("address");
     // Searched up to 40 kpps only: the soak runs at half of it, at most 20 kpps bursts.
-    let zero_loss = zero_loss_search(target, 64, 1, 500, 40_000, 2.0, 6).map_err(|e| e.to_string())?.zero_loss_pps.max(1_000);
+    let zero_loss = zero_loss_search(target, 64, 1, 500, 40_000, 2.0, 6)
+        .map_err(|e| e.to_string())?
+        .zero_loss_pps
+        .max(1_000);
     println!("[xtask]   zero-loss {zero_loss} pps");
     stage.done();
     let soak_rate = zero_loss / 2;
@@ -455,17 +558,35 @@ pub fn run(args: &[String]) -> Result {
         let first = stats(g)?;
         let mut before = first.clone();
         while t.elapsed() < Duration::from_secs_f64(minutes * 60.0) {
-            std::thread::sleep(Duration::from_secs(30).min(Duration::from_secs_f64(minutes * 60.0).saturating_sub(t.elapsed())));
+            std::thread::sleep(
+                Duration::from_secs(30)
+                    .min(Duration::from_secs_f64(minutes * 60.0).saturating_sub(t.elapsed())),
+            );
             let now = stats(g)?;
             ops.check_stats(&now, Some(&before));
             before = now;
         }
-        ops.times.entry("soak-traffic".into()).or_default().push(t.elapsed().as_secs_f64() * 1e3);
-        let parks = |s: &str| StatsFile::parse(s).and_then(|f| f.threads().find(|&(cpu, _)| cpu == 3).map(|(_, v)| v[THREAD_PARKS]));
+        ops.times
+            .entry("soak-traffic".into())
+            .or_default()
+            .push(t.elapsed().as_secs_f64() * 1e3);
+        let parks = |s: &str| {
+            StatsFile::parse(s).and_then(|f| {
+                f.threads()
+                    .find(|&(cpu, _)| cpu == 3)
+                    .map(|(_, v)| v[THREAD_PARKS])
+            })
+        };
         let (p0, p1) = (parks(&first).unwrap_or(0), parks(&before).unwrap_or(0));
-        ops.notes.push(format!("the KBP thread parked {} times during the soak", p1.saturating_sub(p0)));
+        ops.notes.push(format!(
+            "the KBP thread parked {} times during the soak",
+            p1.saturating_sub(p0)
+        ));
         if p1.saturating_sub(p0) < 1_000 {
-            ops.failures.push(format!("only {} parks: the bursts did not exercise park/wake", p1 - p0));
+            ops.failures.push(format!(
+                "only {} parks: the bursts did not exercise park/wake",
+                p1 - p0
+            ));
         }
         Ok(())
     })?);
@@ -474,15 +595,33 @@ pub fn run(args: &[String]) -> Result {
     let log = guest.power_off(Duration::from_secs(60))?;
     let kernel_warnings_total = count_warnings(&log);
     let passed = faults.iter().all(|f| f.passed) && kernel_warnings_total == 0;
-    let report = Report { kernel: release, rate_pps: RATE, faults, kernel_warnings_total, passed };
+    let report = Report {
+        kernel: release,
+        rate_pps: RATE,
+        faults,
+        kernel_warnings_total,
+        passed,
+    };
     let path = workspace_root().join("target/kbp/faults.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
     println!("[xtask] wrote {}", path.display());
     if passed {
         Ok(())
     } else {
-        let failed: Vec<&str> = report.faults.iter().filter(|f| !f.passed).map(|f| f.name.as_str()).collect();
-        Err(format!("faults failed: {failed:?}, kernel warnings in the whole log: {kernel_warnings_total}; see {}", path.display()))
+        let failed: Vec<&str> = report
+            .faults
+            .iter()
+            .filter(|f| !f.passed)
+            .map(|f| f.name.as_str())
+            .collect();
+        Err(format!(
+            "faults failed: {failed:?}, kernel warnings in the whole log: {kernel_warnings_total}; see {}",
+            path.display()
+        ))
     }
 }
 

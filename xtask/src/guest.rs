@@ -23,8 +23,17 @@ pub const QUEUE_PAIRS: u32 = 2;
 pub const VCPUS: u32 = 4;
 
 /// Lines of the guest log that count as kernel warnings.
-pub const WARNING_MARKERS: &[&str] =
-    &["WARNING:", "BUG:", "Oops", "soft lockup", "detected stall", "self-detected stall", "rcu_tasks", "blocked for more than", "Kernel panic"];
+pub const WARNING_MARKERS: &[&str] = &[
+    "WARNING:",
+    "BUG:",
+    "Oops",
+    "soft lockup",
+    "detected stall",
+    "self-detected stall",
+    "rcu_tasks",
+    "blocked for more than",
+    "Kernel panic",
+];
 
 /// A booted guest; dropping it kills QEMU and removes the namespace.
 pub struct Guest {
@@ -41,12 +50,18 @@ fn setns(file: &File) -> Result {
     // SAFETY: `file` is an open namespace file descriptor for the call's duration;
     // setns only switches the calling thread's network namespace.
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-    if rc == 0 { Ok(()) } else { Err(format!("setns: {}", std::io::Error::last_os_error())) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!("setns: {}", std::io::Error::last_os_error()))
+    }
 }
 
 /// Counts the kernel-warning lines in a guest log.
 pub fn count_warnings(log: &str) -> usize {
-    log.lines().filter(|l| WARNING_MARKERS.iter().any(|m| l.contains(m))).count()
+    log.lines()
+        .filter(|l| WARNING_MARKERS.iter().any(|m| l.contains(m)))
+        .count()
 }
 
 fn tail(path: &Path, lines: usize) -> String {
@@ -61,11 +76,25 @@ impl Guest {
         let netns = format!("kbp-test-{}", std::process::id());
         let home_netns = File::open("/proc/self/ns/net").map_err(|e| e.to_string())?;
         run(Command::new("ip").args(["netns", "add", &netns]))?;
-        let mut guest = Guest { netns: netns.clone(), home_netns, qemu: None, log: log.to_path_buf(), boot_seconds: 0.0 };
+        let mut guest = Guest {
+            netns: netns.clone(),
+            home_netns,
+            qemu: None,
+            log: log.to_path_buf(),
+            boot_seconds: 0.0,
+        };
         let ns_file = File::open(format!("/var/run/netns/{netns}")).map_err(|e| e.to_string())?;
         setns(&ns_file)?;
         run(Command::new("ip").args(["link", "set", "lo", "up"]))?;
-        run(Command::new("ip").args(["tuntap", "add", "dev", "tap0", "mode", "tap", "multi_queue"]))?;
+        run(Command::new("ip").args([
+            "tuntap",
+            "add",
+            "dev",
+            "tap0",
+            "mode",
+            "tap",
+            "multi_queue",
+        ]))?;
         run(Command::new("ip").args(["addr", "add", &format!("{HOST_ADDR}/24"), "dev", "tap0"]))?;
         run(Command::new("ip").args(["link", "set", "tap0", "up"]))?;
 
@@ -102,8 +131,17 @@ impl Guest {
             .args(["-append", "console=ttyS0 panic=-1 loglevel=6 tsc=reliable"])
             .arg("-serial")
             .arg(format!("file:{}", log.display()))
-            .args(["-netdev", &format!("tap,id=n0,ifname=tap0,script=no,downscript=no,queues={QUEUE_PAIRS}")])
-            .args(["-device", &format!("virtio-net-pci,netdev=n0,mq=on,vectors={}", 2 * QUEUE_PAIRS + 2)])
+            .args([
+                "-netdev",
+                &format!("tap,id=n0,ifname=tap0,script=no,downscript=no,queues={QUEUE_PAIRS}"),
+            ])
+            .args([
+                "-device",
+                &format!(
+                    "virtio-net-pci,netdev=n0,mq=on,vectors={}",
+                    2 * QUEUE_PAIRS + 2
+                ),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -116,7 +154,11 @@ impl Guest {
             if text.contains("KBP-AGENT-READY") {
                 break;
             }
-            if let Some(status) = guest.qemu.as_mut().and_then(|q| q.try_wait().ok().flatten()) {
+            if let Some(status) = guest
+                .qemu
+                .as_mut()
+                .and_then(|q| q.try_wait().ok().flatten())
+            {
                 let mut err = String::new();
                 if let Some(mut e) = guest.qemu.as_mut().and_then(|q| q.stderr.take()) {
                     let _ = e.read_to_string(&mut err);
@@ -129,7 +171,12 @@ impl Guest {
                 ));
             }
             if start.elapsed() > timeout {
-                return Err(format!("the guest did not come up within {} s\n--- last lines of {} ---\n{}", timeout.as_secs(), log.display(), tail(log, 40)));
+                return Err(format!(
+                    "the guest did not come up within {} s\n--- last lines of {} ---\n{}",
+                    timeout.as_secs(),
+                    log.display(),
+                    tail(log, 40)
+                ));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -148,13 +195,22 @@ impl Guest {
 
     /// Runs a shell command in the guest; returns its exit code and output.
     pub fn exec(&self, command: &str) -> Result<(i32, String)> {
-        let addr: SocketAddr = format!("{GUEST_ADDR}:{AGENT_PORT}").parse().expect("address");
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| format!("agent connect: {e}"))?;
-        stream.set_read_timeout(Some(Duration::from_secs(300))).map_err(|e| e.to_string())?;
+        let addr: SocketAddr = format!("{GUEST_ADDR}:{AGENT_PORT}")
+            .parse()
+            .expect("address");
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .map_err(|e| format!("agent connect: {e}"))?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(300)))
+            .map_err(|e| e.to_string())?;
         writeln!(stream, "{command}").map_err(|e| e.to_string())?;
         let mut text = String::new();
-        BufReader::new(stream).read_to_string(&mut text).map_err(|e| format!("agent read ({command}): {e}"))?;
-        let (body, trailer) = text.rsplit_once("KBP-EXIT ").ok_or_else(|| format!("agent: no exit trailer for `{command}`: {text}"))?;
+        BufReader::new(stream)
+            .read_to_string(&mut text)
+            .map_err(|e| format!("agent read ({command}): {e}"))?;
+        let (body, trailer) = text
+            .rsplit_once("KBP-EXIT ")
+            .ok_or_else(|| format!("agent: no exit trailer for `{command}`: {text}"))?;
         let code = trailer.trim().parse().unwrap_or(-1);
         Ok((code, body.trim_end().to_string()))
     }
@@ -179,7 +235,11 @@ impl Guest {
                 if start.elapsed() > timeout {
                     let _ = qemu.kill();
                     let _ = qemu.wait();
-                    return Err(format!("the guest did not power off within {} s\n{}", timeout.as_secs(), tail(&self.log, 30)));
+                    return Err(format!(
+                        "the guest did not power off within {} s\n{}",
+                        timeout.as_secs(),
+                        tail(&self.log, 30)
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -196,15 +256,24 @@ impl Drop for Guest {
             let _ = qemu.wait();
         }
         let _ = setns(&self.home_netns);
-        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .status();
     }
 }
 
 /// The NET_RX row of a guest's `/proc/softirqs`, per CPU.
 pub fn net_rx_softirqs(guest: &Guest) -> Result<Vec<u64>> {
     let text = guest.check("cat /proc/softirqs")?;
-    let line = text.lines().find(|l| l.trim_start().starts_with("NET_RX:")).ok_or("no NET_RX line in /proc/softirqs")?;
-    Ok(line.split_whitespace().skip(1).filter_map(|v| v.parse::<u64>().ok()).collect())
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("NET_RX:"))
+        .ok_or("no NET_RX line in /proc/softirqs")?;
+    Ok(line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .collect())
 }
 
 /// Shell snippet: the PIDs of the polling threads (`kbp/*`, `napi/*`).
@@ -218,7 +287,10 @@ pub fn cpu_sample(guest: &Guest) -> Result<(f64, f64, f64)> {
          read -r cpu user nice system idle iowait rest < /proc/stat; echo $t $user $nice $system $idle $iowait $rest"
     );
     let out = guest.check(&script)?;
-    let v: Vec<f64> = out.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<f64> = out
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
     if v.len() < 6 {
         return Err(format!("cpu sample: {out}"));
     }
@@ -233,5 +305,8 @@ pub fn cpu_between(a: (f64, f64, f64), b: (f64, f64, f64)) -> (f64, f64) {
     if jiffies_per_cpu <= 0.0 {
         return (0.0, 0.0);
     }
-    ((b.0 - a.0) / jiffies_per_cpu * 100.0, (b.1 - a.1) / jiffies_per_cpu * 100.0)
+    (
+        (b.0 - a.0) / jiffies_per_cpu * 100.0,
+        (b.1 - a.1) / jiffies_per_cpu * 100.0,
+    )
 }

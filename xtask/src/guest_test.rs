@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use kbp_traffic::{RttSummary, SearchResult, TrialSpec, run_trial, zero_loss_search};
 use serde::Serialize;
 
-use crate::guest::{Guest, QUEUE_PAIRS, VCPUS, count_warnings, cpu_between, cpu_sample, net_rx_softirqs};
+use crate::guest::{
+    Guest, QUEUE_PAIRS, VCPUS, count_warnings, cpu_between, cpu_sample, net_rx_softirqs,
+};
 use crate::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::progress::{Stage, output};
 use crate::stats_file::{StatsFile, THREAD_HANDBACK, THREAD_PACKETS};
@@ -77,7 +79,12 @@ pub struct Drops {
 fn udp_rcvbuf_errors(snmp: &str) -> u64 {
     let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
     let (names, values) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
-    names.split_whitespace().zip(values.split_whitespace()).find(|(n, _)| *n == "RcvbufErrors").and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }
 
 impl Drops {
@@ -85,17 +92,34 @@ impl Drops {
         let rcvbuf = udp_rcvbuf_errors(&guest.check("grep '^Udp:' /proc/net/snmp")?);
         // This process is inside the test namespace (setns), so `ip` sees its tap0 and
         // this thread's /proc/net/snmp is that namespace's.
-        let link = output(std::process::Command::new("ip").args(["-j", "-s", "link", "show", "tap0"]))?;
-        let tap = serde_json::from_str::<serde_json::Value>(&link).ok().and_then(|v| v[0]["stats64"]["tx"]["dropped"].as_u64()).unwrap_or(0);
-        let host_rcvbuf = udp_rcvbuf_errors(&std::fs::read_to_string("/proc/thread-self/net/snmp").map_err(|e| format!("/proc/thread-self/net/snmp: {e}"))?);
-        Ok(Drops { guest_udp_rcvbuf_errors: rcvbuf, host_tap_tx_dropped: tap, host_udp_rcvbuf_errors: host_rcvbuf })
+        let link =
+            output(std::process::Command::new("ip").args(["-j", "-s", "link", "show", "tap0"]))?;
+        let tap = serde_json::from_str::<serde_json::Value>(&link)
+            .ok()
+            .and_then(|v| v[0]["stats64"]["tx"]["dropped"].as_u64())
+            .unwrap_or(0);
+        let host_rcvbuf = udp_rcvbuf_errors(
+            &std::fs::read_to_string("/proc/thread-self/net/snmp")
+                .map_err(|e| format!("/proc/thread-self/net/snmp: {e}"))?,
+        );
+        Ok(Drops {
+            guest_udp_rcvbuf_errors: rcvbuf,
+            host_tap_tx_dropped: tap,
+            host_udp_rcvbuf_errors: host_rcvbuf,
+        })
     }
 
     pub(crate) fn since(self, before: Drops) -> Drops {
         Drops {
-            guest_udp_rcvbuf_errors: self.guest_udp_rcvbuf_errors.saturating_sub(before.guest_udp_rcvbuf_errors),
-            host_tap_tx_dropped: self.host_tap_tx_dropped.saturating_sub(before.host_tap_tx_dropped),
-            host_udp_rcvbuf_errors: self.host_udp_rcvbuf_errors.saturating_sub(before.host_udp_rcvbuf_errors),
+            guest_udp_rcvbuf_errors: self
+                .guest_udp_rcvbuf_errors
+                .saturating_sub(before.guest_udp_rcvbuf_errors),
+            host_tap_tx_dropped: self
+                .host_tap_tx_dropped
+                .saturating_sub(before.host_tap_tx_dropped),
+            host_udp_rcvbuf_errors: self
+                .host_udp_rcvbuf_errors
+                .saturating_sub(before.host_udp_rcvbuf_errors),
         }
     }
 }
@@ -171,7 +195,10 @@ pub const BAD_PARAMS: &[(&str, &str)] = &[
     ("budget", "ifaces=eth0 budget=0"),
     ("weight", "ifaces=eth0 weight=100000"),
     ("time_limit_us", "ifaces=eth0 time_limit_us=0"),
-    ("spin_window_us", "ifaces=eth0 mode=adaptive spin_window_us=99999999"),
+    (
+        "spin_window_us",
+        "ifaces=eth0 mode=adaptive spin_window_us=99999999",
+    ),
 ];
 
 /// Unbinds the owned virtio-net device while the module serves it (the device is
@@ -179,7 +206,9 @@ pub const BAD_PARAMS: &[(&str, &str)] = &[
 /// address. One agent command does it all: the agent is reached through that device.
 fn unregister_while_owned(guest: &Guest, cpus: &str) -> Result<Unregister> {
     let stage = Stage::start(format!("device unregister while owned (cpus={cpus})"));
-    guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpus={cpus} mode=spin"))?;
+    guest.check(&format!(
+        "insmod {MODULE_PATH} ifaces=eth0 cpus={cpus} mode=spin"
+    ))?;
     let script = format!(
         "dev=$(basename $(readlink /sys/class/net/eth0/device)); \
          t0=$(cut -d' ' -f1 /proc/uptime); echo $dev > /sys/bus/virtio/drivers/virtio_net/unbind; \
@@ -190,17 +219,34 @@ fn unregister_while_owned(guest: &Guest, cpus: &str) -> Result<Unregister> {
          echo UNBIND $t0 $t1; dmesg | grep 'device unregistered' | tail -n 1"
     );
     let out = guest.check(&script)?;
-    let times: Vec<f64> =
-        out.lines().find(|l| l.starts_with("UNBIND ")).map(|l| l.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect()).unwrap_or_default();
+    let times: Vec<f64> = out
+        .lines()
+        .find(|l| l.starts_with("UNBIND "))
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
     let unbind_ms = match times.as_slice() {
         [t0, t1] => (t1 - t0) * 1e3,
         _ => return Err(format!("unregister test: no timing in {out}")),
     };
-    let dmesg = out.lines().rfind(|l| l.contains("device unregistered")).unwrap_or("").trim().to_string();
+    let dmesg = out
+        .lines()
+        .rfind(|l| l.contains("device unregistered"))
+        .unwrap_or("")
+        .trim()
+        .to_string();
     let unloaded = out.lines().any(|l| l == "UNLOADED");
     println!("[xtask]   unbind {unbind_ms:.0} ms, module unloaded: {unloaded}; {dmesg}");
     stage.done();
-    Ok(Unregister { unbind_ms, dmesg, unloaded })
+    Ok(Unregister {
+        unbind_ms,
+        dmesg,
+        unloaded,
+    })
 }
 
 /// CPU share of the KBP threads together over `seconds`, percent of one CPU.
@@ -220,10 +266,20 @@ struct Options {
 }
 
 fn parse(args: &[String]) -> Result<Options> {
-    let mut o = Options { rate: 2_000, packets: 100_000, warmup: 5_000, search: true, flows: 1 };
+    let mut o = Options {
+        rate: 2_000,
+        packets: 100_000,
+        warmup: 5_000,
+        search: true,
+        flows: 1,
+    };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
-        let mut num = || it.next().and_then(|v| v.parse::<u64>().ok()).ok_or_else(|| format!("{flag} needs a number"));
+        let mut num = || {
+            it.next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or_else(|| format!("{flag} needs a number"))
+        };
         match flag.as_str() {
             "--rate" => o.rate = num()?,
             "--packets" => o.packets = num()?,
@@ -234,7 +290,11 @@ fn parse(args: &[String]) -> Result<Options> {
                 o.warmup = 2_000;
                 o.search = false;
             }
-            other => return Err(format!("unknown flag {other} (flags: --rate PPS --packets N --warmup N --no-search --quick)")),
+            other => {
+                return Err(format!(
+                    "unknown flag {other} (flags: --rate PPS --packets N --warmup N --no-search --quick)"
+                ));
+            }
         }
     }
     if o.rate == 0 || o.packets == 0 {
@@ -251,7 +311,12 @@ pub fn kbp_thread_packets(guest: &Guest) -> Result<Option<Vec<u64>>> {
         return Ok(None);
     }
     let stats = StatsFile::parse(&text).ok_or_else(|| format!("unreadable stats file: {text}"))?;
-    Ok(Some(stats.threads().map(|(_, v)| v[THREAD_PACKETS] + v[THREAD_HANDBACK]).collect()))
+    Ok(Some(
+        stats
+            .threads()
+            .map(|(_, v)| v[THREAD_PACKETS] + v[THREAD_HANDBACK])
+            .collect(),
+    ))
 }
 
 fn scenario(guest: &Guest, mode: &str, frame: usize, o: &Options) -> Result<Scenario> {
@@ -259,9 +324,19 @@ fn scenario(guest: &Guest, mode: &str, frame: usize, o: &Options) -> Result<Scen
 }
 
 /// A scenario that runs `during.0` in the guest `during.1` after the traffic started.
-fn scenario_with(guest: &Guest, mode: &str, frame: usize, o: &Options, during: Option<(&str, Duration)>) -> Result<Scenario> {
-    let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}").parse().expect("address");
-    let log_before = std::fs::read_to_string(&guest.log).unwrap_or_default().len();
+fn scenario_with(
+    guest: &Guest,
+    mode: &str,
+    frame: usize,
+    o: &Options,
+    during: Option<(&str, Duration)>,
+) -> Result<Scenario> {
+    let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}")
+        .parse()
+        .expect("address");
+    let log_before = std::fs::read_to_string(&guest.log)
+        .unwrap_or_default()
+        .len();
     let kbp_before = kbp_thread_packets(guest)?;
     let drops_before = Drops::read(guest)?;
     let before = net_rx_softirqs(guest)?;
@@ -285,22 +360,40 @@ fn scenario_with(guest: &Guest, mode: &str, frame: usize, o: &Options, during: O
             guest.check(command)?;
             timed = Some((command.to_string(), t.elapsed().as_secs_f64() * 1e3));
         }
-        let result = trial.join().map_err(|_| "load generator panicked".to_string())?.map_err(|e| format!("load generator: {e}"))?;
+        let result = trial
+            .join()
+            .map_err(|_| "load generator panicked".to_string())?
+            .map_err(|e| format!("load generator: {e}"))?;
         Ok((result, timed))
     })?;
     let after = net_rx_softirqs(guest)?;
     let drops = Drops::read(guest)?.since(drops_before);
     let kbp_packets_per_thread = match (kbp_before, kbp_thread_packets(guest)?) {
-        (Some(b), Some(a)) if a.len() == b.len() => Some(a.iter().zip(&b).map(|(a, b)| a.saturating_sub(*b)).collect::<Vec<_>>()),
+        (Some(b), Some(a)) if a.len() == b.len() => Some(
+            a.iter()
+                .zip(&b)
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect::<Vec<_>>(),
+        ),
         _ => None,
     };
-    let kbp_packets = kbp_packets_per_thread.as_ref().map(|v| v.iter().sum::<u64>());
+    let kbp_packets = kbp_packets_per_thread
+        .as_ref()
+        .map(|v| v.iter().sum::<u64>());
     let log = std::fs::read_to_string(&guest.log).unwrap_or_default();
     let warnings = count_warnings(log.get(log_before..).unwrap_or(""));
-    let per_cpu: Vec<u64> = after.iter().zip(before.iter().chain(std::iter::repeat(&0))).map(|(a, b)| a.saturating_sub(*b)).collect();
+    let per_cpu: Vec<u64> = after
+        .iter()
+        .zip(before.iter().chain(std::iter::repeat(&0)))
+        .map(|(a, b)| a.saturating_sub(*b))
+        .collect();
     let net_rx_softirq_delta = per_cpu.iter().sum();
-    let kbp_ok = kbp_packets.is_none_or(|k| net_rx_softirq_delta * 100 < result.received && k >= result.received);
-    let spread_ok = o.flows < 8 || kbp_packets_per_thread.as_ref().is_none_or(|v| v.iter().all(|&k| k > 0));
+    let kbp_ok = kbp_packets
+        .is_none_or(|k| net_rx_softirq_delta * 100 < result.received && k >= result.received);
+    let spread_ok = o.flows < 8
+        || kbp_packets_per_thread
+            .as_ref()
+            .is_none_or(|v| v.iter().all(|&k| k > 0));
     let s = Scenario {
         mode: mode.into(),
         frame_bytes: frame,
@@ -333,7 +426,13 @@ fn scenario_with(guest: &Guest, mode: &str, frame: usize, o: &Options, during: O
         s.rtt_us.p99_9,
         s.rtt_us.max,
         s.net_rx_softirq_delta,
-        s.kbp_packets_per_thread.as_ref().map_or("-".to_string(), |v| v.iter().map(u64::to_string).collect::<Vec<_>>().join("+")),
+        s.kbp_packets_per_thread
+            .as_ref()
+            .map_or("-".to_string(), |v| v
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join("+")),
         s.kernel_warnings,
         if s.passed { "ok" } else { "FAIL" }
     );
@@ -351,16 +450,29 @@ pub fn build_and_boot(log_name: &str) -> Result<(String, Guest)> {
     let out_dir = workspace_root().join("target/kbp");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
 
-    let stage = Stage::start(format!("boot guest ({VCPUS} vCPUs, virtio-net {QUEUE_PAIRS} queue pairs, TCG)"));
+    let stage = Stage::start(format!(
+        "boot guest ({VCPUS} vCPUs, virtio-net {QUEUE_PAIRS} queue pairs, TCG)"
+    ));
     // TCG with several vCPUs occasionally trips over the kernel's boot-time code
     // patching (an int3 Oops before userspace); such a boot is retried, and said so.
     let mut attempt = 1;
     let guest = loop {
-        match Guest::boot(&k.bzimage, &image, &out_dir.join(log_name), Duration::from_secs(180)) {
+        match Guest::boot(
+            &k.bzimage,
+            &image,
+            &out_dir.join(log_name),
+            Duration::from_secs(180),
+        ) {
             Ok(guest) => break guest,
             Err(e) if attempt < 3 && e.contains("before the guest came up") => {
-                println!("[xtask]   boot attempt {attempt} failed, retrying: {}", e.lines().next().unwrap_or(""));
-                let _ = std::fs::copy(out_dir.join(log_name), out_dir.join(format!("{log_name}.failed-boot-{attempt}")));
+                println!(
+                    "[xtask]   boot attempt {attempt} failed, retrying: {}",
+                    e.lines().next().unwrap_or("")
+                );
+                let _ = std::fs::copy(
+                    out_dir.join(log_name),
+                    out_dir.join(format!("{log_name}.failed-boot-{attempt}")),
+                );
                 attempt += 1;
             }
             Err(e) => return Err(e),
@@ -380,9 +492,16 @@ pub fn run(args: &[String]) -> Result {
     let o = parse(args)?;
     let out_dir = workspace_root().join("target/kbp");
     let (release, guest) = build_and_boot("guest.log")?;
-    let rx_queues: u32 = guest.check("ls -d /sys/class/net/eth0/queues/rx-* | wc -l")?.trim().parse().unwrap_or(0);
+    let rx_queues: u32 = guest
+        .check("ls -d /sys/class/net/eth0/queues/rx-* | wc -l")?
+        .trim()
+        .parse()
+        .unwrap_or(0);
 
-    let stage = Stage::start(format!("echo scenarios: {} packets at {} pps after {} warm-up packets", o.packets, o.rate, o.warmup));
+    let stage = Stage::start(format!(
+        "echo scenarios: {} packets at {} pps after {} warm-up packets",
+        o.packets, o.rate, o.warmup
+    ));
     let mut scenarios = Vec::new();
     for frame in FRAMES {
         scenarios.push(scenario(&guest, "napi", frame, &o)?);
@@ -390,12 +509,22 @@ pub fn run(args: &[String]) -> Result {
     stage.done();
 
     let last_cpu = VCPUS - 1;
-    let short = Options { packets: (o.packets / 10).max(1_000), warmup: 0, ..o };
+    let short = Options {
+        packets: (o.packets / 10).max(1_000),
+        warmup: 0,
+        ..o
+    };
     let mut module_cycles = Vec::new();
     let cycles = [
         ("kbp-spin", format!("ifaces=eth0 cpus={last_cpu} mode=spin")),
-        ("kbp-adaptive", format!("ifaces=eth0 cpus={last_cpu} mode=adaptive spin_window_us=200")),
-        ("kbp-spin-2-threads", format!("ifaces=eth0 cpus={},{last_cpu} mode=spin", last_cpu - 1)),
+        (
+            "kbp-adaptive",
+            format!("ifaces=eth0 cpus={last_cpu} mode=adaptive spin_window_us=200"),
+        ),
+        (
+            "kbp-spin-2-threads",
+            format!("ifaces=eth0 cpus={},{last_cpu} mode=spin", last_cpu - 1),
+        ),
     ];
     for (mode, args) in cycles {
         let stage = Stage::start(format!("{mode}: insmod kbp.ko {args}"));
@@ -409,7 +538,8 @@ pub fn run(args: &[String]) -> Result {
             // host tap steers a flow to the queue the guest last sent it on, and XPS
             // would send every reply of the single-threaded echo server on its CPU's
             // queue; without XPS the guest picks a TX queue by flow hash.
-            guest.check("for f in /sys/class/net/eth0/queues/tx-*/xps_cpus; do echo 0 > $f; done")?;
+            guest
+                .check("for f in /sys/class/net/eth0/queues/tx-*/xps_cpus; do echo 0 > $f; done")?;
             scenarios.push(scenario(&guest, mode, 64, &Options { flows: 16, ..short })?);
         } else {
             for frame in FRAMES {
@@ -424,19 +554,44 @@ pub fn run(args: &[String]) -> Result {
             scenarios.push(scenario(&guest, "kbp-spin-after-link-flap", 64, &short)?);
         }
         let stats = guest.check("cat /sys/kernel/debug/kbp/stats")?;
-        println!("{}", stats.lines().map(|l| format!("[xtask]     {l}")).collect::<Vec<_>>().join("\n"));
+        println!(
+            "{}",
+            stats
+                .lines()
+                .map(|l| format!("[xtask]     {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         let t = Instant::now();
         guest.check("rmmod kbp")?;
         let unload_ms = t.elapsed().as_secs_f64() * 1e3;
-        println!("[xtask]   load {load_ms:.0} ms, unload {unload_ms:.0} ms, idle KBP thread(s) {idle_thread_cpu_percent:.0}% of a CPU");
-        module_cycles.push(ModuleCycle { mode: mode.into(), args, load_ms, unload_ms, stats, idle_thread_cpu_percent, link_flap_ms });
+        println!(
+            "[xtask]   load {load_ms:.0} ms, unload {unload_ms:.0} ms, idle KBP thread(s) {idle_thread_cpu_percent:.0}% of a CPU"
+        );
+        module_cycles.push(ModuleCycle {
+            mode: mode.into(),
+            args,
+            load_ms,
+            unload_ms,
+            stats,
+            idle_thread_cpu_percent,
+            link_flap_ms,
+        });
         stage.done();
     }
     scenarios.push(scenario(&guest, "napi-after-unload", 64, &short)?);
     // Unload while packets flow: those arriving during the hand-back must be delivered.
-    guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 cpus={last_cpu} mode=spin"))?;
+    guest.check(&format!(
+        "insmod {MODULE_PATH} ifaces=eth0 cpus={last_cpu} mode=spin"
+    ))?;
     let halfway = Duration::from_secs_f64(short.packets as f64 / short.rate as f64 / 2.0);
-    let s = scenario_with(&guest, "unload-under-traffic", 64, &short, Some(("rmmod kbp", halfway)))?;
+    let s = scenario_with(
+        &guest,
+        "unload-under-traffic",
+        64,
+        &short,
+        Some(("rmmod kbp", halfway)),
+    )?;
     if let Some((_, ms)) = &s.during {
         println!("[xtask]   rmmod under traffic took {ms:.0} ms");
     }
@@ -452,20 +607,47 @@ pub fn run(args: &[String]) -> Result {
         }
         let dmesg = guest.check("dmesg | grep 'invalid parameter' | tail -n 1")?;
         let refused = code != 0 && !loaded && dmesg.contains(&format!("invalid parameter {param}"));
-        println!("[xtask]   {:<40} {}  {}", args, if refused { "refused" } else { "NOT REFUSED" }, dmesg.trim());
-        bad_params.push(BadParam { param: param.to_string(), args: args.to_string(), refused, dmesg: dmesg.trim().to_string() });
+        println!(
+            "[xtask]   {:<40} {}  {}",
+            args,
+            if refused { "refused" } else { "NOT REFUSED" },
+            dmesg.trim()
+        );
+        bad_params.push(BadParam {
+            param: param.to_string(),
+            args: args.to_string(),
+            refused,
+            dmesg: dmesg.trim().to_string(),
+        });
         let _ = guest.exec("dmesg -c > /dev/null");
     }
     stage.done();
 
-    let unregister = Some(unregister_while_owned(&guest, &format!("{},{last_cpu}", last_cpu - 1))?);
+    let unregister = Some(unregister_while_owned(
+        &guest,
+        &format!("{},{last_cpu}", last_cpu - 1),
+    )?);
     scenarios.push(scenario(&guest, "napi-after-rebind", 64, &short)?);
 
     let search = if o.search {
         let stage = Stage::start("zero-loss search, 64 B frames");
-        let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}").parse().expect("address");
-        let r = zero_loss_search(target, 64, 1, 500, crate::bench::ZERO_LOSS_CEILING_PPS, 3.0, 8).map_err(|e| e.to_string())?;
-        println!("[xtask]   highest zero-loss rate {} pps; trials {:?}", r.zero_loss_pps, r.trials);
+        let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}")
+            .parse()
+            .expect("address");
+        let r = zero_loss_search(
+            target,
+            64,
+            1,
+            500,
+            crate::bench::ZERO_LOSS_CEILING_PPS,
+            3.0,
+            8,
+        )
+        .map_err(|e| e.to_string())?;
+        println!(
+            "[xtask]   highest zero-loss rate {} pps; trials {:?}",
+            r.zero_loss_pps, r.trials
+        );
         stage.done();
         Some(r)
     } else {
@@ -477,7 +659,9 @@ pub fn run(args: &[String]) -> Result {
     let total_warnings = count_warnings(&log);
     let passed = scenarios.iter().all(|s| s.passed)
         && bad_params.iter().all(|b| b.refused)
-        && unregister.as_ref().is_some_and(|u| u.unloaded && !u.dmesg.is_empty())
+        && unregister
+            .as_ref()
+            .is_some_and(|u| u.unloaded && !u.dmesg.is_empty())
         && total_warnings == 0
         && rx_queues == QUEUE_PAIRS;
     let report = Report {
@@ -496,12 +680,25 @@ pub fn run(args: &[String]) -> Result {
         passed,
     };
     let json = out_dir.join("guest-test.json");
-    std::fs::write(&json, serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
     println!("[xtask] wrote {}", json.display());
     if rx_queues != QUEUE_PAIRS {
-        return Err(format!("the guest's eth0 has {rx_queues} RX queues, expected {QUEUE_PAIRS}"));
+        return Err(format!(
+            "the guest's eth0 has {rx_queues} RX queues, expected {QUEUE_PAIRS}"
+        ));
     }
-    if passed { Ok(()) } else { Err(format!("some scenarios failed or the guest logged {total_warnings} kernel warning(s); see {}", json.display())) }
+    if passed {
+        Ok(())
+    } else {
+        Err(format!(
+            "some scenarios failed or the guest logged {total_warnings} kernel warning(s); see {}",
+            json.display()
+        ))
+    }
 }
 
 /// `cargo xtask guest-run CMD...`: boots the guest (module in the initramfs), runs each
@@ -512,7 +709,12 @@ pub fn run_commands(commands: &[String]) -> Result {
     let ko = module::build(&tc, &k)?;
     let image = initramfs::build(&[(ko, MODULE_PATH)])?;
     let out_dir = workspace_root().join("target/kbp");
-    let guest = Guest::boot(&k.bzimage, &image, &out_dir.join("guest-run.log"), Duration::from_secs(180))?;
+    let guest = Guest::boot(
+        &k.bzimage,
+        &image,
+        &out_dir.join("guest-run.log"),
+        Duration::from_secs(180),
+    )?;
     for command in commands {
         let (code, out) = guest.exec(command)?;
         println!("$ {command}\n{out}\n[exit {code}]");

@@ -28,7 +28,11 @@ const HOST_PROGRAMS: &[&str] = &["/usr/sbin/nft"];
 /// libraries and the dynamic loader; the vDSO has none).
 fn shared_libraries(program: &str) -> Result<Vec<PathBuf>> {
     let listing = output(Command::new("ldd").arg(program))?;
-    let libs: Vec<PathBuf> = listing.lines().filter_map(|line| line.split_whitespace().find(|word| word.starts_with('/'))).map(PathBuf::from).collect();
+    let libs: Vec<PathBuf> = listing
+        .lines()
+        .filter_map(|line| line.split_whitespace().find(|word| word.starts_with('/')))
+        .map(PathBuf::from)
+        .collect();
     if libs.is_empty() {
         return Err(format!("ldd {program} listed no libraries: {listing}"));
     }
@@ -99,20 +103,35 @@ pub fn build(extra: &[(PathBuf, &str)]) -> Result<PathBuf> {
     let out_dir = workspace_root().join("target/kbp");
     let root = out_dir.join("initramfs-root");
     let _ = std::fs::remove_dir_all(&root);
-    for dir in ["bin", "proc", "sys", "dev", "tmp", "lib/modules", "sys/kernel/debug"] {
+    for dir in [
+        "bin",
+        "proc",
+        "sys",
+        "dev",
+        "tmp",
+        "lib/modules",
+        "sys/kernel/debug",
+    ] {
         std::fs::create_dir_all(root.join(dir)).map_err(|e| e.to_string())?;
     }
-    let copy = |from: &Path, to: &Path| std::fs::copy(from, to).map(|_| ()).map_err(|e| format!("copy {} -> {}: {e}", from.display(), to.display()));
+    let copy = |from: &Path, to: &Path| {
+        std::fs::copy(from, to)
+            .map(|_| ())
+            .map_err(|e| format!("copy {} -> {}: {e}", from.display(), to.display()))
+    };
     copy(Path::new("/bin/busybox"), &root.join("bin/busybox"))?;
     for bin in GUEST_BINARIES {
         copy(&bins.join(bin), &root.join("bin").join(bin))?;
     }
     for program in HOST_PROGRAMS {
-        let name = Path::new(program).file_name().ok_or_else(|| format!("{program}: no file name"))?;
+        let name = Path::new(program)
+            .file_name()
+            .ok_or_else(|| format!("{program}: no file name"))?;
         copy(Path::new(program), &root.join("bin").join(name))?;
         for lib in shared_libraries(program)? {
             let dest = root.join(lib.strip_prefix("/").unwrap_or(&lib));
-            std::fs::create_dir_all(dest.parent().expect("an absolute path has a parent")).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(dest.parent().expect("an absolute path has a parent"))
+                .map_err(|e| e.to_string())?;
             copy(&lib, &dest)?;
         }
     }
@@ -126,9 +145,16 @@ pub fn build(extra: &[(PathBuf, &str)]) -> Result<PathBuf> {
     let init = root.join("init");
     std::fs::write(&init, init_script()).map_err(|e| e.to_string())?;
     run(Command::new("chmod").arg("755").arg(&init))?;
-    run(Command::new("mknod").args(["-m", "600"]).arg(root.join("dev/console")).args(["c", "5", "1"]))?;
+    run(Command::new("mknod")
+        .args(["-m", "600"])
+        .arg(root.join("dev/console"))
+        .args(["c", "5", "1"]))?;
     let image = out_dir.join("initramfs.cpio.gz");
-    let script = format!("cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'", root.display(), image.display());
+    let script = format!(
+        "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
+        root.display(),
+        image.display()
+    );
     run(Command::new("sh").args(["-c", &script]))?;
     stage.done();
     Ok(image)

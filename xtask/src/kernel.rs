@@ -37,7 +37,10 @@ pub struct Kernel {
 
 fn apt_options(apt: &Path) -> Vec<String> {
     vec![
-        format!("-o=Dir::Etc::SourceList={}", apt.join("sources.list").display()),
+        format!(
+            "-o=Dir::Etc::SourceList={}",
+            apt.join("sources.list").display()
+        ),
         "-o=Dir::Etc::SourceParts=/dev/null".into(),
         format!("-o=Dir::State::Lists={}", apt.join("lists").display()),
         format!("-o=Dir::Cache={}", apt.join("cache").display()),
@@ -51,23 +54,40 @@ fn source() -> Result<PathBuf> {
     let cache = cache_dir();
     let apt = cache.join("apt");
     let debs = apt.join("deb");
-    for dir in [apt.join("lists/partial"), apt.join("cache/archives/partial"), debs.clone()] {
+    for dir in [
+        apt.join("lists/partial"),
+        apt.join("cache/archives/partial"),
+        debs.clone(),
+    ] {
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let find_deb = || -> Option<PathBuf> {
-        std::fs::read_dir(&debs).ok()?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "deb")).max()
+        std::fs::read_dir(&debs)
+            .ok()?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+            .max()
     };
     if find_deb().is_none() {
         let stage = Stage::start(format!("download {PACKAGE} from Debian trixie-backports"));
         std::fs::write(apt.join("sources.list"), SUITE_LINE).map_err(|e| e.to_string())?;
-        run(Command::new("apt-get").args(apt_options(&apt)).arg("update"))?;
-        run(Command::new("apt-get").current_dir(&debs).args(apt_options(&apt)).args(["download", PACKAGE]))?;
+        run(Command::new("apt-get")
+            .args(apt_options(&apt))
+            .arg("update"))?;
+        run(Command::new("apt-get")
+            .current_dir(&debs)
+            .args(apt_options(&apt))
+            .args(["download", PACKAGE]))?;
         stage.done();
     }
     let deb = find_deb().ok_or("the linux-source .deb did not download")?;
     let src_root = cache.join("src");
     let tree = src_root.join(PACKAGE);
-    let stamp = src_root.join(format!(".extracted-{}", deb.file_name().unwrap_or_default().to_string_lossy()));
+    let stamp = src_root.join(format!(
+        ".extracted-{}",
+        deb.file_name().unwrap_or_default().to_string_lossy()
+    ));
     if !stamp.exists() {
         let stage = Stage::start(format!("extract {}", deb.display()));
         let _ = std::fs::remove_dir_all(&src_root);
@@ -107,16 +127,32 @@ pub fn build(tc: &Toolchain) -> Result<Kernel> {
     let build = cache_dir().join("kernel/build");
     std::fs::create_dir_all(&build).map_err(|e| e.to_string())?;
     let fragment_path = workspace_root().join("xtask/kernel/kbp-guest.config");
-    let fragment = std::fs::read(&fragment_path).map_err(|e| format!("{}: {e}", fragment_path.display()))?;
-    let key = fnv1a(&[src.to_string_lossy().as_bytes(), &std::fs::read(src.join("Makefile")).unwrap_or_default(), &fragment, tc.versions.as_bytes()]);
+    let fragment =
+        std::fs::read(&fragment_path).map_err(|e| format!("{}: {e}", fragment_path.display()))?;
+    let key = fnv1a(&[
+        src.to_string_lossy().as_bytes(),
+        &std::fs::read(src.join("Makefile")).unwrap_or_default(),
+        &fragment,
+        tc.versions.as_bytes(),
+    ]);
     let key_file = build.join(".kbp-key");
     let bzimage = build.join("arch/x86/boot/bzImage");
-    let release = || output(make(tc, &src, &build).args(["-s", "kernelrelease"])).map(|s| s.trim().to_string());
+    let release = || {
+        output(make(tc, &src, &build).args(["-s", "kernelrelease"])).map(|s| s.trim().to_string())
+    };
 
     if bzimage.exists() && std::fs::read_to_string(&key_file).is_ok_and(|k| k == key) {
         let release = release()?;
-        println!("[xtask] kernel {release}: cached build in {} (key {key})", build.display());
-        return Ok(Kernel { src, build, bzimage, release });
+        println!(
+            "[xtask] kernel {release}: cached build in {} (key {key})",
+            build.display()
+        );
+        return Ok(Kernel {
+            src,
+            build,
+            bzimage,
+            release,
+        });
     }
 
     let stage = Stage::start("configure kernel");
@@ -147,16 +183,32 @@ pub fn build(tc: &Toolchain) -> Result<Kernel> {
         "CONFIG_NFT_MASQ=y",
     ] {
         if !config.lines().any(|l| l == required) {
-            return Err(format!("{required} did not survive olddefconfig (a dependency is off; see {})", build.join(".config").display()));
+            return Err(format!(
+                "{required} did not survive olddefconfig (a dependency is off; see {})",
+                build.join(".config").display()
+            ));
         }
     }
     stage.done();
 
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let stage = Stage::start(format!("build bzImage and modules with -j{jobs} (about 17 min from nothing on 2 cores)"));
-    run_long(make(tc, &src, &build).arg(format!("-j{jobs}")).args(["bzImage", "modules"]), &stage, 400)?;
+    let stage = Stage::start(format!(
+        "build bzImage and modules with -j{jobs} (about 17 min from nothing on 2 cores)"
+    ));
+    run_long(
+        make(tc, &src, &build)
+            .arg(format!("-j{jobs}"))
+            .args(["bzImage", "modules"]),
+        &stage,
+        400,
+    )?;
     stage.done();
     std::fs::write(&key_file, &key).map_err(|e| e.to_string())?;
     let release = release()?;
-    Ok(Kernel { src, build, bzimage, release })
+    Ok(Kernel {
+        src,
+        build,
+        bzimage,
+        release,
+    })
 }

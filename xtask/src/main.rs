@@ -38,7 +38,10 @@ use std::process::ExitCode;
 
 /// The workspace root (xtask lives one level below it).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// The cache outside the repository: `$KBP_CACHE` or `~/.cache/kbp`.
@@ -46,7 +49,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("KBP_CACHE") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     home.join(".cache/kbp")
 }
 
@@ -54,25 +59,41 @@ pub fn cache_dir() -> PathBuf {
 pub type Result<T = ()> = std::result::Result<T, String>;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: cargo xtask <toolchain|kernel|module|initramfs|guest-test [--faults]|guest-run CMD...|bench [--quick]|clean-cache>");
+    eprintln!(
+        "usage: cargo xtask <toolchain|kernel|module|initramfs|guest-test [--faults]|guest-run CMD...|bench [--quick]|clean-cache>"
+    );
     ExitCode::from(2)
 }
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(command) = args.first() else { return usage() };
+    let Some(command) = args.first() else {
+        return usage();
+    };
     let result = match command.as_str() {
         "toolchain" => toolchain::ensure().map(|_| ()),
-        "kernel" => toolchain::ensure().and_then(|tc| kernel::build(&tc)).map(|_| ()),
+        "kernel" => toolchain::ensure()
+            .and_then(|tc| kernel::build(&tc))
+            .map(|_| ()),
         "initramfs" => initramfs::build(&[]).map(|_| ()),
-        "module" => toolchain::ensure().and_then(|tc| kernel::build(&tc).and_then(|k| module::build(&tc, &k))).map(|_| ()),
+        "module" => toolchain::ensure()
+            .and_then(|tc| kernel::build(&tc).and_then(|k| module::build(&tc, &k)))
+            .map(|_| ()),
         "guest-test" => guest_test::run(&args[1..]),
         "guest-run" => guest_test::run_commands(&args[1..]),
         "bench" => bench::run(&args[1..]),
         "clean-cache" => {
             let dir = cache_dir();
             println!("removing {}", dir.display());
-            std::fs::remove_dir_all(&dir).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }).map_err(|e| e.to_string())
+            std::fs::remove_dir_all(&dir)
+                .or_else(|e| {
+                    if e.kind() == std::io::ErrorKind::NotFound {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(|e| e.to_string())
         }
         _ => return usage(),
     };

@@ -15,15 +15,31 @@ use crate::{Result, workspace_root};
 
 /// `src/lib.rs` of the version of `name` that kbp-core resolves to.
 fn dependency_source(meta: &Value, name: &str) -> Result<PathBuf> {
-    let packages = meta["packages"].as_array().ok_or("cargo metadata: no packages")?;
-    let core_id = packages.iter().find(|p| p["name"] == "kbp-core").and_then(|p| p["id"].as_str()).ok_or("cargo metadata: no kbp-core")?;
-    let nodes = meta["resolve"]["nodes"].as_array().ok_or("cargo metadata: no resolve")?;
-    let core_node = nodes.iter().find(|n| n["id"] == core_id).ok_or("cargo metadata: kbp-core not resolved")?;
+    let packages = meta["packages"]
+        .as_array()
+        .ok_or("cargo metadata: no packages")?;
+    let core_id = packages
+        .iter()
+        .find(|p| p["name"] == "kbp-core")
+        .and_then(|p| p["id"].as_str())
+        .ok_or("cargo metadata: no kbp-core")?;
+    let nodes = meta["resolve"]["nodes"]
+        .as_array()
+        .ok_or("cargo metadata: no resolve")?;
+    let core_node = nodes
+        .iter()
+        .find(|n| n["id"] == core_id)
+        .ok_or("cargo metadata: kbp-core not resolved")?;
     for dep in core_node["deps"].as_array().into_iter().flatten() {
-        let Some(pkg) = packages.iter().find(|p| p["id"] == dep["pkg"]) else { continue };
+        let Some(pkg) = packages.iter().find(|p| p["id"] == dep["pkg"]) else {
+            continue;
+        };
         if pkg["name"] == name {
             let manifest = PathBuf::from(pkg["manifest_path"].as_str().unwrap_or_default());
-            return Ok(manifest.parent().map(|d| d.join("src/lib.rs")).unwrap_or_default());
+            return Ok(manifest
+                .parent()
+                .map(|d| d.join("src/lib.rs"))
+                .unwrap_or_default());
         }
     }
     Err(format!("kbp-core does not depend on {name}"))
@@ -34,18 +50,33 @@ pub fn build(tc: &Toolchain, kernel: &Kernel) -> Result<PathBuf> {
     let root = workspace_root();
     let stage = Stage::start("build kbp.ko (Kbuild, kernel rustc)");
     let meta: Value =
-        serde_json::from_str(&output(Command::new("cargo").current_dir(&root).args(["metadata", "--format-version", "1"]))?).map_err(|e| e.to_string())?;
+        serde_json::from_str(&output(Command::new("cargo").current_dir(&root).args([
+            "metadata",
+            "--format-version",
+            "1",
+        ]))?)
+        .map_err(|e| e.to_string())?;
     let bitflags = dependency_source(&meta, "bitflags")?;
     let static_assertions = dependency_source(&meta, "static_assertions")?;
     let dir = root.join("kbp-linux");
     let mut cmd = make(tc, &kernel.src, &kernel.build);
     cmd.arg(format!("M={}", dir.display()))
-        .arg(format!("KBP_CORE_SRC={}", root.join("kbp-core/src/lib.rs").display()))
+        .arg(format!(
+            "KBP_CORE_SRC={}",
+            root.join("kbp-core/src/lib.rs").display()
+        ))
         .arg(format!("KBP_BITFLAGS_SRC={}", bitflags.display()))
-        .arg(format!("KBP_STATIC_ASSERT_SRC={}", static_assertions.display()))
+        .arg(format!(
+            "KBP_STATIC_ASSERT_SRC={}",
+            static_assertions.display()
+        ))
         .arg("modules");
     run_long(&mut cmd, &stage, 1)?;
     stage.done();
     let ko = dir.join("kbp.ko");
-    if ko.exists() { Ok(ko) } else { Err(format!("{} was not produced", ko.display())) }
+    if ko.exists() {
+        Ok(ko)
+    } else {
+        Err(format!("{} was not produced", ko.display()))
+    }
 }

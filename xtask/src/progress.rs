@@ -17,7 +17,10 @@ impl Stage {
     pub fn start(name: impl Into<String>) -> Stage {
         let name = name.into();
         println!("[xtask] {name} ...");
-        Stage { name, start: Instant::now() }
+        Stage {
+            name,
+            start: Instant::now(),
+        }
     }
 
     /// Seconds since the stage started.
@@ -35,15 +38,27 @@ impl Stage {
 
 /// Runs a command, failing with its name and status.
 pub fn run(cmd: &mut Command) -> Result {
-    let status = cmd.status().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("{cmd:?} failed with {status}")) }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed with {status}"))
+    }
 }
 
 /// Runs a command and returns its stdout.
 pub fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     if !out.status.success() {
-        return Err(format!("{cmd:?} failed with {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "{cmd:?} failed with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -51,11 +66,24 @@ pub fn output(cmd: &mut Command) -> Result<String> {
 /// Runs a long command (a kernel build), printing a progress line every `every` output
 /// lines with the stage's elapsed time, and the last lines on failure.
 pub fn run_long(cmd: &mut Command, stage: &Stage, every: usize) -> Result {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
     let stderr = child.stderr.take().expect("piped");
-    let err_thread = std::thread::spawn(move || BufReader::new(stderr).lines().map_while(|l| l.ok()).collect::<Vec<_>>());
+    let err_thread = std::thread::spawn(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(|l| l.ok())
+            .collect::<Vec<_>>()
+    });
     let mut tail = std::collections::VecDeque::new();
-    for (n, line) in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(|l| l.ok()).enumerate() {
+    for (n, line) in BufReader::new(child.stdout.take().expect("piped"))
+        .lines()
+        .map_while(|l| l.ok())
+        .enumerate()
+    {
         if n % every == 0 {
             println!("[xtask]   {:>6.0} s  {}", stage.elapsed(), line.trim());
         }
@@ -69,7 +97,15 @@ pub fn run_long(cmd: &mut Command, stage: &Stage, every: usize) -> Result {
     if status.success() {
         return Ok(());
     }
-    for line in tail.iter().chain(errors.iter().rev().take(40).collect::<Vec<_>>().into_iter().rev()) {
+    for line in tail.iter().chain(
+        errors
+            .iter()
+            .rev()
+            .take(40)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev(),
+    ) {
         eprintln!("  | {line}");
     }
     Err(format!("{cmd:?} failed with {status}"))

@@ -34,16 +34,37 @@ impl StatsFile {
     /// Parses the file; None if any record is malformed or there is none.
     pub fn parse(text: &str) -> Option<StatsFile> {
         let mut map = BTreeMap::new();
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
             let f: Vec<&str> = line.split_whitespace().collect();
             let numbers = |from: usize, count: usize| -> Option<Vec<u64>> {
-                let values: Option<Vec<u64>> = f.get(from..)?.iter().map(|v| v.parse().ok()).collect();
+                let values: Option<Vec<u64>> =
+                    f.get(from..)?.iter().map(|v| v.parse().ok()).collect();
                 values.filter(|v| v.len() == count)
             };
             match f.first().copied() {
-                Some("thread") => map.insert(("thread".into(), f.get(1)?.parse().ok()?, 0), numbers(3, THREAD_VALUES)?),
-                Some("napi") => map.insert(("napi".into(), f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?), numbers(5, NAPI_VALUES)?),
-                Some("poll_gaps") => map.insert(("poll_gaps".into(), f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?), numbers(5, GAP_BUCKETS)?),
+                Some("thread") => map.insert(
+                    ("thread".into(), f.get(1)?.parse().ok()?, 0),
+                    numbers(3, THREAD_VALUES)?,
+                ),
+                Some("napi") => map.insert(
+                    (
+                        "napi".into(),
+                        f.get(1)?.parse().ok()?,
+                        f.get(2)?.parse().ok()?,
+                    ),
+                    numbers(5, NAPI_VALUES)?,
+                ),
+                Some("poll_gaps") => map.insert(
+                    (
+                        "poll_gaps".into(),
+                        f.get(1)?.parse().ok()?,
+                        f.get(2)?.parse().ok()?,
+                    ),
+                    numbers(5, GAP_BUCKETS)?,
+                ),
                 _ => return None,
             };
         }
@@ -52,7 +73,10 @@ impl StatsFile {
 
     /// The `thread` records' values, by CPU.
     pub fn threads(&self) -> impl Iterator<Item = (i64, &[u64])> {
-        self.0.iter().filter(|((kind, _, _), _)| kind == "thread").map(|((_, cpu, _), v)| (*cpu, v.as_slice()))
+        self.0
+            .iter()
+            .filter(|((kind, _, _), _)| kind == "thread")
+            .map(|((_, cpu, _), v)| (*cpu, v.as_slice()))
     }
 
     /// Some thread reports errors (overruns or poll-list overflows).
@@ -63,7 +87,11 @@ impl StatsFile {
     /// All instances' poll-gap histograms added up.
     pub fn poll_gaps(&self) -> [u64; GAP_BUCKETS] {
         let mut sum = [0; GAP_BUCKETS];
-        for (_, v) in self.0.iter().filter(|((kind, _, _), _)| kind == "poll_gaps") {
+        for (_, v) in self
+            .0
+            .iter()
+            .filter(|((kind, _, _), _)| kind == "poll_gaps")
+        {
             sum.iter_mut().zip(v).for_each(|(s, v)| *s += v);
         }
         sum
@@ -74,7 +102,11 @@ impl StatsFile {
     pub fn grew_from(&self, before: &StatsFile) -> bool {
         before.0.iter().all(|(key, old)| {
             self.0.get(key).is_none_or(|new| {
-                let counters = if key.0 == "napi" { old.len() - 2 } else { old.len() };
+                let counters = if key.0 == "napi" {
+                    old.len() - 2
+                } else {
+                    old.len()
+                };
                 old.iter().zip(new).take(counters).all(|(o, n)| n >= o)
             })
         })
@@ -98,10 +130,17 @@ pub fn gap_percentile_bucket(hist: &[u64; GAP_BUCKETS], p: f64) -> Option<usize>
 /// bound), or at least its lower bound for the last, open bucket.
 pub fn gap_bucket_text(k: usize) -> String {
     if k + 1 >= GAP_BUCKETS {
-        return format!("≥ {:.1} ms", GapHistogram::lower_bound_ns(GAP_BUCKETS - 1) as f64 / 1e6);
+        return format!(
+            "≥ {:.1} ms",
+            GapHistogram::lower_bound_ns(GAP_BUCKETS - 1) as f64 / 1e6
+        );
     }
     let upper_us = GapHistogram::lower_bound_ns(k + 1) as f64 / 1e3;
-    if upper_us < 1000.0 { format!("< {upper_us:.0} µs") } else { format!("< {:.2} ms", upper_us / 1e3) }
+    if upper_us < 1000.0 {
+        format!("< {upper_us:.0} µs")
+    } else {
+        format!("< {:.2} ms", upper_us / 1e3)
+    }
 }
 
 #[cfg(test)]
@@ -123,14 +162,23 @@ poll_gaps 2 1 66 eth0 0 0 3 200 40 5 2 1 0 0 0 1 0 0 0 0
         let threads: Vec<_> = s.threads().collect();
         assert_eq!(threads.len(), 1);
         let (cpu, v) = threads[0];
-        assert_eq!((cpu, v[THREAD_PACKETS], v[THREAD_PARKS], v[THREAD_HANDBACK]), (2, 6, 3, 7));
+        assert_eq!(
+            (cpu, v[THREAD_PACKETS], v[THREAD_PARKS], v[THREAD_HANDBACK]),
+            (2, 6, 3, 7)
+        );
         assert!(!s.has_errors());
-        assert_eq!(s.0[&("napi".to_string(), 2, 1)], vec![6, 254, 250, 0, 1, 1592324, 1]);
+        assert_eq!(
+            s.0[&("napi".to_string(), 2, 1)],
+            vec![6, 254, 250, 0, 1, 1592324, 1]
+        );
         let mut gaps = [0; GAP_BUCKETS];
         gaps[2..8].copy_from_slice(&[3, 200, 40, 5, 2, 1]);
         gaps[11] = 1;
         assert_eq!(s.poll_gaps(), gaps);
-        assert_eq!(StatsFile::parse(&format!("{SAMPLE}poll_gaps 2 2 67 eth0 1 2 3\n")), None);
+        assert_eq!(
+            StatsFile::parse(&format!("{SAMPLE}poll_gaps 2 2 67 eth0 1 2 3\n")),
+            None
+        );
         // 252 gaps: the median is in bucket 3 (4-8 us), the 99th percentile (rank 250)
         // in bucket 6, the maximum in bucket 11.
         assert_eq!(gap_percentile_bucket(&gaps, 50.0), Some(3));
@@ -138,8 +186,18 @@ poll_gaps 2 1 66 eth0 0 0 3 200 40 5 2 1 0 0 0 1 0 0 0 0
         assert_eq!(gap_percentile_bucket(&gaps, 100.0), Some(11));
         assert_eq!(gap_percentile_bucket(&[0; GAP_BUCKETS], 50.0), None);
         assert_eq!(
-            (gap_bucket_text(0), gap_bucket_text(5), gap_bucket_text(11), gap_bucket_text(15)),
-            ("< 1 µs".into(), "< 33 µs".into(), "< 2.10 ms".into(), "≥ 16.8 ms".into())
+            (
+                gap_bucket_text(0),
+                gap_bucket_text(5),
+                gap_bucket_text(11),
+                gap_bucket_text(15)
+            ),
+            (
+                "< 1 µs".into(),
+                "< 33 µs".into(),
+                "< 2.10 ms".into(),
+                "≥ 16.8 ms".into()
+            )
         );
     }
 

@@ -42,7 +42,10 @@ pub struct Toolchain {
 }
 
 fn installed(package: &str) -> bool {
-    Command::new("dpkg-query").args(["-W", "-f=${Status}", package]).output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
 /// Installs what is missing and verifies the result.
@@ -50,38 +53,74 @@ pub fn ensure() -> Result<Toolchain> {
     let stage = Stage::start("toolchain");
     let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
     if !missing.is_empty() {
-        println!("[xtask]   installing Debian packages: {}", missing.join(" "));
+        println!(
+            "[xtask]   installing Debian packages: {}",
+            missing.join(" ")
+        );
         run(Command::new("apt-get").args(["update", "-q"]))?;
-        run(Command::new("apt-get").env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y", "-q", "--no-install-recommends"]).args(&missing))
-            .map_err(|e| format!("{e}\n(is this Debian bookworm, run as root, with deb.debian.org reachable?)"))?;
+        run(Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing))
+        .map_err(|e| {
+            format!("{e}\n(is this Debian bookworm, run as root, with deb.debian.org reachable?)")
+        })?;
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"));
     let bindgen = home.join(".cargo/bin/bindgen");
-    let bindgen_ok = output(Command::new(&bindgen).arg("--version")).is_ok_and(|v| v.contains(BINDGEN_VERSION));
+    let bindgen_ok =
+        output(Command::new(&bindgen).arg("--version")).is_ok_and(|v| v.contains(BINDGEN_VERSION));
     if !bindgen_ok {
         println!("[xtask]   installing bindgen-cli {BINDGEN_VERSION} (about 2 minutes)");
-        run(Command::new("cargo").args(["install", "bindgen-cli", "--locked", "--version", BINDGEN_VERSION]))?;
+        run(Command::new("cargo").args([
+            "install",
+            "bindgen-cli",
+            "--locked",
+            "--version",
+            BINDGEN_VERSION,
+        ]))?;
     }
     let rustc = PathBuf::from("/usr/bin/rustc");
-    let rustc_version = output(Command::new(&rustc).arg("--version")).map_err(|e| format!("Debian's rustc (package rustc-web) is not usable: {e}"))?;
+    let rustc_version = output(Command::new(&rustc).arg("--version"))
+        .map_err(|e| format!("Debian's rustc (package rustc-web) is not usable: {e}"))?;
     let bindgen_version = output(Command::new(&bindgen).arg("--version"))?;
     let libclang = PathBuf::from("/usr/lib/llvm-19/lib");
     if !libclang.join("libclang.so").exists()
         && !libclang.join("libclang-19.so").exists()
-        && std::fs::read_dir(&libclang).map_or(true, |d| !d.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("libclang")))
+        && std::fs::read_dir(&libclang).map_or(true, |d| {
+            !d.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with("libclang"))
+        })
     {
-        return Err(format!("libclang not found in {} (package libclang-19-dev)", libclang.display()));
+        return Err(format!(
+            "libclang not found in {} (package libclang-19-dev)",
+            libclang.display()
+        ));
     }
     let core_src = PathBuf::from("/usr/lib/rustlib/src/rust/library/core/src/lib.rs");
     if !core_src.exists() {
-        return Err(format!("{} missing (package rust-web-src)", core_src.display()));
+        return Err(format!(
+            "{} missing (package rust-web-src)",
+            core_src.display()
+        ));
     }
     for tool in ["qemu-system-x86_64", "busybox", "cpio", "ip"] {
         if output(Command::new("sh").args(["-c", &format!("command -v {tool}")])).is_err() {
             return Err(format!("{tool} not found after installing packages"));
         }
     }
-    println!("[xtask]   {} / {}", rustc_version.trim(), bindgen_version.trim());
+    println!(
+        "[xtask]   {} / {}",
+        rustc_version.trim(),
+        bindgen_version.trim()
+    );
     stage.done();
-    Ok(Toolchain { rustc, bindgen, libclang, versions: format!("{}|{}", rustc_version.trim(), bindgen_version.trim()) })
+    Ok(Toolchain {
+        rustc,
+        bindgen,
+        libclang,
+        versions: format!("{}|{}", rustc_version.trim(), bindgen_version.trim()),
+    })
 }

@@ -9,7 +9,9 @@ use std::net::TcpListener;
 use std::process::Command;
 
 fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "0.0.0.0:7000".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "0.0.0.0:7000".into());
     let listener = TcpListener::bind(&addr)?;
     println!("KBP-AGENT-READY {addr}");
     for stream in listener.incoming() {

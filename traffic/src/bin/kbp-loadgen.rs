@@ -8,7 +8,9 @@ use kbp_traffic::{TrialSpec, run_trial, zero_loss_search};
 fn main() {
     let mut args = std::env::args().skip(1);
     let Some(target) = args.next().and_then(|a| a.parse().ok()) else {
-        eprintln!("usage: kbp-loadgen ADDR:PORT [--rate PPS] [--frame BYTES] [--packets N] [--warmup N] [--flows N] [--search LOW HIGH SECONDS]");
+        eprintln!(
+            "usage: kbp-loadgen ADDR:PORT [--rate PPS] [--frame BYTES] [--packets N] [--warmup N] [--flows N] [--search LOW HIGH SECONDS]"
+        );
         std::process::exit(2);
     };
     let mut spec = TrialSpec {
@@ -48,7 +50,10 @@ fn main() {
         std::process::exit(2);
     }
     let out = match search {
-        Some((lo, hi, secs)) => zero_loss_search(target, spec.frame_bytes, spec.flows, lo, hi, secs as f64, 8).map(|r| format!("{r:?}")),
+        Some((lo, hi, secs)) => {
+            zero_loss_search(target, spec.frame_bytes, spec.flows, lo, hi, secs as f64, 8)
+                .map(|r| format!("{r:?}"))
+        }
         None => run_trial(&spec).map(|r| format!("{r:?}")),
     };
     match out {

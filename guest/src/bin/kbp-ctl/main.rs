@@ -25,7 +25,9 @@ use std::time::Instant;
 mod netlink;
 
 fn usage() -> ExitCode {
-    eprintln!("usage: kbp-ctl time LABEL CMD | channels DEV [N] | napi-threaded ID MODE | veth NAME PEER PID | pin CPU PID... | flood CPU...");
+    eprintln!(
+        "usage: kbp-ctl time LABEL CMD | channels DEV [N] | napi-threaded ID MODE | veth NAME PEER PID | pin CPU PID... | flood CPU..."
+    );
     ExitCode::from(2)
 }
 
@@ -57,7 +59,11 @@ fn ethtool(dev: &str, data: &mut EthtoolChannels) -> std::io::Result<()> {
     }
     // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
     let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, &src) in ifr.ifr_name.iter_mut().zip(dev.as_bytes().iter().take(libc::IFNAMSIZ - 1)) {
+    for (dst, &src) in ifr
+        .ifr_name
+        .iter_mut()
+        .zip(dev.as_bytes().iter().take(libc::IFNAMSIZ - 1))
+    {
         *dst = src as libc::c_char;
     }
     ifr.ifr_ifru.ifru_data = (data as *mut EthtoolChannels).cast();
@@ -71,17 +77,30 @@ fn ethtool(dev: &str, data: &mut EthtoolChannels) -> std::io::Result<()> {
 
 fn channels(dev: &str, set: Option<u32>) -> std::io::Result<String> {
     if let Some(n) = set {
-        let mut get = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..Default::default() };
+        let mut get = EthtoolChannels {
+            cmd: ETHTOOL_GCHANNELS,
+            ..Default::default()
+        };
         ethtool(dev, &mut get)?;
-        let mut req = EthtoolChannels { cmd: ETHTOOL_SCHANNELS, combined_count: n, ..get };
+        let mut req = EthtoolChannels {
+            cmd: ETHTOOL_SCHANNELS,
+            combined_count: n,
+            ..get
+        };
         req.rx_count = 0;
         req.tx_count = 0;
         req.other_count = 0;
         ethtool(dev, &mut req)?;
     }
-    let mut get = EthtoolChannels { cmd: ETHTOOL_GCHANNELS, ..Default::default() };
+    let mut get = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
     ethtool(dev, &mut get)?;
-    Ok(format!("combined {} max {}", get.combined_count, get.max_combined))
+    Ok(format!(
+        "combined {} max {}",
+        get.combined_count, get.max_combined
+    ))
 }
 
 /// `NETDEV_CMD_NAPI_SET` and its attributes (include/uapi/linux/netdev.h, Linux 7.2).
@@ -94,10 +113,18 @@ fn napi_threaded(id: u32, mode: &str) -> std::io::Result<()> {
         "disabled" => 0,
         "enabled" => 1,
         "busy-poll" => 2,
-        _ => return Err(std::io::Error::other(format!("unknown mode {mode} (disabled, enabled, busy-poll)"))),
+        _ => {
+            return Err(std::io::Error::other(format!(
+                "unknown mode {mode} (disabled, enabled, busy-poll)"
+            )));
+        }
     };
     let family = netlink::genl_family("netdev")?;
-    netlink::genl_request_u32(family, NETDEV_CMD_NAPI_SET, &[(NETDEV_A_NAPI_ID, id), (NETDEV_A_NAPI_THREADED, value)])
+    netlink::genl_request_u32(
+        family,
+        NETDEV_CMD_NAPI_SET,
+        &[(NETDEV_A_NAPI_ID, id), (NETDEV_A_NAPI_THREADED, value)],
+    )
 }
 
 fn pin(cpu: usize, pid: i32) -> std::io::Result<()> {
@@ -149,7 +176,12 @@ fn report(result: std::io::Result<String>, what: &str) -> ExitCode {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["time", label, command] => {
             let t = Instant::now();
             let status = Command::new("/bin/sh").arg("-c").arg(command).status();
@@ -179,26 +211,49 @@ fn main() -> ExitCode {
             }
         }
         ["napi-threaded", id, mode] => match id.parse::<u32>() {
-            Ok(id) => report(napi_threaded(id, mode).map(|()| String::new()), &format!("napi {id}")),
+            Ok(id) => report(
+                napi_threaded(id, mode).map(|()| String::new()),
+                &format!("napi {id}"),
+            ),
             Err(_) => usage(),
         },
         ["veth", name, peer, pid] => match pid.parse::<u32>() {
-            Ok(pid) => report(netlink::veth(name, peer, pid).map(|()| String::new()), &format!("veth {name}")),
+            Ok(pid) => report(
+                netlink::veth(name, peer, pid).map(|()| String::new()),
+                &format!("veth {name}"),
+            ),
             Err(_) => usage(),
         },
         ["pin", cpu, pids @ ..] if !pids.is_empty() => {
-            let Some(cpu) = cpu.parse::<usize>().ok().filter(|&c| c < libc::CPU_SETSIZE as usize) else { return usage() };
+            let Some(cpu) = cpu
+                .parse::<usize>()
+                .ok()
+                .filter(|&c| c < libc::CPU_SETSIZE as usize)
+            else {
+                return usage();
+            };
             let mut code = ExitCode::SUCCESS;
             for pid in pids {
-                let Ok(pid) = pid.parse::<i32>() else { return usage() };
-                if report(pin(cpu, pid).map(|()| String::new()), &format!("pin {pid}")) != ExitCode::SUCCESS {
+                let Ok(pid) = pid.parse::<i32>() else {
+                    return usage();
+                };
+                if report(pin(cpu, pid).map(|()| String::new()), &format!("pin {pid}"))
+                    != ExitCode::SUCCESS
+                {
                     code = ExitCode::FAILURE;
                 }
             }
             code
         }
         ["flood", cpus @ ..] if !cpus.is_empty() => {
-            let cpus: Option<Vec<usize>> = cpus.iter().map(|c| c.parse().ok().filter(|&c: &usize| c < libc::CPU_SETSIZE as usize)).collect();
+            let cpus: Option<Vec<usize>> = cpus
+                .iter()
+                .map(|c| {
+                    c.parse()
+                        .ok()
+                        .filter(|&c: &usize| c < libc::CPU_SETSIZE as usize)
+                })
+                .collect();
             let Some(cpus) = cpus else { return usage() };
             report(flood(&cpus).map(|()| String::new()), "flood")
         }

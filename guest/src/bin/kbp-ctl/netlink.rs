@@ -55,9 +55,21 @@ fn c_string(s: &str) -> Vec<u8> {
 /// Sends one request (`body` follows the netlink header) and reads until the ack;
 /// returns the ack's error (0 or -errno) and the attributes of the first reply, which
 /// start `header` bytes into its body.
-fn transact(protocol: i32, kind: u16, flags: u16, body: &[u8], header: usize) -> io::Result<(i32, Attrs)> {
+fn transact(
+    protocol: i32,
+    kind: u16,
+    flags: u16,
+    body: &[u8],
+    header: usize,
+) -> io::Result<(i32, Attrs)> {
     // SAFETY: a plain socket(2) call.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            protocol,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -70,7 +82,11 @@ fn transact(protocol: i32, kind: u16, flags: u16, body: &[u8], header: usize) ->
     msg.extend_from_slice(body);
     // SAFETY: `msg` is a valid buffer; a netlink socket's default destination is the kernel.
     let sent = unsafe { libc::send(fd, msg.as_ptr().cast(), msg.len(), 0) };
-    let result = if sent < 0 { Err(io::Error::last_os_error()) } else { receive(fd, header) };
+    let result = if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        receive(fd, header)
+    };
     // SAFETY: `fd` is ours.
     unsafe { libc::close(fd) };
     result
@@ -155,5 +171,12 @@ pub fn veth(name: &str, peer: &str, peer_ns_pid: u32) -> io::Result<()> {
             attr(data, VETH_INFO_PEER | NLA_F_NESTED, &peer_msg);
         });
     });
-    acked(transact(NETLINK_ROUTE, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &body, 16)?).map(drop)
+    acked(transact(
+        NETLINK_ROUTE,
+        RTM_NEWLINK,
+        NLM_F_CREATE | NLM_F_EXCL,
+        &body,
+        16,
+    )?)
+    .map(drop)
 }
