@@ -181,6 +181,7 @@ pub fn build(tc: &Toolchain) -> Result<Kernel> {
         "CONFIG_NF_TABLES_IPV4=y",
         "CONFIG_NFT_NAT=y",
         "CONFIG_NFT_MASQ=y",
+        "CONFIG_DYNAMIC_FTRACE_WITH_ARGS=y",
     ] {
         if !config.lines().any(|l| l == required) {
             return Err(format!(
