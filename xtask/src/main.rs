@@ -8,8 +8,9 @@
 //! cargo xtask initramfs      busybox + the project's static guest binaries
 //! cargo xtask guest-test     all of the above, boot, run the echo scenarios, write
 //!                            target/kbp/guest-test.json; exit 0 only if all pass
-//! cargo xtask guest-test --faults [--soak-minutes M --cycles N]
+//! cargo xtask faults [--soak-minutes M] [--cycles N]
 //!                            faults and a soak under traffic -> target/kbp/faults.json
+//!                            (`guest-test --faults` is an alias)
 //! cargo xtask guest-run CMD  boot the guest and run shell commands in it
 //! cargo xtask bench [--quick] [--modes LIST]
 //!                            napi / threaded / busy-poll / kbp-spin / kbp-adaptive side
@@ -17,50 +18,29 @@
 //! cargo xtask clean-cache    remove ~/.cache/kbp (the kernel build tree)
 //! ```
 //!
-//! Layers: `toolchain` -> `kernel` -> `initramfs` -> `guest` (netns, tap, QEMU, agent)
-//! -> `guest_test` (scenarios, JSON), `faults` (fault injection, soak) and `bench`
-//! (mode comparison; `bench_report` writes its tables and plots).
+//! Layers, each using only the ones below it:
+//!
+//! ```text
+//! main.rs    the command line only
+//! suites/    echo (guest-test), faults, bench (with its model, setup, trial, report)
+//! harness    build-and-boot, guest-run, shared constants and types (module path, bad
+//!            parameters, drops, the zero-loss ceiling)
+//! guest/     vm (netns, tap, QEMU, agent client), probes, tracing, stats_file
+//! build/     toolchain -> kernel -> module -> initramfs
+//! base/      workspace root, cache directory, Result, progress (stages, commands)
+//! ```
 
-mod bench;
-mod bench_report;
-mod faults;
+mod base;
+mod build;
 mod guest;
-mod guest_test;
-mod initramfs;
-mod kernel;
-mod module;
-mod progress;
-mod stats_file;
-mod toolchain;
+mod harness;
+mod suites;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// The workspace root (xtask lives one level below it).
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-/// The cache outside the repository: `$KBP_CACHE` or `~/.cache/kbp`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KBP_CACHE") {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root"));
-    home.join(".cache/kbp")
-}
-
-/// Result of an xtask stage: a message for the user on failure.
-pub type Result<T = ()> = std::result::Result<T, String>;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <toolchain|kernel|module|initramfs|guest-test [--faults]|guest-run CMD...|bench [--quick]|clean-cache>"
+        "usage: cargo xtask <toolchain|kernel|module|initramfs|guest-test|faults [--soak-minutes M] [--cycles N]|guest-run CMD...|bench [--quick]|clean-cache>"
     );
     ExitCode::from(2)
 }
@@ -71,19 +51,29 @@ fn main() -> ExitCode {
         return usage();
     };
     let result = match command.as_str() {
-        "toolchain" => toolchain::ensure().map(|_| ()),
-        "kernel" => toolchain::ensure()
-            .and_then(|tc| kernel::build(&tc))
+        "toolchain" => build::toolchain::ensure().map(|_| ()),
+        "kernel" => build::toolchain::ensure()
+            .and_then(|tc| build::kernel::build(&tc))
             .map(|_| ()),
-        "initramfs" => initramfs::build(&[]).map(|_| ()),
-        "module" => toolchain::ensure()
-            .and_then(|tc| kernel::build(&tc).and_then(|k| module::build(&tc, &k)))
+        "initramfs" => build::initramfs::build(&[]).map(|_| ()),
+        "module" => build::toolchain::ensure()
+            .and_then(|tc| build::kernel::build(&tc).and_then(|k| build::module::build(&tc, &k)))
             .map(|_| ()),
-        "guest-test" => guest_test::run(&args[1..]),
-        "guest-run" => guest_test::run_commands(&args[1..]),
-        "bench" => bench::run(&args[1..]),
+        // `guest-test --faults` is the old spelling of `faults`, kept as an alias.
+        "guest-test" if args.iter().any(|a| a == "--faults") => {
+            let rest: Vec<String> = args[1..]
+                .iter()
+                .filter(|a| *a != "--faults")
+                .cloned()
+                .collect();
+            suites::faults::run(&rest)
+        }
+        "guest-test" => suites::echo::run(&args[1..]),
+        "faults" => suites::faults::run(&args[1..]),
+        "guest-run" => harness::run_commands(&args[1..]),
+        "bench" => suites::bench::run(&args[1..]),
         "clean-cache" => {
-            let dir = cache_dir();
+            let dir = base::cache_dir();
             println!("removing {}", dir.display());
             std::fs::remove_dir_all(&dir)
                 .or_else(|e| {

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::progress::{Stage, output, run};
-use crate::{Result, workspace_root};
+use crate::base::progress::{Stage, output, run};
+use crate::base::{Result, workspace_root};
 
 /// The guest's address on the test network (the host side of the tap is .1).
 pub const GUEST_ADDR: &str = "10.77.0.2";

@@ -18,72 +18,24 @@
 //! soak          kbp-adaptive, bursts and idle gaps near half the zero-loss rate (10 min)
 //! ```
 
-use std::collections::BTreeMap;
+mod fault;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use kbp_traffic::{TrialSpec, run_trial, zero_loss_search};
+use kbp_traffic::zero_loss_search;
 use serde::Serialize;
 
-use crate::guest::{Guest, count_warnings, net_rx_softirqs};
-use crate::guest_test::{BAD_PARAMS, Drops, MODULE_PATH, build_and_boot};
-use crate::initramfs::{ECHO_PORT, GUEST_ADDR};
-use crate::progress::Stage;
-use crate::stats_file::{StatsFile, THREAD_PARKS};
-use crate::{Result, workspace_root};
+use crate::base::progress::Stage;
+use crate::base::{Result, workspace_root};
+use crate::build::initramfs::{ECHO_PORT, GUEST_ADDR};
+use crate::guest::stats_file::{StatsFile, THREAD_PARKS};
+use crate::guest::vm::{Guest, count_warnings};
+use crate::harness::{BAD_PARAMS, MODULE_PATH, build_and_boot};
+use crate::suites::faults::fault::{Fault, FaultRecord, Ops};
 
-/// Loss is excused for packets sent up to this long after a device-away operation.
-const SETTLE: Duration = Duration::from_millis(700);
 /// Echo rate during the faults (the moderate rate of the guest test).
 const RATE: u64 = 2_000;
-
-/// One fault's record in `faults.json`.
-#[derive(Serialize)]
-pub struct FaultRecord {
-    /// Short name (`reload`, `link-flap`, ...).
-    pub name: String,
-    /// What was done.
-    pub what: String,
-    /// Echo packets sent, echoed, lost while the fault ran.
-    pub sent: u64,
-    /// Echoes received.
-    pub received: u64,
-    /// `sent - received`.
-    pub lost: u64,
-    /// Lost packets sent while the device was away (link down, unbound): excused.
-    pub lost_while_device_away: u64,
-    /// Every timed operation: label -> (count, max ms, mean ms).
-    pub operations: BTreeMap<String, OpTimes>,
-    /// Growth of the guest's NET_RX softirq count.
-    pub net_rx_softirq_delta: u64,
-    /// Kernel warnings (WARN, BUG, Oops, soft lockup, RCU stall, hung task) logged.
-    pub kernel_warnings: usize,
-    /// Counters never went backwards and reported no errors.
-    pub counters_consistent: bool,
-    /// Where datagrams were dropped during the fault's traffic (host and guest sockets,
-    /// the host's tap): explains a loss; the pass criterion stays the loss itself.
-    pub drops: Drops,
-    /// Observations (e.g. the thread's CPU after hotplug, the counters' parks).
-    pub notes: Vec<String>,
-    /// No unexcused loss, no warning, every operation within its bound and
-    /// succeeded, counters consistent, and the fault's own checks held.
-    pub passed: bool,
-}
-
-/// Timing of one kind of operation.
-#[derive(Clone, Copy, Default, Serialize)]
-pub struct OpTimes {
-    /// How many ran.
-    pub count: u32,
-    /// Longest, milliseconds.
-    pub max_ms: f64,
-    /// Mean, milliseconds.
-    pub mean_ms: f64,
-    /// The bound it must stay within, milliseconds.
-    pub bound_ms: f64,
-}
 
 #[derive(Serialize)]
 struct Report {
@@ -94,224 +46,6 @@ struct Report {
     passed: bool,
 }
 
-/// Bound for an operation label, milliseconds.
-fn bound_ms(label: &str) -> f64 {
-    match label {
-        "unbind" | "bind" | "cpu-offline" | "cpu-online" => 5_000.0,
-        "soak-traffic" => f64::INFINITY,
-        _ => 2_000.0,
-    }
-}
-
-/// What a fault's operations collect while the traffic runs.
-#[derive(Default)]
-struct Ops {
-    times: BTreeMap<String, Vec<f64>>,
-    away: Vec<(Instant, Instant)>,
-    failures: Vec<String>,
-    notes: Vec<String>,
-    stats_ok: bool,
-}
-
-/// Quotes `s` for a POSIX shell.
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-impl Ops {
-    /// Runs `script` in the guest; its `kbp-ctl time` lines are recorded. With
-    /// `device_away`, packets sent from now until SETTLE after it returns may be lost.
-    fn run(&mut self, guest: &Guest, script: &str, device_away: bool) -> Result<String> {
-        let t0 = Instant::now();
-        let (code, out) = guest.exec(script)?;
-        if device_away {
-            self.away.push((t0, Instant::now() + SETTLE));
-        }
-        for line in out.lines().filter(|l| l.starts_with("KBP-TIME ")) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if let [_, label, ms, status] = f.as_slice() {
-                self.times
-                    .entry(label.to_string())
-                    .or_default()
-                    .push(ms.parse().unwrap_or(f64::INFINITY));
-                if *status != "0" {
-                    self.failures.push(format!("{label} exited {status}"));
-                }
-            }
-        }
-        if code != 0 {
-            self.failures
-                .push(format!("`{script}` exited {code}: {out}"));
-        }
-        Ok(out)
-    }
-
-    /// `kbp-ctl time LABEL CMD` as a script fragment.
-    fn timed(label: &str, command: &str) -> String {
-        format!("kbp-ctl time {label} {}", quote(command))
-    }
-
-    /// Checks one stats read: parseable, no errors; later reads of the same load must
-    /// not go backwards (`previous`).
-    fn check_stats(&mut self, text: &str, previous: Option<&str>) {
-        let Some(now) = StatsFile::parse(text) else {
-            self.stats_ok = false;
-            self.notes.push(format!("unreadable stats file: {text}"));
-            return;
-        };
-        let backwards = previous
-            .and_then(StatsFile::parse)
-            .is_some_and(|before| !now.grew_from(&before));
-        if backwards || now.has_errors() {
-            self.stats_ok = false;
-            self.notes.push(format!(
-                "counters inconsistent (went backwards: {backwards}):\n{previous:?}\n{text}"
-            ));
-        }
-    }
-}
-
-/// One fault: traffic around `op`.
-struct Fault<'a> {
-    guest: &'a Guest,
-    name: &'a str,
-    what: String,
-    flows: usize,
-    rate: u64,
-    bursts: Option<(u64, Duration)>,
-}
-
-impl Fault<'_> {
-    fn run(self, op: impl FnOnce(&Guest, &mut Ops) -> Result) -> Result<FaultRecord> {
-        let stage = Stage::start(format!("fault {}: {}", self.name, self.what));
-        let guest = self.guest;
-        let log_before = std::fs::read_to_string(&guest.log)
-            .unwrap_or_default()
-            .len();
-        let softirq_before = net_rx_softirqs(guest)?;
-        let drops_before = Drops::read(guest)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}")
-            .parse()
-            .expect("address");
-        let spec = TrialSpec {
-            target,
-            rate_pps: self.rate,
-            frame_bytes: 64,
-            packets: self.rate * 3_600,
-            warmup_packets: 0,
-            grace: Duration::from_secs(2),
-            flows: self.flows,
-            bursts: self.bursts,
-            stop: Some(stop.clone()),
-        };
-        let mut ops = Ops {
-            stats_ok: true,
-            ..Ops::default()
-        };
-        let (result, op_result) = std::thread::scope(|scope| {
-            let trial = scope.spawn(|| run_trial(&spec));
-            std::thread::sleep(Duration::from_secs(1));
-            let op_result = op(guest, &mut ops);
-            std::thread::sleep(Duration::from_secs(1));
-            stop.store(true, Ordering::Release);
-            (trial.join(), op_result)
-        });
-        let result = result
-            .map_err(|_| "load generator panicked".to_string())?
-            .map_err(|e| format!("load generator: {e}"))?;
-        if let Err(e) = op_result {
-            ops.failures.push(e);
-        }
-        let softirq_after = net_rx_softirqs(guest)?;
-        let drops = Drops::read(guest)?.since(drops_before);
-        let log = std::fs::read_to_string(&guest.log).unwrap_or_default();
-        let kernel_warnings = count_warnings(log.get(log_before..).unwrap_or(""));
-        let lost_while_device_away = result
-            .lost_sent_at
-            .iter()
-            .filter(|&&t| ops.away.iter().any(|&(a, b)| t >= a && t <= b))
-            .count() as u64;
-        let operations: BTreeMap<String, OpTimes> = ops
-            .times
-            .iter()
-            .map(|(label, v)| {
-                let max_ms = v.iter().copied().fold(0.0, f64::max);
-                let mean_ms = v.iter().sum::<f64>() / v.len().max(1) as f64;
-                (
-                    label.clone(),
-                    OpTimes {
-                        count: v.len() as u32,
-                        max_ms,
-                        mean_ms,
-                        bound_ms: bound_ms(label),
-                    },
-                )
-            })
-            .collect();
-        let slow: Vec<String> = operations
-            .iter()
-            .filter(|(_, t)| t.max_ms > t.bound_ms)
-            .map(|(l, t)| format!("{l} took {:.0} ms", t.max_ms))
-            .collect();
-        let mut notes = ops.notes;
-        notes.extend(ops.failures.iter().map(|f| format!("failed: {f}")));
-        notes.extend(slow.iter().map(|s| format!("too slow: {s}")));
-        let passed = result.lost == lost_while_device_away
-            && kernel_warnings == 0
-            && ops.stats_ok
-            && ops.failures.is_empty()
-            && slow.is_empty()
-            && result.sent > 0;
-        let record = FaultRecord {
-            name: self.name.to_string(),
-            what: self.what,
-            sent: result.sent,
-            received: result.received,
-            lost: result.lost,
-            lost_while_device_away,
-            net_rx_softirq_delta: softirq_after
-                .iter()
-                .sum::<u64>()
-                .saturating_sub(softirq_before.iter().sum()),
-            operations,
-            kernel_warnings,
-            counters_consistent: ops.stats_ok,
-            drops,
-            notes,
-            passed,
-        };
-        println!(
-            "[xtask]   sent {} lost {} (while device away {}; guest rcvbuf {}, tap {}, host rcvbuf {})  NET_RX +{}  warnings {}  counters {}  {}",
-            record.sent,
-            record.lost,
-            record.lost_while_device_away,
-            record.drops.guest_udp_rcvbuf_errors,
-            record.drops.host_tap_tx_dropped,
-            record.drops.host_udp_rcvbuf_errors,
-            record.net_rx_softirq_delta,
-            record.kernel_warnings,
-            if record.counters_consistent {
-                "ok"
-            } else {
-                "INCONSISTENT"
-            },
-            if record.passed { "ok" } else { "FAIL" }
-        );
-        for (label, t) in &record.operations {
-            println!(
-                "[xtask]     {label:<14} x{:<3} max {:>8.1} ms  mean {:>8.1} ms",
-                t.count, t.max_ms, t.mean_ms
-            );
-        }
-        for note in &record.notes {
-            println!("[xtask]     {note}");
-        }
-        stage.done();
-        Ok(record)
-    }
-}
-
 fn insmod(args: &str) -> String {
     Ops::timed("load", &format!("insmod {MODULE_PATH} {args}"))
 }
@@ -320,7 +54,7 @@ fn stats(guest: &Guest) -> Result<String> {
     guest.check("cat /sys/kernel/debug/kbp/stats")
 }
 
-/// Options of `--faults`.
+/// Options of `cargo xtask faults`.
 struct Options {
     soak_minutes: f64,
     cycles: u32,
@@ -343,7 +77,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--cycles" => o.cycles = num()? as u32,
             other => {
                 return Err(format!(
-                    "unknown flag {other} (--faults flags: --soak-minutes M --cycles N)"
+                    "unknown flag {other} (faults flags: --soak-minutes M --cycles N)"
                 ));
             }
         }
@@ -622,11 +356,5 @@ pub fn run(args: &[String]) -> Result {
             "faults failed: {failed:?}, kernel warnings in the whole log: {kernel_warnings_total}; see {}",
             path.display()
         ))
-    }
-}
-
-impl<'a> Fault<'a> {
-    fn with_flows(self, flows: usize) -> Fault<'a> {
-        Fault { flows, ..self }
     }
 }

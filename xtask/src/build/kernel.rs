@@ -16,9 +16,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::progress::{Stage, fnv1a, output, run, run_long};
-use crate::toolchain::Toolchain;
-use crate::{Result, cache_dir, workspace_root};
+use crate::base::progress::{Stage, fnv1a, output, run, run_long};
+use crate::base::{Result, cache_dir, workspace_root};
+use crate::build::toolchain::Toolchain;
 
 const SUITE_LINE: &str = "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main\n";
 const PACKAGE: &str = "linux-source-7.2";

@@ -9,9 +9,9 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::Result;
-use crate::bench::{Results, Trial};
-use crate::stats_file::{gap_bucket_text, gap_percentile_bucket};
+use crate::base::Result;
+use crate::guest::stats_file::{gap_bucket_text, gap_percentile_bucket};
+use crate::suites::bench::model::{Results, Trial};
 
 /// Medians over the repetitions of one (variant, frame, rate, mode), with the spread.
 #[derive(Clone, Copy, Default)]

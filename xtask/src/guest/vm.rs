@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::Result;
-use crate::initramfs::{AGENT_PORT, GUEST_ADDR, HOST_ADDR};
-use crate::progress::run;
+use crate::base::Result;
+use crate::base::progress::run;
+use crate::build::initramfs::{AGENT_PORT, GUEST_ADDR, HOST_ADDR};
 
 /// Queue pairs of the guest's virtio-net.
 pub const QUEUE_PAIRS: u32 = 2;
@@ -260,53 +260,4 @@ impl Drop for Guest {
             .args(["netns", "del", &self.netns])
             .status();
     }
-}
-
-/// The NET_RX row of a guest's `/proc/softirqs`, per CPU.
-pub fn net_rx_softirqs(guest: &Guest) -> Result<Vec<u64>> {
-    let text = guest.check("cat /proc/softirqs")?;
-    let line = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("NET_RX:"))
-        .ok_or("no NET_RX line in /proc/softirqs")?;
-    Ok(line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|v| v.parse::<u64>().ok())
-        .collect())
-}
-
-/// Shell snippet: the PIDs of the polling threads (`kbp/*`, `napi/*`).
-pub const POLLER_PIDS: &str = "pollers() { for c in /proc/[0-9]*/comm; do read -r n < $c 2>/dev/null; \
-    case $n in kbp/*|napi/*) p=${c%/comm}; echo ${p#/proc/};; esac; done; }";
-
-/// Ticks (10 ms) of the polling threads and the guest's busy and total jiffies.
-pub fn cpu_sample(guest: &Guest) -> Result<(f64, f64, f64)> {
-    let script = format!(
-        "{POLLER_PIDS}; t=0; for p in $(pollers); do read -r l < /proc/$p/stat; set -- $l; t=$((t + ${{14}} + ${{15}})); done; \
-         read -r cpu user nice system idle iowait rest < /proc/stat; echo $t $user $nice $system $idle $iowait $rest"
-    );
-    let out = guest.check(&script)?;
-    let v: Vec<f64> = out
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    if v.len() < 6 {
-        return Err(format!("cpu sample: {out}"));
-    }
-    let total: f64 = v[1..].iter().sum();
-    let idle = v[4] + v[5];
-    Ok((v[0], total - idle, total))
-}
-
-/// Polling threads' and the whole guest's CPU between two samples, percent of one CPU.
-pub fn cpu_between(a: (f64, f64, f64), b: (f64, f64, f64)) -> (f64, f64) {
-    let jiffies_per_cpu = (b.2 - a.2) / f64::from(VCPUS);
-    if jiffies_per_cpu <= 0.0 {
-        return (0.0, 0.0);
-    }
-    (
-        (b.0 - a.0) / jiffies_per_cpu * 100.0,
-        (b.1 - a.1) / jiffies_per_cpu * 100.0,
-    )
 }

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::Result;
-use crate::progress::{Stage, output, run};
+use crate::base::Result;
+use crate::base::progress::{Stage, output, run};
 
 /// Debian (bookworm) packages the kernel build, the initramfs and the guest need.
 pub const PACKAGES: &[&str] = &[

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use crate::Result;
+use crate::base::Result;
 
 /// A stage of a long task, printed with its elapsed time when it ends.
 pub struct Stage {

@@ -8,10 +8,10 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::kernel::{Kernel, make};
-use crate::progress::{Stage, output, run_long};
-use crate::toolchain::Toolchain;
-use crate::{Result, workspace_root};
+use crate::base::progress::{Stage, output, run_long};
+use crate::base::{Result, workspace_root};
+use crate::build::kernel::{Kernel, make};
+use crate::build::toolchain::Toolchain;
 
 /// `src/lib.rs` of the version of `name` that kbp-core resolves to.
 fn dependency_source(meta: &Value, name: &str) -> Result<PathBuf> {

@@ -1,0 +1,120 @@
+//! Kernel tracing in the guest: hist triggers feeding a synthetic event `kbp_lat`, the
+//! inside-the-guest delay KBP exists to remove (NET_RX raise to softirq entry for
+//! `napi`, wake to run of a polling thread otherwise), read back as a distribution.
+
+use serde::Serialize;
+
+use crate::base::Result;
+use crate::guest::stats_file::GAP_BUCKETS;
+use crate::guest::vm::Guest;
+
+/// The inside-the-guest delay KBP exists to remove, from kernel tracing (hist triggers
+/// and a synthetic event), as a distribution in microseconds.
+#[derive(Clone, Serialize)]
+pub struct Delay {
+    /// Mode.
+    pub mode: String,
+    /// `base` or `competition`.
+    pub variant: String,
+    /// What was measured: `NET_RX raise -> softirq entry` (napi) or `poller wake ->
+    /// running` (the polling thread's sched_waking -> sched_switch).
+    pub what: String,
+    /// Events measured.
+    pub count: u64,
+    /// Percentiles and max, microseconds (None when there were no events: a spinning
+    /// poller is never woken).
+    pub p50_us: Option<u64>,
+    /// 99th percentile.
+    pub p99_us: Option<u64>,
+    /// 99.9th percentile.
+    pub p99_9_us: Option<u64>,
+    /// Maximum.
+    pub max_us: Option<u64>,
+    /// KBP modes: kbp.ko's own poll-gap histogram over the traced trial (the growth of
+    /// its `poll_gaps` records; log2 buckets from 1024 ns): the times between two polls
+    /// of an owned instance, so the bound on how long a packet waits for a spinning
+    /// poller.
+    pub kbp_poll_gaps: Option<[u64; GAP_BUCKETS]>,
+}
+
+const TRACING: &str = "/sys/kernel/tracing";
+
+/// Arms the hist triggers that feed the synthetic event `kbp_lat`: for `napi` the time
+/// from raising NET_RX on a CPU to the softirq's entry there; for polling-thread modes
+/// the time from waking a `kbp/*` or `napi/*` thread to it running. Clears the
+/// histogram (a trial may have run before).
+pub fn trace_start(guest: &Guest, mode: &str) -> Result<&'static str> {
+    let (what, arm) = if mode == "napi" {
+        (
+            "NET_RX raise -> softirq entry",
+            "echo 'hist:keys=common_cpu:ts0=common_timestamp.usecs if vec == 3' > events/irq/softirq_raise/trigger && \
+             echo 'hist:keys=common_cpu:lat=common_timestamp.usecs-$ts0:onmatch(irq.softirq_raise).trace(kbp_lat,$lat) if vec == 3' > events/irq/softirq_entry/trigger",
+        )
+    } else {
+        (
+            "poller wake -> running",
+            "echo 'hist:keys=pid:ts0=common_timestamp.usecs if comm ~ \"kbp/*\" || comm ~ \"napi/*\"' > events/sched/sched_waking/trigger && \
+             echo 'hist:keys=next_pid:lat=common_timestamp.usecs-$ts0:onmatch(sched.sched_waking).trace(kbp_lat,$lat) if next_comm ~ \"kbp/*\" || next_comm ~ \"napi/*\"' > events/sched/sched_switch/trigger",
+        )
+    };
+    let first = guest
+        .exec(&format!("test -e {TRACING}/events/synthetic/kbp_lat"))?
+        .0
+        != 0;
+    if first {
+        // The mono clock is comparable across CPUs (the wake and the run of a thread may
+        // be on different CPUs); the default local clock is not.
+        guest.check(&format!(
+            "cd {TRACING} && echo mono > trace_clock && echo 'kbp_lat u64 lat' >> synthetic_events && {arm} && \
+             echo 'hist:keys=lat:sort=lat:size=4096' > events/synthetic/kbp_lat/trigger"
+        ))?;
+    } else {
+        guest.check(&format!("echo 'hist:keys=lat:sort=lat:size=4096:clear' >> {TRACING}/events/synthetic/kbp_lat/trigger"))?;
+    }
+    Ok(what)
+}
+
+/// Reads the `kbp_lat` histogram (`{ lat: N } hitcount: C` lines).
+pub fn trace_read(guest: &Guest, mode: &str, variant: &str, what: &str) -> Result<Delay> {
+    let text = guest.check(&format!("cat {TRACING}/events/synthetic/kbp_lat/hist"))?;
+    let mut buckets: Vec<(u64, u64)> = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("{ lat:"))
+    {
+        let nums: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        // A negative difference (wrapped) would be a clock artefact: not a delay.
+        if let [lat, count] = nums.as_slice()
+            && *lat < 1 << 40
+        {
+            buckets.push((*lat, *count));
+        }
+    }
+    buckets.sort_unstable();
+    let count: u64 = buckets.iter().map(|b| b.1).sum();
+    let pick = |p: f64| -> Option<u64> {
+        let rank = ((p / 100.0) * count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        buckets
+            .iter()
+            .find(|&&(_, c)| {
+                seen += c;
+                seen >= rank
+            })
+            .map(|b| b.0)
+    };
+    Ok(Delay {
+        mode: mode.into(),
+        variant: variant.into(),
+        what: what.into(),
+        count,
+        p50_us: pick(50.0),
+        p99_us: pick(99.0),
+        p99_9_us: pick(99.9),
+        max_us: buckets.last().map(|b| b.0),
+        kbp_poll_gaps: None,
+    })
+}

@@ -1,0 +1,338 @@
+//! `cargo xtask bench [--quick]`: the paper's latency and throughput experiments in the
+//! guest, NAPI vs threaded NAPI vs upstream threaded busy poll vs KBP, side by side in
+//! one run. Writes `target/kbp/bench/results.json`, `report.md` and SVG plots
+//! (`bench_report.rs`).
+//!
+//! One fresh guest boot per mode; in every mode the same CPUs do the same jobs:
+//!
+//! ```text
+//! CPU 0      every virtio-net interrupt (set so in every mode); in `napi` mode
+//!            NET_RX runs here; the competition load runs here
+//! CPU 2      the echo server (kbp-echo, plain UdpSocket), pinned
+//! CPU 3      every polling thread: napi/eth0-* (threaded, busy-poll), kbp/3 (KBP)
+//! ```
+//!
+//! Per mode: idle cost; a warm-up of every frame size (discarded: TCG's first
+//! translation of new code paths makes RTTs of 25-30 ms); echo trials at a low and a
+//! high fixed rate, 64/512/1518-byte frames, repeated; the zero-loss rate by binary
+//! search; "many queues" (16 flows over both queue pairs, polling CPU measured); the
+//! container configuration (an echo server in a network namespace behind a veth pair
+//! and a bridge in the guest, reached through NAT on a published port, as Docker lays
+//! out a bridge network; `nft` in the guest); and
+//! the softirq-competition variant (a loopback UDP flood on CPU 0, so NET_RX there has
+//! other work; `kbp-ctl flood`).
+
+mod model;
+mod report;
+mod setup;
+mod trial;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use kbp_traffic::{TrialSpec, run_trial, zero_loss_search};
+
+use crate::base::progress::{Stage, output};
+use crate::base::{Result, workspace_root};
+use crate::guest::probes::{cpu_between, cpu_sample};
+use crate::guest::stats_file::{StatsFile, gap_bucket_text, gap_percentile_bucket};
+use crate::guest::tracing::{trace_read, trace_start};
+use crate::guest::vm::{QUEUE_PAIRS, VCPUS};
+use crate::harness::{ZERO_LOSS_CEILING_PPS, build_and_boot};
+use crate::suites::bench::model::{Idle, Results, ZeroLoss};
+use crate::suites::bench::setup::{
+    ECHO_CPU, IRQ_CPU, POLL_CPU, set_up, set_up_container, start_load, stop_load,
+};
+use crate::suites::bench::trial::{TrialPlan, target, trial};
+
+/// The modes, in report order.
+pub const MODES: [&str; 5] = ["napi", "threaded", "busy-poll", "kbp-spin", "kbp-adaptive"];
+
+struct Options {
+    quick: bool,
+    frames: Vec<usize>,
+    search_frames: Vec<usize>,
+    rates: [u64; 2],
+    seconds: f64,
+    reps: u32,
+    modes: Vec<String>,
+}
+
+fn parse(args: &[String]) -> Result<Options> {
+    let mut o = Options {
+        quick: false,
+        frames: vec![64, 512, 1518],
+        search_frames: vec![64, 512, 1518],
+        rates: [1_000, 5_000],
+        seconds: 10.0,
+        reps: 3,
+        modes: MODES.iter().map(|m| m.to_string()).collect(),
+    };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        match flag.as_str() {
+            "--quick" => {
+                o.quick = true;
+                o.frames = vec![64, 1518];
+                o.search_frames = vec![64];
+                o.seconds = 4.0;
+                o.reps = 1;
+            }
+            "--modes" => {
+                let list = it.next().ok_or("--modes needs a comma-separated list")?;
+                o.modes = list.split(',').map(str::to_string).collect();
+                if let Some(bad) = o.modes.iter().find(|m| !MODES.contains(&m.as_str())) {
+                    return Err(format!("unknown mode {bad} (modes: {})", MODES.join(",")));
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unknown flag {other} (flags: --quick, --modes LIST)"
+                ));
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// Everything for one mode, in one boot.
+fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
+    let stage = Stage::start(format!("bench mode {mode}"));
+    let (release, guest) = build_and_boot(&format!("bench-{mode}.log"))?;
+    results.guest_kernel = release;
+    let pinning = set_up(&guest, mode)?;
+    for line in pinning.lines() {
+        println!("[xtask]   poller {line}");
+    }
+
+    // Idle cost: 3 s without traffic.
+    std::thread::sleep(Duration::from_secs(1));
+    let a = cpu_sample(&guest)?;
+    std::thread::sleep(Duration::from_secs(3));
+    let (poller_percent, guest_busy_percent) = cpu_between(a, cpu_sample(&guest)?);
+    println!(
+        "[xtask]   idle: pollers {poller_percent:.0}% of a CPU, whole guest {guest_busy_percent:.0}%"
+    );
+    results.idle.push(Idle {
+        mode: mode.into(),
+        guest_busy_percent,
+        poller_percent,
+    });
+
+    // Warm-up, discarded: every frame size once at the low rate.
+    for &frame in &o.frames {
+        let spec = TrialSpec {
+            target: target(),
+            rate_pps: o.rates[0],
+            frame_bytes: frame,
+            packets: 3_000,
+            warmup_packets: 0,
+            grace: Duration::from_millis(500),
+            flows: 1,
+            bursts: None,
+            stop: None,
+        };
+        run_trial(&spec).map_err(|e| format!("warm-up: {e}"))?;
+    }
+
+    let plan = |variant, frame, rate, rep, flows, measure_cpu| TrialPlan {
+        target: target(),
+        mode,
+        variant,
+        frame,
+        rate,
+        rep,
+        flows,
+        seconds: o.seconds,
+        measure_cpu,
+    };
+    for &frame in &o.frames {
+        for rate in o.rates {
+            for rep in 0..o.reps {
+                results
+                    .trials
+                    .push(trial(&guest, &plan("base", frame, rate, rep, 1, false))?);
+            }
+        }
+    }
+    for &frame in &o.search_frames {
+        let r = zero_loss_search(
+            target(),
+            frame,
+            1,
+            500,
+            ZERO_LOSS_CEILING_PPS,
+            if o.quick { 2.0 } else { 3.0 },
+            if o.quick { 6 } else { 8 },
+        )
+        .map_err(|e| e.to_string())?;
+        println!("[xtask]   zero-loss {frame} B: {} pps", r.zero_loss_pps);
+        results.zero_loss.push(ZeroLoss {
+            mode: mode.into(),
+            frame_bytes: frame,
+            pps: r.zero_loss_pps,
+            trials: r.trials,
+        });
+    }
+
+    // Many queues: without XPS the guest sends each flow's replies on the queue its
+    // hash picks, and the host tap steers the flow's requests to that queue.
+    guest.check("for f in /sys/class/net/eth0/queues/tx-*/xps_cpus; do echo 0 > $f; done")?;
+    for rep in 0..o.reps {
+        results.trials.push(trial(
+            &guest,
+            &plan("many-queues", 64, o.rates[0], rep, 16, true),
+        )?);
+    }
+
+    start_load(&guest)?;
+    for &frame in &o.frames {
+        for rep in 0..o.reps {
+            results.trials.push(trial(
+                &guest,
+                &plan("competition", frame, o.rates[0], rep, 1, false),
+            )?);
+        }
+    }
+    stop_load(&guest)?;
+
+    let container = set_up_container(&guest)?;
+    for &frame in &o.frames {
+        for rep in 0..o.reps {
+            results.trials.push(trial(
+                &guest,
+                &TrialPlan {
+                    target: container,
+                    ..plan("container", frame, o.rates[0], rep, 1, false)
+                },
+            )?);
+        }
+    }
+
+    // Last, because tracing costs: the delay distributions, without and with load.
+    for variant in ["base", "competition"] {
+        if variant == "competition" {
+            start_load(&guest)?;
+        }
+        let kbp_stats = || -> Result<Option<StatsFile>> {
+            if !mode.starts_with("kbp") {
+                return Ok(None);
+            }
+            let text = guest.check("cat /sys/kernel/debug/kbp/stats")?;
+            StatsFile::parse(&text)
+                .map(Some)
+                .ok_or_else(|| format!("unreadable kbp stats: {text}"))
+        };
+        let before = kbp_stats()?;
+        let what = trace_start(&guest, mode)?;
+        trial(&guest, &plan("traced", 64, o.rates[0], 0, 1, false))?;
+        let mut d = trace_read(&guest, mode, variant, what)?;
+        if let (Some(before), Some(after)) = (before, kbp_stats()?) {
+            let mut gaps = after.poll_gaps();
+            gaps.iter_mut()
+                .zip(before.poll_gaps())
+                .for_each(|(a, b)| *a = a.saturating_sub(b));
+            d.kbp_poll_gaps = Some(gaps);
+        }
+        let gap_p99 = d
+            .kbp_poll_gaps
+            .and_then(|g| gap_percentile_bucket(&g, 99.0))
+            .map(gap_bucket_text);
+        println!(
+            "[xtask]   delay {variant}: {} over {} events: p50 {:?} p99 {:?} p99.9 {:?} max {:?} us; kbp poll gaps {:?} (p99 {gap_p99:?})",
+            d.what, d.count, d.p50_us, d.p99_us, d.p99_9_us, d.max_us, d.kbp_poll_gaps
+        );
+        results.delays.push(d);
+        if variant == "competition" {
+            stop_load(&guest)?;
+        }
+    }
+    guest.power_off(Duration::from_secs(60))?;
+    stage.done();
+    Ok(())
+}
+
+fn host_description() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    format!("{model}, {cores} cores, host kernel {kernel}")
+}
+
+/// Runs a userspace figure command and returns its output.
+fn userspace(args: &[&str]) -> Result<String> {
+    let stage = Stage::start(format!("cargo {}", args.join(" ")));
+    let out = output(
+        Command::new("cargo")
+            .current_dir(workspace_root())
+            .args(args),
+    )?;
+    stage.done();
+    Ok(out)
+}
+
+/// `cargo xtask bench`.
+pub fn run(args: &[String]) -> Result {
+    let o = parse(args)?;
+    let dir: PathBuf = workspace_root().join("target/kbp/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    // Userspace figures first, while no guest competes for the two cores.
+    let userspace_example = userspace(&[
+        "run",
+        "--release",
+        "-q",
+        "-p",
+        "kbp-examples",
+        "--example",
+        "simulated_nic",
+    ])?;
+    let engine_bench = userspace(&["bench", "-q", "-p", "kbp-examples", "--bench", "engine"])?;
+    let date = output(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]))?
+        .trim()
+        .to_string();
+    let mut results = Results {
+        date,
+        machine: host_description(),
+        guest_kernel: String::new(),
+        setup: format!(
+            "QEMU TCG guest, {VCPUS} vCPUs, 1 GiB, virtio-net with {QUEUE_PAIRS} queue pairs on a multi-queue tap; every virtio-net IRQ on CPU {IRQ_CPU}, \
+             echo server pinned to CPU {ECHO_CPU}, every polling thread pinned to CPU {POLL_CPU}; competition load: a loopback UDP flood \
+             pinned to CPU {IRQ_CPU} (kbp-ctl flood)"
+        ),
+        quick: o.quick,
+        rates_pps: o.rates,
+        trial_seconds: o.seconds,
+        reps: o.reps,
+        warmup: "per mode, 3000 packets of each frame size at the low rate right after boot, then the first 0.2 s of every trial; none of it counted".into(),
+        modes: o.modes.clone(),
+        trials: Vec::new(),
+        zero_loss: Vec::new(),
+        idle: Vec::new(),
+        delays: Vec::new(),
+        userspace_example,
+        engine_bench,
+    };
+    for mode in &o.modes {
+        bench_mode(mode, &o, &mut results)?;
+        // Written after every mode, so an interrupted run keeps what it measured.
+        report::write(&dir, &results)?;
+    }
+    println!(
+        "[xtask] wrote {}/report.md, results.json, fig8-max-rtt*.svg, fig9-zero-loss.svg",
+        dir.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! What the bench measures and writes to `results.json`: one [`Trial`] per echo trial,
+//! one [`ZeroLoss`] per search, one [`Idle`] per mode, the traced delays
+//! ([`Delay`], from [`crate::guest::tracing`]), all gathered in [`Results`].
+
+use kbp_traffic::RttSummary;
+use serde::Serialize;
+
+use crate::guest::tracing::Delay;
+
+/// One echo trial.
+#[derive(Clone, Serialize)]
+pub struct Trial {
+    /// Mode.
+    pub mode: String,
+    /// `base`, `competition`, `many-queues` or `container`.
+    pub variant: String,
+    /// Ethernet frame size.
+    pub frame_bytes: usize,
+    /// Offered rate.
+    pub rate_pps: u64,
+    /// Repetition index.
+    pub rep: u32,
+    /// UDP flows.
+    pub flows: usize,
+    /// Counted packets sent.
+    pub sent: u64,
+    /// Echoes received.
+    pub received: u64,
+    /// `sent - received`.
+    pub lost: u64,
+    /// RTT percentiles, microseconds.
+    pub rtt_us: RttSummary,
+    /// Growth of the guest's NET_RX softirq count.
+    pub net_rx_softirq_delta: u64,
+    /// Guest CPU of the polling threads during the trial, percent of one CPU
+    /// (measured in the `many-queues` variant).
+    pub poller_cpu_percent: Option<f64>,
+}
+
+/// The zero-loss rate of one mode and frame size.
+#[derive(Clone, Serialize)]
+pub struct ZeroLoss {
+    /// Mode.
+    pub mode: String,
+    /// Ethernet frame size.
+    pub frame_bytes: usize,
+    /// Highest rate with no loss, packets/s.
+    pub pps: u64,
+    /// Every trial of the search: (rate, lost).
+    pub trials: Vec<(u64, u64)>,
+}
+
+/// What a mode costs with no traffic.
+#[derive(Clone, Serialize)]
+pub struct Idle {
+    /// Mode.
+    pub mode: String,
+    /// All guest CPUs' busy time, percent of one CPU.
+    pub guest_busy_percent: f64,
+    /// The polling threads' CPU, percent of one CPU.
+    pub poller_percent: f64,
+}
+
+/// Everything measured; `results.json`.
+#[derive(Serialize)]
+pub struct Results {
+    /// UTC date and time of the run.
+    pub date: String,
+    /// The host: CPU model, cores, kernel.
+    pub machine: String,
+    /// The guest kernel release.
+    pub guest_kernel: String,
+    /// The guest's shape and the CPU plan.
+    pub setup: String,
+    /// `--quick` was given.
+    pub quick: bool,
+    /// The low and high fixed rates, packets/s.
+    pub rates_pps: [u64; 2],
+    /// Seconds of each measured trial.
+    pub trial_seconds: f64,
+    /// Repetitions of each trial.
+    pub reps: u32,
+    /// How the warm-up was discarded.
+    pub warmup: String,
+    /// Modes measured, in order.
+    pub modes: Vec<String>,
+    /// Every echo trial.
+    pub trials: Vec<Trial>,
+    /// Zero-loss searches.
+    pub zero_loss: Vec<ZeroLoss>,
+    /// Idle cost per mode.
+    pub idle: Vec<Idle>,
+    /// Inside-the-guest delays per mode (traced trials, not in the RTT tables).
+    pub delays: Vec<Delay>,
+    /// `cargo run --release --example simulated_nic` output (this machine, same run).
+    pub userspace_example: String,
+    /// `cargo bench -p kbp-examples --bench engine` output (same run).
+    pub engine_bench: String,
+}

@@ -1,0 +1,120 @@
+//! The guest's configuration for a bench mode: the CPU plan and the mode itself, the
+//! container behind NAT, and the softirq-competition load.
+
+use std::net::SocketAddr;
+
+use crate::base::Result;
+use crate::build::initramfs::{ECHO_PORT, GUEST_ADDR};
+use crate::guest::probes::POLLER_PIDS;
+use crate::guest::vm::Guest;
+use crate::harness::MODULE_PATH;
+
+/// The CPU of every polling thread.
+pub const POLL_CPU: u32 = 3;
+/// The echo server's CPU.
+pub const ECHO_CPU: u32 = 2;
+/// The CPU of the NIC's interrupts and of the competition load.
+pub const IRQ_CPU: u32 = 0;
+
+/// Puts the guest into `mode` and pins the echo server and the polling threads.
+pub fn set_up(guest: &Guest, mode: &str) -> Result<String> {
+    guest.check(&format!("kbp-ctl pin {ECHO_CPU} $(pidof kbp-echo)"))?;
+    guest.check(&format!("for i in $(grep virtio0- /proc/interrupts | cut -d: -f1); do echo {IRQ_CPU} > /proc/irq/$i/smp_affinity_list; done"))?;
+    match mode {
+        "napi" => {}
+        "threaded" => {
+            guest.check("echo 1 > /sys/class/net/eth0/threaded")?;
+        }
+        "busy-poll" => {
+            // The RX NAPI ids come from the threads threaded mode names napi/eth0-<id>;
+            // TX-completion instances have no id and stay in plain threaded mode.
+            guest.check("echo 1 > /sys/class/net/eth0/threaded")?;
+            let ids = guest.check("for c in /proc/[0-9]*/comm; do read -r n < $c; case $n in napi/eth0-*) echo ${n#napi/eth0-};; esac; done")?;
+            let ids: Vec<&str> = ids.split_whitespace().filter(|id| *id != "0").collect();
+            if ids.is_empty() {
+                return Err("busy-poll: no NAPI ids found".into());
+            }
+            for id in ids {
+                guest.check(&format!("kbp-ctl napi-threaded {id} busy-poll"))?;
+            }
+        }
+        "kbp-spin" => {
+            guest.check(&format!(
+                "insmod {MODULE_PATH} ifaces=eth0 cpus={POLL_CPU} mode=spin"
+            ))?;
+        }
+        "kbp-adaptive" => {
+            guest.check(&format!(
+                "insmod {MODULE_PATH} ifaces=eth0 cpus={POLL_CPU} mode=adaptive"
+            ))?;
+        }
+        _ => return Err(format!("unknown mode {mode}")),
+    }
+    if mode != "napi" && !mode.starts_with("kbp") {
+        guest.check(&format!("{POLLER_PIDS}; kbp-ctl pin {POLL_CPU} $(pollers)"))?;
+    }
+    guest.check(&format!("{POLLER_PIDS}; for p in $(pollers); do echo $(cat /proc/$p/comm) $(grep Cpus_allowed_list /proc/$p/status); done"))
+}
+
+/// The container's address (inside the guest, behind a bridge on 10.78.0.0/24).
+const CONTAINER_ADDR: &str = "10.78.0.2";
+/// The guest port the NAT forwards to the container's echo server (Docker's
+/// `-p 9001:9000/udp`); the guest's own echo server keeps `ECHO_PORT`.
+const CONTAINER_PUBLISHED_PORT: u16 = 9001;
+
+/// The NAT of a Docker bridge network: published port -> container (DNAT, undone for
+/// the replies by conntrack), and the container's own traffic out through eth0
+/// masqueraded.
+fn container_nat_ruleset() -> String {
+    format!(
+        "table ip kbp_nat {{\n\
+         chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; \
+         iifname \"eth0\" udp dport {CONTAINER_PUBLISHED_PORT} dnat to {CONTAINER_ADDR}:{ECHO_PORT}; }}\n\
+         chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; \
+         ip saddr 10.78.0.0/24 oifname \"eth0\" masquerade; }}\n\
+         }}\n"
+    )
+}
+
+/// The paper's container configuration: a network namespace holding a second echo
+/// server (pinned like the first), behind a veth pair, a bridge and NAT in the guest,
+/// as a Docker bridge network with a published port lays it out. The host sends to the
+/// guest's own address. Returns the published address.
+pub fn set_up_container(guest: &Guest) -> Result<SocketAddr> {
+    let pid = guest.check("unshare -n sleep 1000000 > /dev/null 2>&1 & echo $!")?;
+    let pid: u32 = pid
+        .trim()
+        .parse()
+        .map_err(|_| format!("container: no namespace holder pid in {pid:?}"))?;
+    guest.check(&format!(
+        "sleep 0.3 && kbp-ctl veth veth0 ceth0 {pid} && brctl addbr br0 && brctl addif br0 veth0 && \
+         ip addr add 10.78.0.1/24 dev br0 && ip link set br0 up && ip link set veth0 up && echo 1 > /proc/sys/net/ipv4/ip_forward && \
+         nsenter -t {pid} -n sh -c 'ip link set lo up && ip addr add {CONTAINER_ADDR}/24 dev ceth0 && ip link set ceth0 up && \
+         ip route add default via 10.78.0.1; echo 4194304 > /proc/sys/net/core/rmem_default; echo 4194304 > /proc/sys/net/core/rmem_max; true'"
+    ))?;
+    // The agent takes one line per command: the ruleset's newlines travel as printf's `\n`.
+    let ruleset = container_nat_ruleset().replace('\n', "\\n");
+    guest.check(&format!("printf '{ruleset}' > /tmp/kbp-nat.nft && nft -f /tmp/kbp-nat.nft && nft list table ip kbp_nat > /dev/null"))?;
+    let echo = guest.check(&format!(
+        "nsenter -t {pid} -n kbp-echo 0.0.0.0:{ECHO_PORT} > /dev/null 2>&1 & echo $!"
+    ))?;
+    guest.check(&format!(
+        "sleep 0.3; kbp-ctl pin {ECHO_CPU} {}",
+        echo.trim()
+    ))?;
+    Ok(format!("{GUEST_ADDR}:{CONTAINER_PUBLISHED_PORT}")
+        .parse()
+        .expect("address"))
+}
+
+pub fn start_load(guest: &Guest) -> Result {
+    guest
+        .check(&format!(
+            "(kbp-ctl flood {IRQ_CPU} > /dev/null 2>&1 &) ; sleep 1; pidof kbp-ctl"
+        ))
+        .map(drop)
+}
+
+pub fn stop_load(guest: &Guest) -> Result {
+    guest.check("kill $(pidof kbp-ctl); true").map(drop)
+}
