@@ -1,7 +1,23 @@
-//! `cargo xtask guest-test`: build or reuse the kernel and initramfs, boot the guest,
-//! run UDP echo scenarios against the unmodified echo server, and write
-//! `target/kbp/guest-test.json`. Exit 0 only when every scenario passes: no packet
-//! lost, no kernel warning in the guest log.
+//! `cargo xtask guest-test [--quick]`: build or reuse the kernel and initramfs, boot the
+//! guest, run UDP echo scenarios against the unmodified echo server, and write
+//! `target/kbp/guest-test.json` (serial log `target/kbp/guest.log`). Exit 0 only when
+//! every scenario passes: no packet lost, no kernel warning in the guest log.
+//!
+//! The scenarios, in the order [`run`] runs them, by their record in the report (a
+//! scenario's `mode`, or a field of its own):
+//!
+//! | record | what |
+//! |---|---|
+//! | `napi` | stock kernel, 64/512/1518-byte frames |
+//! | `kbp-spin` | module loaded, one thread on CPU 3 (load/unload times and the idle thread's CPU in `module_cycles`), every frame size |
+//! | `kbp-spin-after-link-flap` | `ip link set eth0 down && up` while owned, then echo |
+//! | `kbp-adaptive` | module loaded in adaptive mode (200 µs window), one thread on CPU 3, every frame size |
+//! | `kbp-spin-2-threads` | one thread per queue pair (CPUs 2 and 3), 16 flows over both queues: every thread must process packets |
+//! | `napi-after-unload` | echo after rmmod |
+//! | `unload-under-traffic` | rmmod halfway through the traffic (`scenario_with`) |
+//! | `bad_params` | every load in [`BAD_PARAMS`] must be refused with a line naming the parameter |
+//! | `unregister`, `napi-after-rebind` | the owned device unbound while two threads own it (`unregister_while_owned`), then echo |
+//! | `zero_loss_search_64b` | RFC 2544 zero-loss rate, 64 B (not with `--quick`) |
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,9 +1,18 @@
-//! `cargo xtask bench [--quick]`: the paper's latency and throughput experiments in the
-//! guest, NAPI vs threaded NAPI vs upstream threaded busy poll vs KBP, side by side in
-//! one run. Writes `target/kbp/bench/results.json`, `report.md` and SVG plots
-//! (`bench_report.rs`).
+//! `cargo xtask bench [--quick] [--modes LIST]`: the paper's latency and throughput
+//! experiments in the guest, NAPI vs threaded NAPI vs upstream threaded busy poll vs
+//! KBP, side by side in one run. Writes `target/kbp/bench/results.json`, `report.md` and
+//! SVG plots (`report.rs`).
 //!
-//! One fresh guest boot per mode; in every mode the same CPUs do the same jobs:
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | the options, [`run`] (userspace figures, then one mode after another) and `bench_mode` (every scenario of one mode, in one boot) |
+//! | `model.rs` | what is measured: `Trial`, `ZeroLoss`, `Idle`, `Results` (`results.json`); the traced `Delay` is [`crate::guest::tracing`]'s |
+//! | `setup.rs` | a mode's configuration and the CPU plan, the container behind NAT, the competition load |
+//! | `trial.rs` | one echo trial: load generator, NET_RX count, polling CPU |
+//! | `report.rs` | `report.md` and the plots, from `Results` |
+//!
+//! One fresh guest boot per mode (`setup::set_up`); in every mode the same CPUs do the
+//! same jobs:
 //!
 //! ```text
 //! CPU 0      every virtio-net interrupt (set so in every mode); in `napi` mode
@@ -12,15 +21,27 @@
 //! CPU 3      every polling thread: napi/eth0-* (threaded, busy-poll), kbp/3 (KBP)
 //! ```
 //!
-//! Per mode: idle cost; a warm-up of every frame size (discarded: TCG's first
-//! translation of new code paths makes RTTs of 25-30 ms); echo trials at a low and a
-//! high fixed rate, 64/512/1518-byte frames, repeated; the zero-loss rate by binary
-//! search; "many queues" (16 flows over both queue pairs, polling CPU measured); the
-//! container configuration (an echo server in a network namespace behind a veth pair
-//! and a bridge in the guest, reached through NAT on a published port, as Docker lays
-//! out a bridge network; `nft` in the guest); and
-//! the softirq-competition variant (a loopback UDP flood on CPU 0, so NET_RX there has
-//! other work; `kbp-ctl flood`).
+//! | mode | set up by `setup::set_up` as |
+//! |---|---|
+//! | `napi` | nothing: stock softirq NAPI |
+//! | `threaded` | `echo 1 > /sys/class/net/eth0/threaded` |
+//! | `busy-poll` | threaded, then `kbp-ctl napi-threaded ID busy-poll` for every RX NAPI |
+//! | `kbp-spin` | `insmod kbp.ko ifaces=eth0 cpus=3 mode=spin` |
+//! | `kbp-adaptive` | `insmod kbp.ko ifaces=eth0 cpus=3 mode=adaptive` |
+//!
+//! The scenarios of one mode, in the order `bench_mode` runs them (the `variant` of a
+//! [`model::Trial`] names the trials'):
+//!
+//! | scenario | `results.json` | what | code |
+//! |---|---|---|---|
+//! | idle cost | `idle` | 3 s without traffic: polling threads' and whole guest's CPU | `bench_mode` |
+//! | warm-up | - | 3000 packets of every frame size, discarded (TCG's first translation of new code paths makes RTTs of 25-30 ms) | `bench_mode` |
+//! | echo | `trials`, `base` | low and high fixed rate x 64/512/1518-byte frames x repetitions | `bench_mode`, `trial::trial` |
+//! | zero-loss | `zero_loss` | binary search up to [`ZERO_LOSS_CEILING_PPS`] | `bench_mode` |
+//! | many queues | `trials`, `many-queues` | 16 flows over both queue pairs (XPS off), polling CPU measured | `bench_mode` |
+//! | competition | `trials`, `competition` | a loopback UDP flood on CPU 0 (`kbp-ctl flood`), so NET_RX there has other work | `setup::start_load` |
+//! | container | `trials`, `container` | an echo server in a network namespace behind a veth pair, a bridge and NAT on a published port, as Docker lays out a bridge network (`nft` in the guest) | `setup::set_up_container` |
+//! | traced delay | `delays` (and `traced` trials, not in the tables) | in-guest delay from hist triggers, without and with the flood; KBP modes add kbp.ko's poll-gap histogram | [`crate::guest::tracing`] |
 
 mod model;
 mod report;

@@ -1,22 +1,28 @@
-//! `cargo xtask guest-test --faults`: faults and a soak of kbp.ko in the guest, each
-//! while UDP echo traffic flows, written to `target/kbp/faults.json`.
+//! `cargo xtask faults [--soak-minutes M] [--cycles N]` (alias: `cargo xtask guest-test
+//! --faults`): faults and a soak of kbp.ko in the guest, each while UDP echo traffic
+//! flows, written to `target/kbp/faults.json` (serial log `target/kbp/faults.log`).
 //!
-//! Every fault runs the same way ([`Fault::run`]): traffic starts, the operations run
-//! in the guest (timed there by `kbp-ctl time`), traffic stops a moment later. A packet
-//! may be lost only if it was sent while the device was legitimately away (between
-//! the start of a link-down or device-unbind operation and `SETTLE` after it ended);
-//! any other loss, any kernel warning in the guest log, an operation slower than its
-//! bound, or counters that went backwards or report errors fail the fault.
+//! Every fault runs the same way ([`Fault::run`], in `fault.rs`): traffic starts, the
+//! operations run in the guest (timed there by `kbp-ctl time`), traffic stops a moment
+//! later. A packet may be lost only if it was sent while the device was legitimately
+//! away (between the start of a link-down or device-unbind operation and `SETTLE` after
+//! it ended); any other loss, any kernel warning in the guest log, an operation slower
+//! than its bound, or counters that went backwards or report errors fail the fault.
 //!
-//! ```text
-//! reload        20 x rmmod/insmod of kbp.ko (modes and thread counts alternate)
-//! link-flap     20 x ip link set eth0 down/up while owned
-//! channels      ethtool -L eth0 combined 1 / 2 (kbp-ctl channels), 5 x while owned
-//! cpu-hotplug   CPU 3 (a KBP thread's CPU) offline/online, 3 x; the thread is pinned again
-//! unbind        virtio-net unbind/rebind while owned, 3 x; reload to own the new device
-//! bad-input     every invalid parameter; garbage written to every module control file
-//! soak          kbp-adaptive, bursts and idle gaps near half the zero-loss rate (10 min)
-//! ```
+//! The faults, in the order [`run`] injects them; each is one
+//! `fault("NAME", ..).run(|g, ops| ..)` block there (search for its name in quotes):
+//!
+//! | fault | what | module state |
+//! |---|---|---|
+//! | `reload` | 20 x rmmod/insmod of kbp.ko (modes and thread counts alternate) | loaded and unloaded |
+//! | `link-flap` | 20 x `ip link set eth0 down`/`up` | spin, 2 threads |
+//! | `channels` | `ethtool -L eth0 combined 1` / `2` (`kbp-ctl channels`), 5 x, 8 flows | spin, 2 threads |
+//! | `cpu-hotplug` | CPU 3 (a KBP thread's CPU) offline/online, 3 x; the thread must be pinned to CPU 3 again | spin, 2 threads |
+//! | `unbind` | virtio-net unbind/rebind, 3 x; reload to own the new device | spin, 2 threads |
+//! | `bad-input` | every invalid parameter ([`BAD_PARAMS`]); garbage written to every module control file | spin, 2 threads |
+//! | `soak` | bursts and idle gaps at half the zero-loss rate, 10 min (`--soak-minutes`), stats every 30 s | adaptive, 1 thread |
+//!
+//! `--cycles N` sets the count of `reload` and `link-flap` (20).
 
 mod fault;
 
