@@ -6,6 +6,16 @@
 //! kbp-ctl channels DEV [N]    print DEV's combined channel count (ETHTOOL_GCHANNELS) and
 //!                             max; with N, set it first (ETHTOOL_SCHANNELS, as `ethtool -L
 //!                             DEV combined N`)
+//! kbp-ctl rings DEV [RX [TX]]  print DEV's RX/TX ring sizes and maxima (ETHTOOL_GRINGPARAM);
+//!                             with RX (and TX), set them first (ETHTOOL_SRINGPARAM, as
+//!                             `ethtool -G DEV rx RX tx TX`; TX unchanged if omitted)
+//! kbp-ctl xdp DEV on|off      `on`: load `r0 = XDP_PASS; exit` with bpf(2) and attach it in
+//!                             native (driver) mode over rtnetlink (IFLA_XDP, as `ip link
+//!                             set DEV xdpdrv ...`); `off`: detach it
+//! kbp-ctl bpf-probe           load that program and close it: exit 0 if bpf(2) works, 3
+//!                             if the kernel has no bpf(2) (CONFIG_BPF_SYSCALL off)
+//! kbp-ctl napi-ids DEV        DEV's NAPI ids, one per line (`napi-get` dump of the netdev
+//!                             generic-netlink family; TX-only instances have none)
 //! kbp-ctl napi-threaded ID MODE
 //!                             set NAPI ID's threaded mode (disabled, enabled, busy-poll)
 //!                             through the netdev generic-netlink family (`napi-set`, as
@@ -19,17 +29,22 @@
 //!                             runs in NET_RX on that CPU); runs until killed
 //! ```
 
+use std::os::fd::AsRawFd;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+mod bpf;
 mod netlink;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: kbp-ctl time LABEL CMD | channels DEV [N] | napi-threaded ID MODE | veth NAME PEER PID | pin CPU PID... | flood CPU..."
+        "usage: kbp-ctl time LABEL CMD | channels DEV [N] | rings DEV [RX [TX]] | xdp DEV on|off | bpf-probe | napi-ids DEV | napi-threaded ID MODE | veth NAME PEER PID | pin CPU PID... | flood CPU..."
     );
     ExitCode::from(2)
 }
+
+/// Exit code when the running kernel has no bpf(2) (not a failure of the device).
+const EXIT_UNSUPPORTED: u8 = 3;
 
 /// `struct ethtool_channels` (include/uapi/linux/ethtool.h).
 #[repr(C)]
@@ -46,12 +61,43 @@ struct EthtoolChannels {
     combined_count: u32,
 }
 
+/// `struct ethtool_ringparam` (include/uapi/linux/ethtool.h).
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolRingparam {
+    cmd: u32,
+    rx_max_pending: u32,
+    rx_mini_max_pending: u32,
+    rx_jumbo_max_pending: u32,
+    tx_max_pending: u32,
+    rx_pending: u32,
+    rx_mini_pending: u32,
+    rx_jumbo_pending: u32,
+    tx_pending: u32,
+}
+
+/// An ethtool ioctl argument: a `#[repr(C)]` uapi struct whose first field is the
+/// `u32` command that tells the kernel which struct it is.
+///
+/// # Safety
+///
+/// The implementing type must be exactly the uapi struct of every command it is used
+/// with (the kernel reads and writes that many bytes through the pointer).
+unsafe trait EthtoolData {}
+
+// SAFETY: `struct ethtool_channels`, for ETHTOOL_GCHANNELS / ETHTOOL_SCHANNELS.
+unsafe impl EthtoolData for EthtoolChannels {}
+// SAFETY: `struct ethtool_ringparam`, for ETHTOOL_GRINGPARAM / ETHTOOL_SRINGPARAM.
+unsafe impl EthtoolData for EthtoolRingparam {}
+
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
 const ETHTOOL_SCHANNELS: u32 = 0x3d;
+const ETHTOOL_GRINGPARAM: u32 = 0x10;
+const ETHTOOL_SRINGPARAM: u32 = 0x11;
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 
 /// One SIOCETHTOOL ioctl on `dev` with `data`.
-fn ethtool(dev: &str, data: &mut EthtoolChannels) -> std::io::Result<()> {
+fn ethtool<T: EthtoolData>(dev: &str, data: &mut T) -> std::io::Result<()> {
     // SAFETY: a plain socket(2) call.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
     if fd < 0 {
@@ -66,8 +112,9 @@ fn ethtool(dev: &str, data: &mut EthtoolChannels) -> std::io::Result<()> {
     {
         *dst = src as libc::c_char;
     }
-    ifr.ifr_ifru.ifru_data = (data as *mut EthtoolChannels).cast();
-    // SAFETY: `ifr` names the device and points at a live `ethtool_channels`.
+    ifr.ifr_ifru.ifru_data = (data as *mut T).cast();
+    // SAFETY: `ifr` names the device and points at a live uapi struct of the command
+    // in its first field (`EthtoolData`).
     let rc = unsafe { libc::ioctl(fd, SIOCETHTOOL, &mut ifr) };
     let err = std::io::Error::last_os_error();
     // SAFETY: `fd` is ours.
@@ -103,10 +150,86 @@ fn channels(dev: &str, set: Option<u32>) -> std::io::Result<String> {
     ))
 }
 
-/// `NETDEV_CMD_NAPI_SET` and its attributes (include/uapi/linux/netdev.h, Linux 7.2).
+/// `ethtool -G DEV rx RX tx TX` (TX unchanged when `None`), then the sizes and maxima.
+fn rings(dev: &str, set: Option<(u32, Option<u32>)>) -> std::io::Result<String> {
+    let get = || -> std::io::Result<EthtoolRingparam> {
+        let mut r = EthtoolRingparam {
+            cmd: ETHTOOL_GRINGPARAM,
+            ..Default::default()
+        };
+        ethtool(dev, &mut r)?;
+        Ok(r)
+    };
+    if let Some((rx, tx)) = set {
+        let now = get()?;
+        let mut req = EthtoolRingparam {
+            cmd: ETHTOOL_SRINGPARAM,
+            rx_pending: rx,
+            tx_pending: tx.unwrap_or(now.tx_pending),
+            ..now
+        };
+        ethtool(dev, &mut req)?;
+    }
+    let r = get()?;
+    Ok(format!(
+        "rx {} max {} tx {} max {}",
+        r.rx_pending, r.rx_max_pending, r.tx_pending, r.tx_max_pending
+    ))
+}
+
+/// `XDP_FLAGS_DRV_MODE` (include/uapi/linux/if_link.h): native, in the driver's NAPI poll.
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+fn ifindex(dev: &str) -> std::io::Result<u32> {
+    let name = std::ffi::CString::new(dev).map_err(std::io::Error::other)?;
+    // SAFETY: `name` is a NUL-terminated string that outlives the call.
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(std::io::Error::last_os_error()),
+        index => Ok(index),
+    }
+}
+
+/// Attaches (`on`) the XDP_PASS program to `dev` in native mode, or detaches it.
+fn xdp(dev: &str, on: bool) -> std::io::Result<()> {
+    let index = ifindex(dev)?;
+    if on {
+        // The attached device holds its own reference; our fd may close afterwards.
+        let prog = bpf::load_xdp_pass()?;
+        netlink::xdp_set(index, prog.as_raw_fd(), XDP_FLAGS_DRV_MODE)
+    } else {
+        netlink::xdp_set(index, -1, XDP_FLAGS_DRV_MODE)
+    }
+}
+
+/// `NETDEV_CMD_NAPI_GET`, `NETDEV_CMD_NAPI_SET` and their attributes
+/// (include/uapi/linux/netdev.h, Linux 7.2).
+const NETDEV_CMD_NAPI_GET: u8 = 11;
 const NETDEV_CMD_NAPI_SET: u8 = 14;
+const NETDEV_A_NAPI_IFINDEX: u16 = 1;
 const NETDEV_A_NAPI_ID: u16 = 2;
 const NETDEV_A_NAPI_THREADED: u16 = 8;
+
+/// The NAPI ids of `dev`, ascending.
+fn napi_ids(dev: &str) -> std::io::Result<Vec<u32>> {
+    let index = ifindex(dev)?;
+    let family = netlink::genl_family("netdev")?;
+    let objects = netlink::genl_dump_u32(
+        family,
+        NETDEV_CMD_NAPI_GET,
+        &[(NETDEV_A_NAPI_IFINDEX, index)],
+    )?;
+    let mut ids: Vec<u32> = objects
+        .iter()
+        .filter_map(|attrs| {
+            attrs
+                .iter()
+                .find(|(k, v)| *k == NETDEV_A_NAPI_ID && v.len() == 4)
+                .map(|(_, v)| u32::from_ne_bytes([v[0], v[1], v[2], v[3]]))
+        })
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
 
 fn napi_threaded(id: u32, mode: &str) -> std::io::Result<()> {
     let value = match mode {
@@ -167,6 +290,14 @@ fn report(result: std::io::Result<String>, what: &str) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        // Only the kernel's missing bpf(2), not a driver's EOPNOTSUPP.
+        Err(e)
+            if e.get_ref()
+                .is_some_and(|inner| inner.is::<bpf::NoBpfSyscall>()) =>
+        {
+            eprintln!("kbp-ctl: {what}: unsupported: {e}");
+            ExitCode::from(EXIT_UNSUPPORTED)
+        }
         Err(e) => {
             eprintln!("kbp-ctl: {what}: {e}");
             ExitCode::FAILURE
@@ -210,6 +341,31 @@ fn main() -> ExitCode {
                 }
             }
         }
+        ["rings", dev, values @ ..] if values.len() <= 2 => {
+            let parsed: Option<Vec<u32>> = values.iter().map(|v| v.parse().ok()).collect();
+            let Some(parsed) = parsed else {
+                return usage();
+            };
+            let set = parsed.first().map(|&rx| (rx, parsed.get(1).copied()));
+            report(rings(dev, set), dev)
+        }
+        ["xdp", dev, state @ ("on" | "off")] => report(
+            xdp(dev, *state == "on").map(|()| String::new()),
+            &format!("xdp {dev} {state}"),
+        ),
+        ["bpf-probe"] => report(
+            bpf::load_xdp_pass().map(|_| "bpf(2) loads XDP programs".to_string()),
+            "bpf-probe",
+        ),
+        ["napi-ids", dev] => report(
+            napi_ids(dev).map(|ids| {
+                ids.iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }),
+            dev,
+        ),
         ["napi-threaded", id, mode] => match id.parse::<u32>() {
             Ok(id) => report(
                 napi_threaded(id, mode).map(|()| String::new()),
@@ -258,5 +414,21 @@ fn main() -> ExitCode {
             report(flood(&cpus).map(|()| String::new()), "flood")
         }
         _ => usage(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ethtool_structs_match_the_uapi_sizes() {
+        // include/uapi/linux/ethtool.h: 9 u32 each.
+        assert_eq!(std::mem::size_of::<EthtoolChannels>(), 36);
+        assert_eq!(std::mem::size_of::<EthtoolRingparam>(), 36);
+        assert_eq!(std::mem::offset_of!(EthtoolRingparam, rx_max_pending), 4);
+        assert_eq!(std::mem::offset_of!(EthtoolRingparam, tx_max_pending), 16);
+        assert_eq!(std::mem::offset_of!(EthtoolRingparam, rx_pending), 20);
+        assert_eq!(std::mem::offset_of!(EthtoolRingparam, tx_pending), 32);
     }
 }
