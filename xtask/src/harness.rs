@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::base::progress::{Stage, output};
 use crate::base::{Result, workspace_root};
+use crate::build::kernel::Flavor;
 use crate::build::{initramfs, kernel, module, toolchain};
 use crate::guest::vm::{Guest, QUEUE_PAIRS, VCPUS};
 
@@ -105,8 +106,14 @@ impl Drops {
 /// returns the kernel release and the running guest. The serial log is
 /// `target/kbp/<log_name>`.
 pub fn build_and_boot(log_name: &str) -> Result<(String, Guest)> {
+    build_and_boot_flavor(log_name, Flavor::Normal)
+}
+
+/// [`build_and_boot`] on the kernel of `flavor`; the debug kernel (lockdep and the
+/// other checkers, under TCG) gets a longer boot timeout.
+pub fn build_and_boot_flavor(log_name: &str, flavor: Flavor) -> Result<(String, Guest)> {
     let tc = toolchain::ensure()?;
-    let k = kernel::build(&tc)?;
+    let k = kernel::build_flavor(&tc, flavor)?;
     let ko = module::build(&tc, &k)?;
     let image = initramfs::build(&[(ko, MODULE_PATH)])?;
     let out_dir = workspace_root().join("target/kbp");
@@ -123,7 +130,10 @@ pub fn build_and_boot(log_name: &str) -> Result<(String, Guest)> {
             &k.bzimage,
             &image,
             &out_dir.join(log_name),
-            Duration::from_secs(180),
+            match flavor {
+                Flavor::Normal => Duration::from_secs(180),
+                Flavor::Debug => Duration::from_secs(900),
+            },
         ) {
             Ok(guest) => break guest,
             Err(e) if attempt < 3 && e.contains("before the guest came up") => {

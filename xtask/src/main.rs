@@ -3,14 +3,19 @@
 //!
 //! ```text
 //! cargo xtask toolchain      install/verify Debian packages and bindgen-cli
-//! cargo xtask kernel         fetch linux-source-7.2, configure, build bzImage (cached)
-//! cargo xtask module         build kbp-linux/kbp.ko against that kernel
+//! cargo xtask kernel [--debug]
+//!                            fetch linux-source-7.2, configure, build bzImage (cached);
+//!                            --debug: the debug kernel (xtask/kernel/kbp-debug.config)
+//! cargo xtask module [--debug]
+//!                            build kbp-linux/kbp.ko against that kernel (--debug:
+//!                            target/kbp/module-debug/kbp.ko against the debug kernel)
 //! cargo xtask initramfs      busybox + the project's static guest binaries
 //! cargo xtask guest-test     all of the above, boot, run the echo scenarios, write
 //!                            target/kbp/guest-test.json; exit 0 only if all pass
-//! cargo xtask faults [--soak-minutes M] [--cycles N]
+//! cargo xtask faults [--soak-minutes M] [--cycles N] [--debug-kernel]
 //!                            faults and a soak under traffic -> target/kbp/faults.json
-//!                            (`guest-test --faults` is an alias)
+//!                            (`guest-test --faults` is an alias; --debug-kernel: on the
+//!                            debug kernel -> target/kbp/faults-debug.json)
 //! cargo xtask guest-run CMD  boot the guest and run shell commands in it
 //! cargo xtask bench [--quick] [--modes LIST]
 //!                            napi / threaded / busy-poll / kbp-spin / kbp-adaptive side
@@ -43,7 +48,7 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <toolchain|kernel|module|initramfs|guest-test|faults [--soak-minutes M] [--cycles N]|guest-run CMD...|bench [--quick]|clean-cache>"
+        "usage: cargo xtask <toolchain|kernel [--debug]|module [--debug]|initramfs|guest-test|faults [--soak-minutes M] [--cycles N] [--debug-kernel]|guest-run CMD...|bench [--quick]|clean-cache>"
     );
     ExitCode::from(2)
 }
@@ -53,14 +58,22 @@ fn main() -> ExitCode {
     let Some(command) = args.first() else {
         return usage();
     };
+    let flavor = match args[1..].iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => build::kernel::Flavor::Normal,
+        ["--debug"] => build::kernel::Flavor::Debug,
+        _ if command == "kernel" || command == "module" => return usage(),
+        _ => build::kernel::Flavor::Normal,
+    };
     let result = match command.as_str() {
         "toolchain" => build::toolchain::ensure().map(|_| ()),
         "kernel" => build::toolchain::ensure()
-            .and_then(|tc| build::kernel::build(&tc))
+            .and_then(|tc| build::kernel::build_flavor(&tc, flavor))
             .map(|_| ()),
         "initramfs" => build::initramfs::build(&[]).map(|_| ()),
         "module" => build::toolchain::ensure()
-            .and_then(|tc| build::kernel::build(&tc).and_then(|k| build::module::build(&tc, &k)))
+            .and_then(|tc| {
+                build::kernel::build_flavor(&tc, flavor).and_then(|k| build::module::build(&tc, &k))
+            })
             .map(|_| ()),
         // `guest-test --faults` is the old spelling of `faults`, kept as an alias.
         "guest-test" if args.iter().any(|a| a == "--faults") => {

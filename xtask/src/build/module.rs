@@ -1,7 +1,10 @@
 //! Builds `kbp-linux/kbp.ko` with Kbuild against the guest kernel, with exactly the
 //! kernel's rustc. kbp-core and its crates.io dependencies are compiled from their
 //! sources in place (the workspace and the cargo registry, found with `cargo
-//! metadata`); nothing is copied into the module directory.
+//! metadata`); nothing is copied into the module directory. The module for the debug
+//! kernel is built from the same sources into `target/kbp/module-debug/` (Kbuild's
+//! `MO=`, the output directory of an external module), so it never overwrites
+//! `kbp-linux/kbp.ko` or its objects.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -10,7 +13,7 @@ use serde_json::Value;
 
 use crate::base::progress::{Stage, output, run_long};
 use crate::base::{Result, workspace_root};
-use crate::build::kernel::{Kernel, make};
+use crate::build::kernel::{Flavor, Kernel, make};
 use crate::build::toolchain::Toolchain;
 
 /// `src/lib.rs` of the version of `name` that kbp-core resolves to.
@@ -48,7 +51,10 @@ fn dependency_source(meta: &Value, name: &str) -> Result<PathBuf> {
 /// Builds the module; returns the path of `kbp.ko`.
 pub fn build(tc: &Toolchain, kernel: &Kernel) -> Result<PathBuf> {
     let root = workspace_root();
-    let stage = Stage::start("build kbp.ko (Kbuild, kernel rustc)");
+    let stage = Stage::start(format!(
+        "build kbp.ko for the {:?} kernel (Kbuild, kernel rustc)",
+        kernel.flavor
+    ));
     let meta: Value =
         serde_json::from_str(&output(Command::new("cargo").current_dir(&root).args([
             "metadata",
@@ -59,21 +65,29 @@ pub fn build(tc: &Toolchain, kernel: &Kernel) -> Result<PathBuf> {
     let bitflags = dependency_source(&meta, "bitflags")?;
     let static_assertions = dependency_source(&meta, "static_assertions")?;
     let dir = root.join("kbp-linux");
+    let out = match kernel.flavor {
+        Flavor::Normal => dir.clone(),
+        Flavor::Debug => root.join("target/kbp/module-debug"),
+    };
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut cmd = make(tc, &kernel.src, &kernel.build);
-    cmd.arg(format!("M={}", dir.display()))
-        .arg(format!(
-            "KBP_CORE_SRC={}",
-            root.join("kbp-core/src/lib.rs").display()
-        ))
-        .arg(format!("KBP_BITFLAGS_SRC={}", bitflags.display()))
-        .arg(format!(
-            "KBP_STATIC_ASSERT_SRC={}",
-            static_assertions.display()
-        ))
-        .arg("modules");
+    cmd.arg(format!("M={}", dir.display()));
+    if out != dir {
+        cmd.arg(format!("MO={}", out.display()));
+    }
+    cmd.arg(format!(
+        "KBP_CORE_SRC={}",
+        root.join("kbp-core/src/lib.rs").display()
+    ))
+    .arg(format!("KBP_BITFLAGS_SRC={}", bitflags.display()))
+    .arg(format!(
+        "KBP_STATIC_ASSERT_SRC={}",
+        static_assertions.display()
+    ))
+    .arg("modules");
     run_long(&mut cmd, &stage, 1)?;
     stage.done();
-    let ko = dir.join("kbp.ko");
+    let ko = out.join("kbp.ko");
     if ko.exists() {
         Ok(ko)
     } else {

@@ -22,16 +22,25 @@ pub const QUEUE_PAIRS: u32 = 2;
 /// Guest vCPUs.
 pub const VCPUS: u32 = 4;
 
-/// Lines of the guest log that count as kernel warnings.
+/// Lines of the guest log that count as kernel warnings. The debug kernel's reports
+/// are covered too: lockdep's ("WARNING: possible circular locking dependency
+/// detected", "WARNING: inconsistent lock state", "WARNING: suspicious RCU usage"),
+/// "BUG: sleeping function called from invalid context", "BUG: KASAN: ...",
+/// "BUG: KFENCE: ...", hung tasks ("INFO: task ... blocked for more than"), RCU stalls
+/// ("rcu: INFO: rcu_preempt detected stalls"), "ODEBUG:" object misuse, hard lockups
+/// and workqueue lockups.
 pub const WARNING_MARKERS: &[&str] = &[
     "WARNING:",
     "BUG:",
     "Oops",
     "soft lockup",
+    "hard LOCKUP",
     "detected stall",
     "self-detected stall",
     "rcu_tasks",
     "blocked for more than",
+    "ODEBUG:",
+    "UBSAN:",
     "Kernel panic",
 ];
 
@@ -259,5 +268,33 @@ impl Drop for Guest {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.netns])
             .status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_warnings;
+
+    #[test]
+    fn debug_kernel_reports_count_as_warnings() {
+        let reports = [
+            "[   12.3] WARNING: possible circular locking dependency detected",
+            "[   12.3] WARNING: inconsistent lock state",
+            "[   12.3] WARNING: suspicious RCU usage",
+            "[   12.3] BUG: sleeping function called from invalid context at kernel/locking/mutex.c:580",
+            "[   12.3] BUG: KASAN: slab-use-after-free in napi_poll+0x1/0x2",
+            "[   12.3] BUG: KFENCE: out-of-bounds read in kbp_poll+0x1/0x2",
+            "[  130.0] INFO: task kworker/0:1:42 blocked for more than 60 seconds.",
+            "[   40.0] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:",
+            "[   40.0] rcu: INFO: rcu_preempt self-detected stall on CPU",
+            "[   40.0] watchdog: BUG: soft lockup - CPU#3 stuck for 26s! [kbp/3:99]",
+            "[   40.0] NMI watchdog: Watchdog detected hard LOCKUP on cpu 3",
+            "[   40.0] ODEBUG: free active (active state 0) object: 0000 object type: timer_list",
+        ];
+        assert_eq!(count_warnings(&reports.join("\n")), reports.len());
+        assert_eq!(
+            count_warnings("[ 1.0] virtio_net virtio0 eth0: XDP request 6 queues but max is 2."),
+            0
+        );
     }
 }
