@@ -22,6 +22,12 @@ use crate::harness::Drops;
 /// Loss is excused for packets sent up to this long after a device-away operation.
 const SETTLE: Duration = Duration::from_millis(700);
 
+/// The trailing window (see [`Fault::with_trailing_window`]) starts this long after the
+/// last operation returned and lasts [`TRAILING_WINDOW`].
+const TRAILING_SETTLE: Duration = Duration::from_millis(500);
+/// How long the traffic must flow without NET_RX at the end of a fault that checks it.
+const TRAILING_WINDOW: Duration = Duration::from_secs(1);
+
 /// One fault's record in `faults.json`.
 #[derive(Serialize)]
 pub struct FaultRecord {
@@ -35,12 +41,19 @@ pub struct FaultRecord {
     pub received: u64,
     /// `sent - received`.
     pub lost: u64,
-    /// Lost packets sent while the device was away (link down, unbound): excused.
+    /// Lost packets sent while the device was away (link down, unbound, rings being
+    /// resized): excused.
     pub lost_while_device_away: u64,
     /// Every timed operation: label -> (count, max ms, mean ms).
     pub operations: BTreeMap<String, OpTimes>,
     /// Growth of the guest's NET_RX softirq count.
     pub net_rx_softirq_delta: u64,
+    /// For the faults that check that ownership resumed: NET_RX growth over a trailing
+    /// window of traffic after the last operation, module loaded (must be 0).
+    pub net_rx_trailing: Option<u64>,
+    /// Set when the fault cannot be injected in this guest (why); nothing ran, and
+    /// `passed` is true (the run does not fail on it, the report lists it).
+    pub not_possible: Option<String>,
     /// Kernel warnings (WARN, BUG, Oops, soft lockup, RCU stall, hung task) logged.
     pub kernel_warnings: usize,
     /// Counters never went backwards and reported no errors.
@@ -148,11 +161,37 @@ impl Ops {
 /// One fault: traffic around `op`.
 pub struct Fault<'a> {
     pub guest: &'a Guest,
-    pub name: &'a str,
+    pub name: String,
     pub what: String,
     pub flows: usize,
     pub rate: u64,
     pub bursts: Option<(u64, Duration)>,
+    /// Check ownership resumed: a trailing window with no NET_RX growth.
+    pub trailing: bool,
+}
+
+impl FaultRecord {
+    /// The record of a fault this guest cannot inject, and why.
+    pub fn not_possible(name: &str, what: String, why: String) -> FaultRecord {
+        println!("[xtask] fault {name}: not possible in this guest: {why}");
+        FaultRecord {
+            name: name.to_string(),
+            what,
+            sent: 0,
+            received: 0,
+            lost: 0,
+            lost_while_device_away: 0,
+            operations: BTreeMap::new(),
+            net_rx_softirq_delta: 0,
+            net_rx_trailing: None,
+            not_possible: Some(why),
+            kernel_warnings: 0,
+            counters_consistent: true,
+            drops: Drops::default(),
+            notes: Vec::new(),
+            passed: true,
+        }
+    }
 }
 
 impl Fault<'_> {
@@ -183,10 +222,26 @@ impl Fault<'_> {
             stats_ok: true,
             ..Ops::default()
         };
+        let mut trailing = None;
         let (result, op_result) = std::thread::scope(|scope| {
             let trial = scope.spawn(|| run_trial(&spec));
             std::thread::sleep(Duration::from_secs(1));
-            let op_result = op(guest, &mut ops);
+            let mut op_result = op(guest, &mut ops);
+            if self.trailing && op_result.is_ok() {
+                std::thread::sleep(TRAILING_SETTLE);
+                let window = net_rx_softirqs(guest).and_then(|before| {
+                    std::thread::sleep(TRAILING_WINDOW);
+                    let after = net_rx_softirqs(guest)?;
+                    Ok(after
+                        .iter()
+                        .sum::<u64>()
+                        .saturating_sub(before.iter().sum()))
+                });
+                match window {
+                    Ok(growth) => trailing = Some(growth),
+                    Err(e) => op_result = Err(e),
+                }
+            }
             std::thread::sleep(Duration::from_secs(1));
             stop.store(true, Ordering::Release);
             (trial.join(), op_result)
@@ -231,14 +286,21 @@ impl Fault<'_> {
         let mut notes = ops.notes;
         notes.extend(ops.failures.iter().map(|f| format!("failed: {f}")));
         notes.extend(slow.iter().map(|s| format!("too slow: {s}")));
+        if let Some(growth @ 1..) = trailing {
+            notes.push(format!(
+                "failed: ownership did not resume: NET_RX +{growth} over the trailing {} ms of traffic",
+                TRAILING_WINDOW.as_millis()
+            ));
+        }
         let passed = result.lost == lost_while_device_away
+            && trailing.unwrap_or(0) == 0
             && kernel_warnings == 0
             && ops.stats_ok
             && ops.failures.is_empty()
             && slow.is_empty()
             && result.sent > 0;
         let record = FaultRecord {
-            name: self.name.to_string(),
+            name: self.name.clone(),
             what: self.what,
             sent: result.sent,
             received: result.received,
@@ -249,6 +311,8 @@ impl Fault<'_> {
                 .sum::<u64>()
                 .saturating_sub(softirq_before.iter().sum()),
             operations,
+            net_rx_trailing: trailing,
+            not_possible: None,
             kernel_warnings,
             counters_consistent: ops.stats_ok,
             drops,
@@ -256,7 +320,7 @@ impl Fault<'_> {
             passed,
         };
         println!(
-            "[xtask]   sent {} lost {} (while device away {}; guest rcvbuf {}, tap {}, host rcvbuf {})  NET_RX +{}  warnings {}  counters {}  {}",
+            "[xtask]   sent {} lost {} (while device away {}; guest rcvbuf {}, tap {}, host rcvbuf {})  NET_RX +{}{}  warnings {}  counters {}  {}",
             record.sent,
             record.lost,
             record.lost_while_device_away,
@@ -264,6 +328,10 @@ impl Fault<'_> {
             record.drops.host_tap_tx_dropped,
             record.drops.host_udp_rcvbuf_errors,
             record.net_rx_softirq_delta,
+            record
+                .net_rx_trailing
+                .map(|t| format!(" (trailing window +{t})"))
+                .unwrap_or_default(),
             record.kernel_warnings,
             if record.counters_consistent {
                 "ok"
@@ -289,5 +357,15 @@ impl Fault<'_> {
 impl<'a> Fault<'a> {
     pub fn with_flows(self, flows: usize) -> Fault<'a> {
         Fault { flows, ..self }
+    }
+
+    /// Fails the fault unless, after its operations, a trailing window of traffic
+    /// ([`TRAILING_WINDOW`], starting [`TRAILING_SETTLE`] after the last operation)
+    /// shows no NET_RX growth: KBP owns the instances again.
+    pub fn with_trailing_window(self) -> Fault<'a> {
+        Fault {
+            trailing: true,
+            ..self
+        }
     }
 }
