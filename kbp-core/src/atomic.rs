@@ -10,7 +10,7 @@
 //!   have no `fetch_or`/`fetch_and` and follow the kernel memory model.
 //!
 //! Every read-modify-write in the crate is therefore a compare-and-swap loop over a pure
-//! function (see [`crate::state`]).
+//! function (see the state word's transitions in `state.rs`).
 
 use core::sync::atomic::{AtomicU32, Ordering};
 

@@ -10,12 +10,13 @@
 //!
 //! 1. [`atomic`]: [`AtomicWord`], the one 32-bit primitive (load, store, CAS) every
 //!    shared word goes through, so core, loom and kernel atomics are interchangeable.
-//! 2. [`state`]: an instance's scheduling word ([`StateFlags`]: SCHED, MISSED, DISABLE,
+//! 2. `state`: an instance's scheduling word (`StateFlags`: SCHED, MISSED, DISABLE,
 //!    NPSVC, BUSY, ATTACHED) with NAPI's meaning. Transitions are pure functions applied
-//!    by one CAS loop; winning SCHED yields a [`SchedToken`], the proof of ownership.
-//! 3. [`poll_list`]: a bounded MPSC FIFO of owned instances, pushed from interrupt
+//!    by one CAS loop; winning SCHED yields a [`SchedToken`], the proof of ownership of
+//!    that one instance.
+//! 3. `poll_list`: a bounded MPSC FIFO of owned instances, pushed from interrupt
 //!    context on any CPU, popped by the poller. Pushing consumes a token.
-//! 4. [`park`]: the poller's sleep/wake word, free of the lost-wake-up race.
+//! 4. `park`: the poller's sleep/wake word, free of the lost-wake-up race.
 //! 5. [`shared`]: [`Shared`], everything interrupt context touches (schedule, disable,
 //!    enable).
 //! 6. [`poller`]: [`Poller`], the drain loop with NAPI's weight, budget and time limit,
@@ -36,6 +37,27 @@
 //!                                                platform.quiescent()
 //!                                            }   Poller::shutdown(): hand back, re-arm
 //! ```
+//!
+//! ## The embedder's surface and the `model` feature
+//!
+//! An embedder implements [`RxInstance`] and [`Platform`] (and [`AtomicWord`], for its
+//! own atomics), builds a [`Shared`] and a [`Poller`] from a [`Config`], calls
+//! [`Shared::schedule`] from its interrupt handler ([`Shared::complete`] after running
+//! its normal path for a `Fallback`), [`Shared::disable`] / [`Shared::enable`] around
+//! reconfiguration, and drives the poller with [`Poller::step`] and
+//! [`Poller::shutdown`], reading [`PollerStats`] and [`InstanceStats`]. That is all it
+//! needs; it does not enable any feature. Layers 2 to 4 are private: a [`SchedToken`] is
+//! only ever minted by kbp-core, for the instance whose SCHED bit was won, and nothing
+//! outside the crate can set a state bit or list an instance except through [`Shared`]
+//! and [`Poller`].
+//!
+//! The `model` cargo feature exists for `kbp-model` (the model checker, proptest and
+//! fuzz suites). It makes the `state`, `poll_list` and `park` modules public, which
+//! exposes `StateFlags` with its pure transitions and their outcome types (for the
+//! exhaustive tests), and adds inspection and stepwise methods to [`Shared`]: `flags`,
+//! `list` (read-only: `len`, `is_empty`, `for_each_listed`), `is_parked`,
+//! `begin_disable` and `try_finish_disable`. Even with it, live state words, pushing and
+//! popping the poll list and minting tokens stay crate-private.
 #![no_std]
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -43,12 +65,21 @@
 pub mod atomic;
 pub mod config;
 pub mod counters;
+#[cfg(feature = "model")]
 pub mod park;
+#[cfg(not(feature = "model"))]
+mod park;
+#[cfg(feature = "model")]
 pub mod poll_list;
+#[cfg(not(feature = "model"))]
+mod poll_list;
 pub mod poller;
 pub mod rx;
 pub mod shared;
+#[cfg(feature = "model")]
 pub mod state;
+#[cfg(not(feature = "model"))]
+mod state;
 
 pub use atomic::AtomicWord;
 pub use config::{Config, ConfigError, IdleMode};
@@ -56,11 +87,13 @@ pub use counters::{GapHistogram, InstanceStats, PollerStats, GAP_BUCKETS};
 pub use poller::{Poller, RoundReport, ShutdownReport, StepOutcome};
 pub use rx::{Nanos, Platform, RxInstance};
 pub use shared::{ScheduleOutcome, Shared};
-pub use state::{SchedToken, StateFlags};
+#[cfg(feature = "model")]
+pub use state::StateFlags;
+pub use state::{Enable, SchedToken};
 
 // Layout facts the kernel binding and the exhaustive tests rely on.
-static_assertions::const_assert!(StateFlags::all().bits() < (1 << 6));
-static_assertions::assert_eq_size!(StateFlags, u32);
+static_assertions::const_assert!(state::StateFlags::all().bits() < (1 << 6));
+static_assertions::assert_eq_size!(state::StateFlags, u32);
 static_assertions::assert_eq_size!(SchedToken, usize);
 static_assertions::assert_impl_all!(Shared<core::sync::atomic::AtomicU32, 8>: Send, Sync);
 static_assertions::assert_not_impl_any!(SchedToken: Clone, Copy);

@@ -13,6 +13,10 @@
 //! A push consumes the [`SchedToken`] and a pop mints it again, so an instance is listed
 //! only by its owner and at most once; with at most `N` tokens the list can never be
 //! full (`N` instances, capacity `N`). `N` must be a power of two so positions can wrap.
+//!
+//! Pushing and popping are crate-private (the interrupt side pushes through
+//! [`crate::Shared::schedule`], the poller pops); outside the crate the list can only be
+//! inspected, through `Shared::list` with the `model` feature.
 
 use core::sync::atomic::Ordering;
 
@@ -58,7 +62,7 @@ impl<A: AtomicWord, const N: usize> PollList<A, N> {
     ///
     /// Fails only when the list is full, which the token discipline rules out when every
     /// instance id is below `N`; the token is then handed back, never lost.
-    pub fn push(&self, token: SchedToken) -> Result<(), SchedToken> {
+    pub(crate) fn push(&self, token: SchedToken) -> Result<(), SchedToken> {
         let mut pos = self.tail.load(Ordering::Relaxed);
         loop {
             let cell = &self.cells[(pos & Self::MASK) as usize];
@@ -89,7 +93,7 @@ impl<A: AtomicWord, const N: usize> PollList<A, N> {
 
     /// Takes the oldest published instance (the poller only). `None` when empty or when the
     /// oldest push is still being published (its producer will notify the poller).
-    pub fn pop(&self) -> Option<SchedToken> {
+    pub(crate) fn pop(&self) -> Option<SchedToken> {
         let pos = self.head.load(Ordering::Relaxed);
         let cell = &self.cells[(pos & Self::MASK) as usize];
         if cell.seq.load(Ordering::Acquire) != pos.wrapping_add(1) {
@@ -116,6 +120,7 @@ impl<A: AtomicWord, const N: usize> PollList<A, N> {
 
     /// The ids currently published, oldest first (for checkers; not linearizable
     /// against concurrent pushes). Calls `f` for each.
+    #[cfg(feature = "model")]
     pub fn for_each_listed(&self, mut f: impl FnMut(usize)) {
         let mut pos = self.head.load(Ordering::Relaxed);
         let tail = self.tail.load(Ordering::Acquire);

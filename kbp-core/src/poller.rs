@@ -163,7 +163,7 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
             if let Some(token) = self
                 .shared
                 .state(id)
-                .and_then(|state| state.try_take_busy(id))
+                .and_then(|state| state.try_take_busy())
             {
                 rx.mask_irq();
                 if let Err(token) = self.shared.list.push(token) {
@@ -290,7 +290,10 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
             self.last_work_ns = Some(now);
         }
 
-        let disabling = self.shared.flags(id).contains(StateFlags::DISABLE);
+        let disabling = self
+            .shared
+            .state(id)
+            .is_some_and(|state| state.flags().contains(StateFlags::DISABLE));
         let keep = if disabling {
             // A disabler waits: let go even with work left (`__napi_poll` does the same).
             Err(token)

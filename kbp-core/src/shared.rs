@@ -1,13 +1,19 @@
 //! What a poller shares with the interrupt side: instance states, the poll list, the
 //! park word. This is the only object other CPUs touch.
+//!
+//! An embedder calls [`Shared::schedule`] (and [`Shared::complete`] for a `Fallback`),
+//! [`Shared::disable`] and [`Shared::enable`]. The `model` feature adds read-only
+//! inspection (`flags`, `list`, `is_parked`) and the two halves of `disable`, for the
+//! model checker; the instances' state words themselves stay crate-private.
 
 use crate::atomic::AtomicWord;
 use crate::park::{Notify, ParkState};
 use crate::poll_list::PollList;
 use crate::rx::Platform;
+#[cfg(feature = "model")]
+use crate::state::StateFlags;
 use crate::state::{
     Attach, BeginDisable, Detach, Enable, FinishDisable, NapiState, SchedToken, Schedule,
-    StateFlags,
 };
 
 /// Outcome of [`Shared::schedule`].
@@ -42,30 +48,33 @@ impl<A: AtomicWord, const N: usize> Shared<A, N> {
     /// `N` idle, detached instances, an empty list and a running poller.
     pub fn new() -> Self {
         Shared {
-            states: core::array::from_fn(|_| NapiState::new()),
+            states: core::array::from_fn(NapiState::new),
             list: PollList::new(),
             park: ParkState::new(),
         }
     }
 
-    /// Instance `id`'s state.
-    pub fn state(&self, id: usize) -> Option<&NapiState<A>> {
+    /// Instance `id`'s state (it mints tokens for `id` only).
+    pub(crate) fn state(&self, id: usize) -> Option<&NapiState<A>> {
         self.states.get(id)
     }
 
     /// The flags of instance `id` (0 for an unknown id).
+    #[cfg(feature = "model")]
     pub fn flags(&self, id: usize) -> StateFlags {
         self.states
             .get(id)
             .map_or(StateFlags::empty(), NapiState::flags)
     }
 
-    /// The poll list (for checkers and counters).
+    /// The poll list, to inspect (for checkers and counters).
+    #[cfg(feature = "model")]
     pub fn list(&self) -> &PollList<A, N> {
         &self.list
     }
 
     /// True while the poller is parked.
+    #[cfg(feature = "model")]
     pub fn is_parked(&self) -> bool {
         self.park.is_parked()
     }
@@ -77,7 +86,7 @@ impl<A: AtomicWord, const N: usize> Shared<A, N> {
         let Some(state) = self.states.get(id) else {
             return ScheduleOutcome::Unknown;
         };
-        match state.schedule(id) {
+        match state.schedule() {
             (Schedule::Won, Some(token)) => match self.list.push(token) {
                 Ok(()) => ScheduleOutcome::Queued {
                     woke: self.notify_poller(platform),
@@ -102,11 +111,12 @@ impl<A: AtomicWord, const N: usize> Shared<A, N> {
 
     /// Serves instance `id` from this poller from now on (see
     /// [`crate::state::StateFlags::attach`]). `None` for an unknown id.
-    pub fn attach(&self, id: usize) -> Option<Attach> {
+    pub(crate) fn attach(&self, id: usize) -> Option<Attach> {
         self.states.get(id).map(NapiState::attach)
     }
 
     /// Starts disabling instance `id` (see [`crate::state::StateFlags::begin_disable`]).
+    #[cfg(feature = "model")]
     pub fn begin_disable(&self, id: usize) -> BeginDisable {
         self.states
             .get(id)
@@ -114,6 +124,7 @@ impl<A: AtomicWord, const N: usize> Shared<A, N> {
     }
 
     /// One attempt to finish disabling instance `id`.
+    #[cfg(feature = "model")]
     pub fn try_finish_disable(&self, id: usize) -> FinishDisable {
         self.states
             .get(id)
@@ -123,11 +134,14 @@ impl<A: AtomicWord, const N: usize> Shared<A, N> {
     /// `napi_disable`: waits (calling `wait` between attempts, which must yield) until
     /// the owner lets go. Returns false when another disable is already under way.
     pub fn disable(&self, id: usize, mut wait: impl FnMut()) -> bool {
-        if self.begin_disable(id) != BeginDisable::Pending {
+        let Some(state) = self.states.get(id) else {
+            return false;
+        };
+        if state.begin_disable() != BeginDisable::Pending {
             return false;
         }
         loop {
-            match self.try_finish_disable(id) {
+            match state.try_finish_disable() {
                 FinishDisable::Disabled => return true,
                 FinishDisable::Waiting => wait(),
                 FinishDisable::NotPending => return false,

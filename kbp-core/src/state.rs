@@ -27,11 +27,12 @@
 //!
 //! Every transition is a pure function from the old word to the new word plus an
 //! outcome, applied through [`crate::atomic::transition`]. The functions are public (as
-//! `StateFlags::op`) so that the model checker can apply them to every state
-//! exhaustively, and the [`NapiState`] methods are the only way to run them on a live
-//! word. Only the caller that moves SCHED from 0 to 1 receives a [`SchedToken`]; listing
-//! an instance and releasing it both consume that token, so neither type-checks without
-//! having won.
+//! `StateFlags::op`, with the `model` feature) so that the model checker can apply them
+//! to every state exhaustively; the methods of the crate-private `NapiState` are the only
+//! way to run them on a live word. Only the caller that moves SCHED from 0 to 1 receives
+//! a [`SchedToken`], and only for the instance whose word it moved (a `NapiState` knows
+//! its own id); listing an instance and releasing it both consume that token, so neither
+//! type-checks without having won.
 
 use core::sync::atomic::Ordering;
 
@@ -58,15 +59,16 @@ bitflags::bitflags! {
 }
 
 /// The bits that exist only while SCHED is set (property 1 of the NAPI semantics).
+#[cfg(feature = "model")]
 pub const REQUIRES_SCHED: StateFlags = StateFlags::MISSED
     .union(StateFlags::BUSY)
     .union(StateFlags::NPSVC);
 
 /// Proof of owning an instance (having moved its SCHED bit from 0 to 1).
 ///
-/// Not `Clone`/`Copy`: exactly one exists per owned instance. Listing the instance
-/// ([`crate::poll_list::PollList::push`]) and releasing it ([`NapiState::complete`])
-/// consume it.
+/// Not `Clone`/`Copy`: exactly one exists per owned instance, and only kbp-core mints
+/// one, for the instance whose SCHED bit was won. Listing the instance (on the poll list)
+/// and releasing it ([`crate::Shared::complete`], or the poller) consume it.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "an owned instance must be polled and released, or it is lost"]
 pub struct SchedToken {
@@ -80,8 +82,8 @@ impl SchedToken {
         self.id
     }
 
-    /// Mints a token. Only state transitions and the poll list (which stores the id of a
-    /// token that was pushed) may do this.
+    /// Mints a token. Only `NapiState` (for its own id) and the poll list (which stores
+    /// the id of a token that was pushed) may do this.
     #[inline]
     pub(crate) fn mint(id: usize) -> Self {
         SchedToken { id }
@@ -148,7 +150,7 @@ pub enum FinishDisable {
     NotPending,
 }
 
-/// Outcome of [`StateFlags::enable`].
+/// Outcome of [`crate::Shared::enable`] (`StateFlags::enable`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Enable {
     /// SCHED|NPSVC cleared: the instance can be scheduled again.
@@ -284,15 +286,20 @@ impl StateFlags {
     }
 }
 
-/// One instance's live state word.
-pub struct NapiState<A: AtomicWord> {
+/// One instance's live state word, and the instance's id: the tokens it mints are for
+/// that id only. Crate-private: [`crate::Shared`] and the poller reach it by id.
+pub(crate) struct NapiState<A: AtomicWord> {
     word: A,
+    id: usize,
 }
 
 impl<A: AtomicWord> NapiState<A> {
-    /// An idle, detached instance.
-    pub fn new() -> Self {
-        NapiState { word: A::new(0) }
+    /// Instance `id`, idle and detached.
+    pub fn new(id: usize) -> Self {
+        NapiState {
+            word: A::new(0),
+            id,
+        }
     }
 
     /// The current flags (a snapshot: for counters, checks and tests).
@@ -307,11 +314,11 @@ impl<A: AtomicWord> NapiState<A> {
         })
     }
 
-    /// Runs [`StateFlags::schedule`]; a win comes with the token of instance `id`.
-    pub fn schedule(&self, id: usize) -> (Schedule, Option<SchedToken>) {
+    /// Runs [`StateFlags::schedule`]; a win comes with this instance's token.
+    pub fn schedule(&self) -> (Schedule, Option<SchedToken>) {
         let outcome = self.apply(StateFlags::schedule);
-        let token =
-            matches!(outcome, Schedule::Won | Schedule::WonDetached).then(|| SchedToken::mint(id));
+        let token = matches!(outcome, Schedule::Won | Schedule::WonDetached)
+            .then(|| SchedToken::mint(self.id));
         (outcome, token)
     }
 
@@ -331,10 +338,10 @@ impl<A: AtomicWord> NapiState<A> {
         }
     }
 
-    /// Runs [`StateFlags::try_take_busy`].
-    pub fn try_take_busy(&self, id: usize) -> Option<SchedToken> {
+    /// Runs [`StateFlags::try_take_busy`]; a take comes with this instance's token.
+    pub fn try_take_busy(&self) -> Option<SchedToken> {
         match self.apply(StateFlags::try_take_busy) {
-            TakeBusy::Taken => Some(SchedToken::mint(id)),
+            TakeBusy::Taken => Some(SchedToken::mint(self.id)),
             TakeBusy::Refused => None,
         }
     }
@@ -362,11 +369,5 @@ impl<A: AtomicWord> NapiState<A> {
     /// Runs [`StateFlags::detach`].
     pub fn detach(&self) -> Detach {
         self.apply(StateFlags::detach)
-    }
-}
-
-impl<A: AtomicWord> Default for NapiState<A> {
-    fn default() -> Self {
-        Self::new()
     }
 }
