@@ -71,6 +71,7 @@ impl Flavor {
             "CONFIG_NFT_NAT=y",
             "CONFIG_NFT_MASQ=y",
             "CONFIG_DYNAMIC_FTRACE_WITH_ARGS=y",
+            "CONFIG_BPF_SYSCALL=y",
         ];
         if self == Flavor::Debug {
             required.extend([
@@ -81,7 +82,6 @@ impl Flavor {
                 "CONFIG_HARDLOCKUP_DETECTOR=y",
                 "CONFIG_KFENCE=y",
                 "CONFIG_PROVE_RCU=y",
-                "CONFIG_BPF_SYSCALL=y",
             ]);
         }
         required
