@@ -228,13 +228,14 @@ impl RxInstance for Port<'_> {
             });
         n as u32
     }
-    fn mask_irq(&self) {
+    fn take_idle(&self) -> bool {
         let _ =
             self.nic.rings[self.id]
                 .hw
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
                     Some(hw & !IRQ_ARMED)
                 });
+        true
     }
     fn rearm_irq(&self) {
         let before = self.nic.rings[self.id]

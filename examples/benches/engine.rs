@@ -41,7 +41,9 @@ impl RxInstance for FullRx {
         self.packets.fetch_add(u64::from(budget), Ordering::Relaxed);
         black_box(budget)
     }
-    fn mask_irq(&self) {}
+    fn take_idle(&self) -> bool {
+        true
+    }
     fn rearm_irq(&self) {}
 }
 

@@ -26,6 +26,10 @@
 //!    [`counters`] (softnet_stat-like counts and each instance's poll-gap histogram,
 //!    the wait a packet can see while its instance is owned) and [`config`] complete
 //!    the picture.
+//! 8. [`napi`]: the protocol by which a poller serves a kernel NAPI instance without
+//!    borrowing the kernel's fields: the `__napi_schedule()` entry hook
+//!    ([`on_schedule`]), IN_BUSY_POLL ownership and the `busy_poll_stop()` hand-back
+//!    ([`NapiPort`]), generic over [`Napi`] so kbp-model checks what kbp.ko runs.
 //!
 //! ```text
 //!  IRQ, any CPU                              poller thread, one CPU
@@ -65,6 +69,7 @@
 pub mod atomic;
 pub mod config;
 pub mod counters;
+pub mod napi;
 #[cfg(feature = "model")]
 pub mod park;
 #[cfg(not(feature = "model"))]
@@ -84,6 +89,7 @@ mod state;
 pub use atomic::AtomicWord;
 pub use config::{Config, ConfigError, IdleMode};
 pub use counters::{GapHistogram, InstanceStats, PollerStats, GAP_BUCKETS};
+pub use napi::{on_schedule, Hook, Napi, NapiBits, NapiPort};
 pub use poller::{Poller, RoundReport, ShutdownReport, StepOutcome};
 pub use rx::{Nanos, Platform, RxInstance};
 pub use shared::{ScheduleOutcome, Shared};

@@ -165,9 +165,12 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
                 .state(id)
                 .and_then(|state| state.try_take_busy())
             {
-                rx.mask_irq();
-                if let Err(token) = self.shared.list.push(token) {
-                    self.overflow(token);
+                if rx.take_idle() {
+                    self.relist(token);
+                } else if let Err(token) = self.shared.complete(token) {
+                    // Left to its next interrupt, but one came meanwhile (MISSED):
+                    // the instance stays owned, so list it.
+                    self.relist(token);
                 }
             }
         }
@@ -293,7 +296,8 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
         let disabling = self
             .shared
             .state(id)
-            .is_some_and(|state| state.flags().contains(StateFlags::DISABLE));
+            .is_some_and(|state| state.flags().contains(StateFlags::DISABLE))
+            || self.rx.get(id).is_some_and(R::must_release);
         let keep = if disabling {
             // A disabler waits: let go even with work left (`__napi_poll` does the same).
             Err(token)
@@ -352,6 +356,13 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
             rx.rearm_irq();
         }
         Ok(())
+    }
+
+    /// Lists an owned instance on the poll list.
+    fn relist(&mut self, token: SchedToken) {
+        if let Err(token) = self.shared.list.push(token) {
+            self.overflow(token);
+        }
     }
 
     /// A push the token discipline says cannot fail did: release the instance anyway

@@ -22,8 +22,19 @@ pub trait RxInstance {
     /// more than `budget` is a driver bug; the engine counts it and clamps.
     fn poll(&self, budget: u32) -> u32;
 
-    /// Masks the instance's interrupt (a busy poller took it while it was idle).
-    fn mask_irq(&self);
+    /// A `Spin` poller took the idle instance without an interrupt (at attach): mask
+    /// its interrupt and return true, or return false to leave the instance to its next
+    /// interrupt (the poller then lets go of it at once). A device whose interrupt can
+    /// only be masked by its own interrupt path (a NAPI driver masks it before it
+    /// schedules) returns false.
+    fn take_idle(&self) -> bool;
+
+    /// The device side wants the instance back now (a NAPI disable is pending, or the
+    /// administrator switched it to another mode): the poller releases it after this
+    /// poll even with work left, as `__napi_poll` does for a pending disable.
+    fn must_release(&self) -> bool {
+        false
+    }
 
     /// Re-arms the interrupt after the instance was released. Like a driver's
     /// `virtqueue_enable_cb` check, it must look for work that arrived while the
