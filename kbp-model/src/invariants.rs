@@ -193,8 +193,11 @@ pub fn quiescent(nic: &SimNic, instances: usize, phase: PollerPhase) -> Check {
                 core.is_empty() || core == StateFlags::SCHED | StateFlags::NPSVC
             }
             PollerPhase::Running => {
+                // Owned and listed, perhaps with an event missed meanwhile (the owner
+                // polls it again).
+                let kept = core - StateFlags::MISSED;
                 let owned =
-                    core == StateFlags::SCHED || core == StateFlags::SCHED | StateFlags::BUSY;
+                    kept == StateFlags::SCHED || kept == StateFlags::SCHED | StateFlags::BUSY;
                 let mut listed = false;
                 nic.shared
                     .list()
@@ -276,4 +279,213 @@ impl Default for Starvation {
     fn default() -> Self {
         Self::new()
     }
+}
+
+// ----- the NAPI side: kbp-core's `napi` protocol over the simulated kernel -----
+
+use kbp_core::{NapiPort, PollerStats};
+
+use crate::napi_sim::{NapiRef, NapiSnapshot, NapiWorld, Owner, kbits};
+
+/// Properties 1 and 2 of one simulated `napi->state`: IN_BUSY_POLL and SCHED_THREADED
+/// only with SCHED; somebody holds SCHED exactly when it is set (the ghost owner);
+/// NPSVC only for the disabler. (MISSED without SCHED is legal in the kernel: a prep
+/// while disabled sets it and `napi_enable_locked`, dev.c:7744, leaves it.)
+pub fn napi_word(id: usize, s: &NapiSnapshot) -> Check {
+    let sched = s.bits & kbits::SCHED != 0;
+    if s.bits & (kbits::IN_BUSY_POLL | kbits::SCHED_THREADED) != 0 && !sched {
+        return fail(1, format!("napi {id}: {:#x} without SCHED", s.bits));
+    }
+    if sched != (s.owner != Owner::Nobody) {
+        return fail(
+            2,
+            format!("napi {id}: state {:#x} but owner {:?}", s.bits, s.owner),
+        );
+    }
+    if (s.bits & kbits::NPSVC != 0) != (s.owner == Owner::Disabler) {
+        return fail(
+            7,
+            format!("napi {id}: state {:#x}, owner {:?}", s.bits, s.owner),
+        );
+    }
+    Ok(())
+}
+
+/// Checked by the poller thread between its steps (or between sequential operations):
+/// every napi word well-formed (see [`napi_word`]); KBP polls a napi exactly when its
+/// own word owns it (the hook diverted the napi's SCHED and KBP's token was minted for
+/// it: never two owners, never one without the other); **owned by the poller => its
+/// interrupt is masked**; a deleted instance is owned by nobody on KBP's side.
+pub fn napi_world(world: &NapiWorld, instances: usize) -> Check {
+    shared(&world.shared, instances)?;
+    for id in 0..instances {
+        // A consistent pair: an interrupt on another CPU may be inside the hook, which
+        // changes KBP's word and then the napi's owner; the poller (the caller) is the
+        // only one that changes them back.
+        let (kbp, s) = (0..1000)
+            .map(|_| {
+                let before = world.shared.flags(id);
+                let s = world.napi(id);
+                (before, s, world.shared.flags(id))
+            })
+            .find(|(before, _, after)| before == after)
+            .map(|(kbp, s, _)| (kbp, s))
+            .expect("KBP's word keeps changing");
+        napi_word(id, &s)?;
+        let kbp_owns = kbp.contains(StateFlags::SCHED) && !kbp.contains(StateFlags::NPSVC);
+        if s.owner == Owner::Kbp && !kbp_owns {
+            return fail(
+                2,
+                format!("napi {id} diverted to KBP, but KBP's word is {kbp:?}: nobody polls it"),
+            );
+        }
+        if kbp_owns && !matches!(s.owner, Owner::Kbp | Owner::Hook) && !s.deleted {
+            return fail(
+                2,
+                format!(
+                    "KBP's word owns instance {id} ({kbp:?}) but the napi is held by {:?}",
+                    s.owner
+                ),
+            );
+        }
+        if s.owner == Owner::Kbp && s.irq_armed {
+            return fail(
+                2,
+                format!("napi {id} owned by the poller with its interrupt armed"),
+            );
+        }
+        if s.deleted && kbp_owns {
+            return fail(2, format!("deleted napi {id} still owned by KBP ({kbp:?})"));
+        }
+    }
+    Ok(())
+}
+
+/// Properties 4, 5 and 9 of the simulated kernel at quiescence (no interrupt in flight,
+/// softirqs run, the poller stepped until idle, disables finished): every packet of an
+/// enabled instance consumed, by KBP or by the kernel's path, and none twice; nothing
+/// held by an interrupt, the hook, a softirq list or a busy poller; an idle napi has its
+/// interrupt armed; while running, a napi KBP holds is on KBP's list; after shutdown
+/// KBP holds nothing and serves nothing.
+pub fn napi_quiescent(world: &NapiWorld, instances: usize, phase: PollerPhase) -> Check {
+    napi_world(world, instances)?;
+    for id in 0..instances {
+        let s = world.napi(id);
+        if s.consumed() + s.pending != s.produced {
+            return fail(
+                4,
+                format!(
+                    "napi {id}: {} produced, {} consumed, {} pending",
+                    s.produced,
+                    s.consumed(),
+                    s.pending
+                ),
+            );
+        }
+        if s.deleted {
+            continue;
+        }
+        let disabled = s.owner == Owner::Disabler;
+        if !disabled && s.pending != 0 {
+            return fail(
+                4,
+                format!("napi {id}: {} packets left ({:?})", s.pending, s.owner),
+            );
+        }
+        match s.owner {
+            Owner::Nobody if !s.irq_armed => {
+                return fail(
+                    4,
+                    format!("napi {id} idle with its interrupt masked: the next packet is lost"),
+                );
+            }
+            Owner::Irq | Owner::Hook | Owner::Softirq | Owner::BusyPoll => {
+                return fail(5, format!("napi {id} held by {:?} at quiescence", s.owner));
+            }
+            Owner::Kbp if phase == PollerPhase::ShutDown => {
+                return fail(9, format!("napi {id} still held by KBP after shutdown"));
+            }
+            Owner::Kbp => {
+                let mut listed = false;
+                world
+                    .shared
+                    .list()
+                    .for_each_listed(|other| listed |= other == id);
+                if !listed {
+                    return fail(4, format!("napi {id} held by KBP but not listed"));
+                }
+            }
+            _ => {}
+        }
+        if phase == PollerPhase::ShutDown && world.shared.flags(id).contains(StateFlags::ATTACHED) {
+            return fail(9, format!("instance {id} still attached after shutdown"));
+        }
+    }
+    Ok(())
+}
+
+/// The counters agree (before shutdown): each instance's packets as the poller counted
+/// them plus what the hand-back polls took are what the simulated driver handed to KBP;
+/// the per-instance counters add up to the poller's.
+pub fn napi_counters(
+    world: &NapiWorld,
+    ports: &[NapiPort<NapiRef<'_>>],
+    stats: &PollerStats,
+    instance: impl Fn(usize) -> Option<kbp_core::InstanceStats>,
+) -> Check {
+    let mut sum = kbp_core::InstanceStats::default();
+    for (id, port) in ports.iter().enumerate() {
+        let i = instance(id).unwrap_or_default();
+        let by_kbp = u64::from(world.napi(id).by_kbp);
+        if i.packets + port.release_packets() != by_kbp {
+            return fail(
+                0,
+                format!(
+                    "napi {id}: poller counted {} + {} at hand-back, driver gave KBP {by_kbp}",
+                    i.packets,
+                    port.release_packets()
+                ),
+            );
+        }
+        sum.packets += i.packets;
+        sum.polls += i.polls;
+        sum.empty_polls += i.empty_polls;
+        sum.releases += i.releases;
+    }
+    counters_add_up(&sum, stats)
+}
+
+/// The per-instance counters summed (`sum`) equal the poller's own.
+pub fn counters_add_up(sum: &kbp_core::InstanceStats, stats: &PollerStats) -> Check {
+    let pairs = [
+        ("packets", sum.packets, stats.packets),
+        ("polls", sum.polls, stats.polls),
+        ("empty polls", sum.empty_polls, stats.empty_polls),
+        ("releases", sum.releases, stats.releases),
+    ];
+    for (what, per_instance, poller) in pairs {
+        if per_instance != poller {
+            return fail(
+                0,
+                format!("{what}: instances add up to {per_instance}, the poller counted {poller}"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// "Owned by the poller => its interrupt is masked" for the simulated NIC of
+/// [`crate::sim`]: an instance the poller keeps between polls (BUSY) has its interrupt
+/// masked.
+pub fn kept_masked(nic: &SimNic, instances: usize) -> Check {
+    for id in 0..instances {
+        let flags = nic.shared.flags(id);
+        if flags.contains(StateFlags::BUSY) && nic.rx(id).irq_armed {
+            return fail(
+                2,
+                format!("instance {id} kept by the poller ({flags:?}) with its interrupt armed"),
+            );
+        }
+    }
+    Ok(())
 }

@@ -6,7 +6,7 @@ use kbp_core::{Config, IdleMode, Nanos, Poller, StepOutcome};
 
 use crate::invariants::{self, Check, PollerPhase, Starvation, Violation};
 use crate::reference::{RefStep, Reference};
-use crate::sim::{CAP, SimNic, SimPlatform};
+use crate::sim::{CAP, Inject, SimNic, SimPlatform};
 use kbp_core::RxInstance;
 
 /// One operation.
@@ -24,6 +24,25 @@ pub enum Op {
     FinishDisable { id: u8 },
     /// `enable(id)` and the driver's re-arm.
     Enable { id: u8 },
+    /// An event for instance `id` whatever its interrupt mask says (another interrupt
+    /// source, a `napi_schedule` from another CPU): on an owned or busy-kept instance it
+    /// sets MISSED.
+    Schedule { id: u8 },
+    /// While the next poll of instance `id` runs, the NIC writes `n` packets into
+    /// `target` and, if `irq`, an event for `target` fires: packets and MISSED during a
+    /// poll, and instances scheduled during a round (the repolled ones go behind them).
+    DuringPoll {
+        id: u8,
+        target: u8,
+        n: u8,
+        irq: bool,
+    },
+    /// One softirq round on every CPU (the kernel's path; `napi_sim` only, where
+    /// softirqs are deferred; the simulated NIC runs its normal path at once).
+    Softirq,
+    /// A socket busy poller takes instance `id` if idle, polls it twice and stops
+    /// (`napi_sim` only).
+    BusyPoll { id: u8 },
 }
 
 /// A configuration, an instance count and operations.
@@ -70,9 +89,18 @@ impl Case {
                 *chunk.get(2).unwrap_or(&0),
             );
             let id = b % CAP as u8;
-            ops.push(match a % 8 {
+            ops.push(match a % 12 {
                 0 | 1 => Op::Produce { id, n: c },
                 2..=4 => Op::Step,
+                8 => Op::Schedule { id },
+                9 => Op::DuringPoll {
+                    id,
+                    target: c % CAP as u8,
+                    n: c >> 2,
+                    irq: b & 0x80 != 0,
+                },
+                10 => Op::Softirq,
+                11 => Op::BusyPoll { id },
                 5 => Op::Advance {
                     ns: u32::from_le_bytes([b, c, 0, 0]) * 64,
                 },
@@ -94,7 +122,11 @@ impl Case {
     }
 }
 
-fn mismatch(what: &str, real: impl std::fmt::Debug, reference: impl std::fmt::Debug) -> Check {
+fn mismatch<T>(
+    what: &str,
+    real: impl std::fmt::Debug,
+    reference: impl std::fmt::Debug,
+) -> Result<T, Violation> {
     Err(Violation {
         property: 0,
         detail: format!("{what}: kbp-core {real:?}, reference {reference:?}"),
@@ -145,11 +177,64 @@ fn window_ns(config: &Config) -> Nanos {
     }
 }
 
+/// What a case reached (the sequential suites' coverage of the interesting races).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Coverage {
+    /// Events that found their instance owned and set MISSED.
+    pub missed: u32,
+    /// Rounds that re-listed a still-owned instance behind instances scheduled during
+    /// the round.
+    pub repolled_behind_new: u32,
+}
+
+/// The per-instance counters against the poller's, the simulated NIC's and the
+/// reference's (before shutdown).
+fn counters<R: RxInstance>(
+    poller: &Poller<'_, crate::sync::Word, R, &SimPlatform, CAP>,
+    nic: &SimNic,
+    reference: &Reference,
+    instances: usize,
+) -> Check {
+    let mut sum = kbp_core::InstanceStats::default();
+    for (id, r) in reference.rx.iter().enumerate().take(instances) {
+        let i = poller.instance_stats(id).copied().unwrap_or_default();
+        let rx = nic.rx(id);
+        if i.packets != u64::from(rx.consumed - rx.fallback) {
+            return mismatch(
+                &format!("instance {id} packets: poller's counter vs the NIC's"),
+                i.packets,
+                rx.consumed - rx.fallback,
+            );
+        }
+        if (i.polls, i.packets, i.releases) != (r.polls, r.packets, r.releases) {
+            return mismatch(
+                &format!("instance {id} polls/packets/releases"),
+                (i.polls, i.packets, i.releases),
+                (r.polls, r.packets, r.releases),
+            );
+        }
+        sum.packets += i.packets;
+        sum.polls += i.polls;
+        sum.empty_polls += i.empty_polls;
+        sum.releases += i.releases;
+    }
+    invariants::counters_add_up(&sum, poller.stats())?;
+    if nic.missed() != reference.missed_events {
+        return mismatch("MISSED events", nic.missed(), reference.missed_events);
+    }
+    Ok(())
+}
+
 /// Runs `case` to the end, then to quiescence and through shutdown; returns the first
 /// violated property or reference mismatch (property 0).
 pub fn run(case: &Case) -> Check {
+    run_with_coverage(case).map(|_| ())
+}
+
+/// [`run`], and what the case reached.
+pub fn run_with_coverage(case: &Case) -> Result<Coverage, Violation> {
     if case.config.validate().is_err() {
-        return Ok(());
+        return Ok(Coverage::default());
     }
     let instances = case.instances.clamp(1, CAP);
     let nic = SimNic::new(SimPlatform::sequential());
@@ -236,9 +321,27 @@ pub fn run(case: &Case) -> Check {
                     return mismatch("enable", real, !real);
                 }
             }
+            Op::Schedule { id } => {
+                let id = usize::from(id) % instances;
+                nic.schedule(id);
+                reference.schedule(id);
+            }
+            Op::DuringPoll { id, target, n, irq } => {
+                let id = usize::from(id) % instances;
+                let inject = Inject {
+                    target: usize::from(target) % instances,
+                    n: u32::from(n),
+                    irq,
+                };
+                nic.inject_during_next_poll(id, inject);
+                reference.rx[id].inject = Some(inject);
+            }
+            Op::Softirq | Op::BusyPoll { .. } => {}
         }
         invariants::shared(&nic.shared, instances)?;
+        invariants::kept_masked(&nic, instances)?;
         compare(&nic, &reference)?;
+        counters(&poller, &nic, &reference, instances)?;
     }
 
     // Quiescence: finish pending disables, enable everything, and step until drained.
@@ -287,9 +390,171 @@ pub fn run(case: &Case) -> Check {
         }
     }
     compare(&nic, &reference)?;
+    counters(&poller, &nic, &reference, instances)?;
     invariants::quiescent(&nic, instances, PollerPhase::Running)?;
     poller.shutdown();
     reference.shutdown();
     compare(&nic, &reference)?;
-    invariants::quiescent(&nic, instances, PollerPhase::ShutDown)
+    invariants::quiescent(&nic, instances, PollerPhase::ShutDown)?;
+    Ok(Coverage {
+        missed: reference.missed_events,
+        repolled_behind_new: reference.repolled_behind_new,
+    })
+}
+
+/// Runs `case` on kbp.ko's protocol: kbp-core's `napi` module (the entry hook and
+/// [`kbp_core::NapiPort`]) over the simulated kernel of [`crate::napi_sim`], with the
+/// kernel's softirq path and a socket busy poller beside KBP. No reference model here:
+/// the checker ([`invariants::napi_world`], the counters) after every operation, a
+/// disable bounded in steps, then quiescence and shutdown
+/// ([`invariants::napi_quiescent`]). `Coverage::missed` counts `napi_schedule_prep`
+/// calls that set MISSED.
+pub fn run_napi(case: &Case) -> Result<Coverage, Violation> {
+    use crate::napi_sim::NapiWorld;
+    if case.config.validate().is_err() {
+        return Ok(Coverage::default());
+    }
+    let instances = case.instances.clamp(1, CAP);
+    let mut world = NapiWorld::new(SimPlatform::sequential(), Config::DEFAULT.weight);
+    world.defer_softirq = true;
+    let world = world;
+    let ports = world.ports();
+    let platform = &world.platform;
+    let mut poller = match Poller::new(&world.shared, &ports[..instances], &platform, case.config) {
+        Ok(poller) => poller,
+        Err(e) => {
+            return Err(Violation {
+                property: 0,
+                detail: format!("valid config refused: {e}"),
+            });
+        }
+    };
+    poller.attach_all();
+    let softirqs = || {
+        let mut polled = 0;
+        for cpu in 0..16 {
+            polled += world.softirq_round(cpu);
+        }
+        polled
+    };
+    let check = |poller: &Poller<'_, _, _, _, CAP>| -> Check {
+        invariants::napi_world(&world, instances)?;
+        invariants::napi_counters(&world, &ports[..instances], poller.stats(), |id| {
+            poller.instance_stats(id).copied()
+        })
+    };
+    let mut disabling = [false; CAP];
+    let mut disabled = [false; CAP];
+    check(&poller)?;
+    for op in &case.ops {
+        match *op {
+            Op::Produce { id, n } => world.produce(usize::from(id) % instances, u32::from(n), 1),
+            Op::Step => {
+                let _ = poller.step();
+            }
+            Op::Advance { ns } => world.platform.advance(Nanos::from(ns)),
+            Op::BeginDisable { id } => {
+                let id = usize::from(id) % instances;
+                if !disabling[id] && !disabled[id] {
+                    world.begin_disable(id);
+                    disabling[id] = true;
+                }
+            }
+            Op::FinishDisable { id } => {
+                let id = usize::from(id) % instances;
+                if disabling[id] && world.try_finish_disable(id) {
+                    disabling[id] = false;
+                    disabled[id] = true;
+                }
+            }
+            Op::Enable { id } => {
+                let id = usize::from(id) % instances;
+                if disabled[id] {
+                    if !world.enable(id, 1) {
+                        return Err(Violation {
+                            property: 7,
+                            detail: format!("napi {id}: enable refused after disable"),
+                        });
+                    }
+                    disabled[id] = false;
+                }
+            }
+            Op::Schedule { id } => world.irq(usize::from(id) % instances, 1),
+            Op::DuringPoll { id, target, n, irq } => world.inject_during_next_poll(
+                usize::from(id) % instances,
+                Inject {
+                    target: usize::from(target) % instances,
+                    n: u32::from(n),
+                    irq,
+                },
+            ),
+            Op::Softirq => {
+                softirqs();
+            }
+            Op::BusyPoll { id } => {
+                let _ = world.busy_poll(usize::from(id) % instances, 2, 2);
+            }
+        }
+        check(&poller)?;
+    }
+
+    // Quiescence: every pending disable finishes within a bounded number of poller
+    // steps and softirq rounds (KBP lets go within one poll of seeing DISABLE; FIFO
+    // rounds bound the wait to CAP rounds); then enable everything and drain.
+    for id in 0..instances {
+        if disabling[id] {
+            let mut attempts = 0;
+            while !world.try_finish_disable(id) {
+                attempts += 1;
+                if attempts > 2 * CAP + 2 {
+                    return Err(Violation {
+                        property: 7,
+                        detail: format!("napi_disable of {id} not done after {attempts} rounds"),
+                    });
+                }
+                let _ = poller.step();
+                softirqs();
+                check(&poller)?;
+            }
+            disabled[id] = true;
+        }
+        if disabled[id] && !world.enable(id, 1) {
+            return Err(Violation {
+                property: 7,
+                detail: format!("napi {id}: enable refused after disable"),
+            });
+        }
+        check(&poller)?;
+    }
+    let mut rounds = 0;
+    loop {
+        let busy = (0..instances).any(|id| world.napi(id).pending > 0)
+            || matches!(case.config.idle, IdleMode::Adaptive { .. })
+                && !world.shared.list().is_empty();
+        let polled = softirqs();
+        if !busy && polled == 0 {
+            break;
+        }
+        let _ = poller.step();
+        world
+            .platform
+            .advance(case.config.time_limit_ns + window_ns(&case.config));
+        check(&poller)?;
+        rounds += 1;
+        if rounds > 100_000 {
+            return Err(Violation {
+                property: 4,
+                detail: "no progress towards quiescence".into(),
+            });
+        }
+    }
+    invariants::napi_quiescent(&world, instances, PollerPhase::Running)?;
+    poller.shutdown();
+    while softirqs() > 0 {}
+    world.unhook();
+    invariants::napi_quiescent(&world, instances, PollerPhase::ShutDown)?;
+    Ok(Coverage {
+        missed: (0..instances).map(|id| world.napi(id).missed).sum(),
+        repolled_behind_new: 0,
+    })
 }

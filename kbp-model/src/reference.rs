@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use kbp_core::{Config, IdleMode, Nanos, StateFlags};
 
-use crate::sim::{PACKET_COST_NS, POLL_COST_NS};
+use crate::sim::{Inject, PACKET_COST_NS, POLL_COST_NS};
 
 /// One instance of the reference.
 #[derive(Clone, Debug, Default)]
@@ -29,6 +29,14 @@ pub struct RefRx {
     pub disabled: bool,
     /// Served by the poller.
     pub attached: bool,
+    /// A one-shot injection into the next poll.
+    pub inject: Option<Inject>,
+    /// Polls by the poller (its per-instance counter).
+    pub polls: u64,
+    /// Packets the poller's polls processed (not the normal path's, not shutdown's).
+    pub packets: u64,
+    /// Releases by the poller (interrupt re-armed).
+    pub releases: u64,
 }
 
 impl RefRx {
@@ -69,6 +77,11 @@ pub struct Reference {
     pub now: Nanos,
     last_work: Option<Nanos>,
     fallback_weight: u32,
+    /// Events that found their instance owned and set MISSED.
+    pub missed_events: u32,
+    /// Rounds that re-listed an instance still owned behind instances scheduled during
+    /// the round (NAPI's repoll fairness, exercised).
+    pub repolled_behind_new: u32,
 }
 
 impl Reference {
@@ -88,6 +101,8 @@ impl Reference {
             now: 0,
             last_work: None,
             fallback_weight,
+            missed_events: 0,
+            repolled_behind_new: 0,
         }
     }
 
@@ -122,6 +137,7 @@ impl Reference {
         }
         if r.sched {
             r.missed = true;
+            self.missed_events += 1;
             return;
         }
         r.sched = true;
@@ -157,12 +173,28 @@ impl Reference {
         }
     }
 
+    /// An event from something other than the receive interrupt (see
+    /// `SimNic::schedule`).
+    pub fn schedule(&mut self, id: usize) {
+        self.irq(id);
+    }
+
     fn poll(&mut self, id: usize, budget: u32) -> u32 {
         let r = &mut self.rx[id];
         let n = r.pending.min(budget);
         r.pending -= n;
         r.consumed += n;
+        r.irq_armed = false;
         self.now += POLL_COST_NS + PACKET_COST_NS * Nanos::from(n);
+        if let Some(inject) = self.rx[id].inject.take() {
+            let target = inject.target % crate::sim::CAP;
+            if target < self.rx.len() {
+                self.produce(target, inject.n);
+                if inject.irq {
+                    self.irq(target);
+                }
+            }
+        }
         n
     }
 
@@ -182,6 +214,7 @@ impl Reference {
             return true;
         }
         r.sched = false;
+        r.releases += 1;
         self.rearm(id);
         false
     }
@@ -193,10 +226,14 @@ impl Reference {
         if listed > 0 {
             let deadline = self.now + self.config.time_limit_ns;
             let mut repoll = Vec::new();
-            for taken in 1..=listed {
+            let mut polled = 0;
+            for _ in 0..listed {
                 let id = self.list.pop_front().expect("listed");
+                polled += 1;
                 let w = self.config.weight;
                 let work = self.poll(id, w);
+                self.rx[id].polls += 1;
+                self.rx[id].packets += u64::from(work);
                 packets += work;
                 let now = self.now;
                 if work > 0 {
@@ -217,9 +254,13 @@ impl Reference {
                     repoll.push(id);
                 }
                 if packets >= self.config.budget || now >= deadline {
-                    let _ = taken;
                     break;
                 }
+            }
+            // What is listed now: instances not reached, then those scheduled during
+            // the round; the repolled ones go behind both.
+            if !repoll.is_empty() && self.list.len() > listed.saturating_sub(polled) {
+                self.repolled_behind_new += 1;
             }
             self.list.extend(repoll);
         }

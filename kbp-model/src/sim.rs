@@ -6,13 +6,18 @@
 //! the interrupt) is decided on one location, as `virtqueue_enable_cb` decides it:
 //!
 //! * the NIC adds a packet; if the interrupt was armed it disarms it and raises it;
-//! * `rearm_irq` arms the interrupt only if nothing is pending, else raises it itself.
+//! * `rearm_irq` arms the interrupt only if nothing is pending, else raises it itself;
+//! * a poll masks the interrupt first, as `virtnet_poll` does, so an instance scheduled
+//!   by something else than its interrupt (see [`SimNic::schedule`]) is masked once
+//!   polled.
 //!
 //! A raised interrupt calls [`kbp_core::Shared::schedule`]; a `Fallback` token (no
 //! poller serves the instance) is processed right there by a plain NAPI loop, the
 //! "normal softirq path".
 
 use kbp_core::{Config, Nanos, Platform, RxInstance, SchedToken, ScheduleOutcome, Shared};
+
+pub use crate::napi_sim::Inject;
 
 #[cfg(not(kbp_loom))]
 use crate::sync::thread;
@@ -36,6 +41,8 @@ pub struct SimRx {
     consumed: AtomicU32,
     polling: AtomicBool,
     fallback_packets: AtomicU32,
+    /// A one-shot [`Inject`] into the next poll, encoded as in `napi_sim`.
+    inject: AtomicU32,
 }
 
 impl SimRx {
@@ -46,6 +53,7 @@ impl SimRx {
             consumed: AtomicU32::new(0),
             polling: AtomicBool::new(false),
             fallback_packets: AtomicU32::new(0),
+            inject: AtomicU32::new(0),
         }
     }
 }
@@ -175,6 +183,8 @@ pub struct SimNic {
     /// does not look for pending work, so an event that lands while the instance is owned
     /// is remembered only by MISSED.
     pub doorbell: bool,
+    /// Schedules that found the instance owned (MISSED set).
+    missed: AtomicU32,
 }
 
 /// One instance of a [`SimNic`], as the poller sees it.
@@ -192,6 +202,7 @@ impl SimNic {
             platform,
             fallback_weight: Config::DEFAULT.weight,
             doorbell: false,
+            missed: AtomicU32::new(0),
         }
     }
 
@@ -227,9 +238,37 @@ impl SimNic {
 
     /// The interrupt handler: schedule the instance, run the normal path on a fallback.
     fn raise_irq(&self, id: usize) {
-        if let ScheduleOutcome::Fallback(token) = self.shared.schedule(id, &&self.platform) {
-            self.normal_path(token);
+        match self.shared.schedule(id, &&self.platform) {
+            ScheduleOutcome::Fallback(token) => self.normal_path(token),
+            ScheduleOutcome::Missed => {
+                self.missed.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
+    }
+
+    /// An event for instance `id` from something other than its receive interrupt,
+    /// whatever that interrupt's mask says (a refill timer, a TX-completion interrupt
+    /// sharing the instance, a `napi_schedule` from another CPU): the handler runs
+    /// [`kbp_core::Shared::schedule`]. On an owned instance it sets MISSED.
+    pub fn schedule(&self, id: usize) {
+        self.raise_irq(id);
+    }
+
+    /// Schedules that found the instance owned and set MISSED, so far.
+    pub fn missed(&self) -> u32 {
+        self.missed.load(Ordering::Relaxed)
+    }
+
+    /// Arms a one-shot [`Inject`] into the next poll of instance `id` (by the poller or
+    /// the normal path): while that poll runs (after it took its batch) the NIC writes
+    /// into `target`, and an event for `target` is raised if `irq`.
+    pub fn inject_during_next_poll(&self, id: usize, inject: Inject) {
+        let code = inject.n.min(0xff_ffff) << 8
+            | (inject.target as u32 & 0x3f) << 2
+            | u32::from(inject.irq) << 1
+            | 1;
+        self.rx[id].inject.store(code, Ordering::Release);
     }
 
     /// NAPI without KBP: poll until done, complete, re-poll on MISSED, re-arm.
@@ -285,7 +324,8 @@ impl RxPort<'_> {
             .hw
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
                 taken = (hw >> 1).min(budget);
-                Some(hw - (taken << 1))
+                // virtnet_poll masks the interrupt first (virtio_net.c:3017).
+                Some((hw - (taken << 1)) & !IRQ_ARMED)
             });
         rx.consumed.fetch_add(taken, Ordering::Release);
         if fallback {
@@ -294,6 +334,14 @@ impl RxPort<'_> {
         self.nic
             .platform
             .advance(POLL_COST_NS + PACKET_COST_NS * Nanos::from(taken));
+        let inject = rx.inject.swap(0, Ordering::AcqRel);
+        if inject != 0 {
+            let target = ((inject >> 2) & 0x3f) as usize % CAP;
+            self.nic.produce(target, inject >> 8);
+            if inject & 2 != 0 {
+                self.nic.schedule(target);
+            }
+        }
         rx.polling.store(false, Ordering::Release);
         taken
     }
@@ -308,12 +356,13 @@ impl RxInstance for RxPort<'_> {
         self.poll_inner(budget, false)
     }
 
-    fn mask_irq(&self) {
+    fn take_idle(&self) -> bool {
         let _ = self.nic.rx[self.id]
             .hw
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
                 Some(hw & !IRQ_ARMED)
             });
+        true
     }
 
     fn rearm_irq(&self) {

@@ -3,7 +3,7 @@
 
 #![cfg(not(kbp_loom))]
 
-use kbp_model::ops::{Case, run};
+use kbp_model::ops::{Case, run, run_napi};
 
 #[test]
 fn committed_fuzz_corpus_passes() {
@@ -12,8 +12,12 @@ fn committed_fuzz_corpus_passes() {
     for entry in std::fs::read_dir(dir).expect("fuzz corpus directory") {
         let path = entry.unwrap().path();
         let data = std::fs::read(&path).unwrap();
-        if let Err(v) = run(&Case::from_bytes(&data)) {
+        let case = Case::from_bytes(&data);
+        if let Err(v) = run(&case) {
             panic!("{}: {v}", path.display());
+        }
+        if let Err(v) = run_napi(&case) {
+            panic!("{} (napi_sim): {v}", path.display());
         }
         replayed += 1;
     }

@@ -1,6 +1,13 @@
 //! loom models of kbp-core: every interleaving (up to `LOOM_MAX_PREEMPTIONS`) of the
 //! interrupt side, the poller and a disabler, on loom's atomics.
 //!
+//! Models a-e run kbp-core over the simulated NIC of `kbp_model::sim`; models f-i run
+//! kbp.ko's protocol (kbp-core's `napi` module: the `__napi_schedule` entry hook and
+//! `NapiPort`) over the simulated kernel `napi->state` and virtio-like driver of
+//! `kbp_model::napi_sim`, checked by the same checker (`invariants::napi_world`, after
+//! every poller step, and `invariants::napi_quiescent` at the end). Each of f-i names a
+//! one-line bug it catches; each was seeded, seen to fail, and reverted.
+//!
 //! Run with `RUSTFLAGS="--cfg kbp_loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p kbp-model
 //! --release --test loom_models`. Each model checks, through the shared checker:
 //! no deadlock (loom reports a thread blocked forever, which is how a lost wake-up of a
@@ -177,5 +184,170 @@ fn e_shutdown_hands_every_instance_back() {
         }
         producer.join().unwrap();
         invariants::quiescent(&nic, 2, PollerPhase::ShutDown).unwrap();
+    });
+}
+
+// ----- kbp.ko's protocol over the simulated kernel (kbp_model::napi_sim) -----
+
+use kbp_core::NapiPort;
+use kbp_model::napi_sim::{NapiRef, NapiWorld};
+
+fn new_world() -> Arc<NapiWorld> {
+    Arc::new(NapiWorld::new(
+        SimPlatform::blocking(),
+        Config::DEFAULT.weight,
+    ))
+}
+
+fn napi_consumed(world: &NapiWorld, instances: usize) -> u32 {
+    (0..instances).map(|id| world.napi(id).consumed()).sum()
+}
+
+/// One poller step and the checker, from the poller thread.
+fn napi_step(
+    poller: &mut Poller<'_, kbp_model::sync::Word, NapiPort<NapiRef<'_>>, &SimPlatform, 4>,
+    world: &NapiWorld,
+    instances: usize,
+) {
+    let _ = poller.step();
+    invariants::napi_world(world, instances).unwrap();
+}
+
+/// (f) An interrupt races KBP's release (adaptive, window 0: KBP hands the instance back
+/// after every poll): the packet lands before the hand-back's poll (taken by it), while
+/// it re-arms (the driver's re-check or the interrupt schedules again, and the hook
+/// diverts it back to KBP), or after (a new interrupt). A lost one parks the poller
+/// forever (loom: deadlock).
+///
+/// catches: `NapiPort::release` clearing IN_BUSY_POLL after its final poll instead of
+/// before (the driver's `napi_complete_done` then returns false: SCHED is never given
+/// back, the interrupt stays masked, the packet is never polled).
+#[test]
+fn f_irq_races_kbp_release() {
+    model(|| {
+        let world = new_world();
+        let ports = world.ports();
+        let platform = &world.platform;
+        let mut poller =
+            Poller::new(&world.shared, &ports[..1], &platform, RELEASE_EVERY_POLL).unwrap();
+        poller.attach_all();
+        world.produce(0, 1, 1);
+        let irq = {
+            let world = world.clone();
+            thread::spawn(move || world.produce(0, 1, 1))
+        };
+        while napi_consumed(&world, 1) < 2 {
+            napi_step(&mut poller, &world, 1);
+        }
+        poller.shutdown();
+        irq.join().unwrap();
+        assert_eq!(
+            world.napi(0).by_softirq,
+            0,
+            "an attached instance went to the softirq"
+        );
+        invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
+    });
+}
+
+/// (g) `napi_disable` races a spinning KBP (Spin: KBP keeps the instance with
+/// IN_BUSY_POLL and its interrupt masked): KBP must let go within a poll of seeing
+/// DISABLE, the disabler gets SCHED|NPSVC, a packet while disabled only sets MISSED,
+/// and `napi_enable` (virtio's schedule after it) gives the instance back to KBP.
+///
+/// catches: `NapiPort::must_release` ignoring DISABLE (KBP keeps the instance forever;
+/// the disabler never finishes: loom exceeds its branch bound).
+#[test]
+fn g_napi_disable_races_spinning_kbp() {
+    model(|| {
+        let world = new_world();
+        let ports = world.ports();
+        let platform = &world.platform;
+        let mut poller =
+            Poller::new(&world.shared, &ports[..1], &platform, Config::DEFAULT).unwrap();
+        poller.attach_all();
+        world.produce(0, 1, 1);
+        let disabler = {
+            let world = world.clone();
+            thread::spawn(move || {
+                world.disable(0, thread::yield_now);
+                assert!(world.is_disabled(0));
+                world.produce(0, 1, 2);
+                assert!(world.enable(0, 2));
+            })
+        };
+        while napi_consumed(&world, 1) < 2 {
+            napi_step(&mut poller, &world, 1);
+        }
+        disabler.join().unwrap();
+        poller.shutdown();
+        invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
+    });
+}
+
+/// (h) The module unloads (`Poller::shutdown`, then the hook is unregistered) while an
+/// interrupt is in flight: whether the hook runs before the detach (KBP polls it and
+/// hands it back), after it (`Fallback`: the hook completes KBP's word and passes
+/// through) or not at all, the packet reaches the softirq path or KBP, and nothing is
+/// left owned.
+///
+/// catches: `on_schedule` answering `Divert` instead of `PassThrough` after a
+/// `Fallback` (the instance is handed to a poller that no longer serves it: the packet
+/// is never polled, the napi stays held).
+#[test]
+fn h_unload_races_irq_in_flight() {
+    model(|| {
+        let world = new_world();
+        let irq = {
+            let world = world.clone();
+            thread::spawn(move || world.produce(0, 1, 1))
+        };
+        {
+            let ports = world.ports();
+            let platform = &world.platform;
+            let mut poller =
+                Poller::new(&world.shared, &ports[..1], &platform, Config::DEFAULT).unwrap();
+            poller.attach_all();
+            napi_step(&mut poller, &world, 1);
+            poller.shutdown();
+            world.unhook();
+        }
+        irq.join().unwrap();
+        assert_eq!(napi_consumed(&world, 1), 1);
+        invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
+    });
+}
+
+/// (i) The driver deletes an instance KBP is spinning on: `napi_disable` (KBP lets go),
+/// then `__netif_napi_del_locked` (the delete observer empties KBP's slot, the instance
+/// is freed), while KBP keeps stepping. KBP must never touch the instance after it let
+/// go (the simulation panics on a touch after deletion) and must own nothing of it.
+///
+/// catches: `NapiPort::release` without its "not ours" guard (KBP's hand-back of an
+/// instance it released as `must_release` polls it again after the disabler took it).
+#[test]
+fn i_napi_delete_races_kbp() {
+    model(|| {
+        let world = new_world();
+        let ports = world.ports();
+        let platform = &world.platform;
+        let mut poller =
+            Poller::new(&world.shared, &ports[..1], &platform, Config::DEFAULT).unwrap();
+        poller.attach_all();
+        world.produce(0, 1, 1);
+        let deleter = {
+            let world = world.clone();
+            thread::spawn(move || {
+                world.disable(0, thread::yield_now);
+                world.delete(0);
+            })
+        };
+        while !world.napi(0).deleted {
+            napi_step(&mut poller, &world, 1);
+        }
+        napi_step(&mut poller, &world, 1);
+        deleter.join().unwrap();
+        poller.shutdown();
+        invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
     });
 }
