@@ -4,13 +4,13 @@
  * static inline, a macro or a field access; the logic is in Rust.
  */
 #include <linux/module.h>
+#include <linux/ftrace.h>
 #include <linux/moduleparam.h>
 #include <linux/netdevice.h>
 #include <linux/netpoll.h>
 #include <linux/filter.h>
 #include <linux/kthread.h>
 #include <linux/sched.h>
-#include <linux/delay.h>
 #include <linux/debugfs.h>
 #include <linux/seq_file.h>
 #include <linux/rtnetlink.h>
@@ -18,6 +18,7 @@
 #include <linux/cpuhotplug.h>
 #include <linux/vmalloc.h>
 #include <net/gro.h>
+#include <trace/events/napi.h>
 #include <net/net_namespace.h>
 
 #include "kbp_glue.h"
@@ -74,93 +75,59 @@ struct net_device *kbp_dev_get(const char *name, size_t len)
 void kbp_dev_put(struct net_device *dev) { dev_put(dev); }
 const char *kbp_dev_name(const struct net_device *dev) { return dev->name; }
 
+/*
+ * The device's NAPI instances, read under its instance lock (netdev_lock), which
+ * netif_napi_add_weight_locked() and __netif_napi_del_locked() hold to change the list.
+ * The caller registered the delete hook first, so an instance deleted after this read
+ * is seen by kbp_rust_on_delete().
+ */
 int kbp_dev_napis(struct net_device *dev, struct napi_struct **out, int max)
 {
 	struct napi_struct *n;
 	int count = 0;
 
-	rtnl_lock();
+	netdev_lock(dev);
 	list_for_each_entry(n, &dev->napi_list, dev_list) {
 		if (count < max)
 			out[count] = n;
 		count++;
 	}
-	rtnl_unlock();
+	netdev_unlock(dev);
 	return count;
 }
 
-int kbp_napi_id(const struct napi_struct *n) { return n->napi_id; }
+int kbp_napi_id(const struct napi_struct *n) { return READ_ONCE(n->napi_id); }
+struct net_device *kbp_napi_dev(const struct napi_struct *n) { return n->dev; }
 
 /*
- * The wake hook: with NAPI_STATE_THREADED set and napi->thread pointing at the KBP
- * thread, ____napi_schedule() wakes that thread (and sets SCHED_THREADED) instead of
- * listing the instance and raising NET_RX_SOFTIRQ.
- *
- * It is installed only while the device is up (NETDEV_UP .. NETDEV_GOING_DOWN): on
- * napi_enable() a NAPI with per-NAPI config re-applies its configured threaded mode,
- * and with threaded mode off and napi->thread set it would try to stop that thread.
+ * napi->state as kbp-core's NapiBits (kbp-core/src/napi.rs): SCHED 0, MISSED 1,
+ * DISABLE 2, NPSVC 3, IN_BUSY_POLL 4, THREADED 5. THREADED_BUSY_POLL implies THREADED.
  */
-bool kbp_napi_can_hijack(const struct napi_struct *n)
+u32 kbp_napi_bits(const struct napi_struct *n)
 {
-	return !READ_ONCE(n->thread) && !n->dev->threaded;
+	unsigned long s = READ_ONCE(n->state);
+
+	return !!(s & NAPIF_STATE_SCHED) << 0 |
+	       !!(s & NAPIF_STATE_MISSED) << 1 |
+	       !!(s & NAPIF_STATE_DISABLE) << 2 |
+	       !!(s & NAPIF_STATE_NPSVC) << 3 |
+	       !!(s & NAPIF_STATE_IN_BUSY_POLL) << 4 |
+	       !!(s & (NAPIF_STATE_THREADED | NAPIF_STATE_THREADED_BUSY_POLL)) << 5;
 }
 
-void kbp_napi_hijack(struct napi_struct *n, struct task_struct *t)
+u32 kbp_napi_weight(const struct napi_struct *n) { return READ_ONCE(n->weight); }
+
+/* Only the holder of SCHED calls these (napi_busy_loop()'s rule for IN_BUSY_POLL). */
+void kbp_napi_set_in_busy_poll(struct napi_struct *n)
 {
-	if (READ_ONCE(n->thread))
-		return;
-	WRITE_ONCE(n->thread, t);
-	/* Paired with the READ_ONCE(napi->thread) in ____napi_schedule(). */
-	smp_mb__before_atomic();
-	set_bit(NAPI_STATE_THREADED, &n->state);
+	set_bit(NAPI_STATE_IN_BUSY_POLL, &n->state);
 }
 
-void kbp_napi_unhijack(struct napi_struct *n, struct task_struct *t)
+/* busy_poll_stop()'s first step: the caller polls once more, so MISSED may go. */
+void kbp_napi_clear_in_busy_poll(struct napi_struct *n)
 {
-	if (READ_ONCE(n->thread) != t)
-		return;
-	clear_bit(NAPI_STATE_THREADED, &n->state);
-	/* An IRQ that still saw THREADED finds no thread and uses the softirq. */
-	WRITE_ONCE(n->thread, NULL);
-}
-
-bool kbp_napi_handed_over(const struct napi_struct *n)
-{
-	return test_bit(NAPI_STATE_SCHED_THREADED, &n->state);
-}
-
-bool kbp_napi_disable_pending(const struct napi_struct *n)
-{
-	return test_bit(NAPI_STATE_DISABLE, &n->state);
-}
-
-/*
- * Take SCHED|IN_BUSY_POLL as napi_busy_loop() does, or accept an instance an IRQ
- * handed over (SCHED|SCHED_THREADED). While IN_BUSY_POLL is set the driver's
- * napi_complete_done() returns false: its IRQ stays masked and no softirq runs it.
- */
-bool kbp_napi_try_own(struct napi_struct *n)
-{
-	unsigned long val = READ_ONCE(n->state), new;
-
-	do {
-		if (val & (NAPIF_STATE_NPSVC | NAPIF_STATE_IN_BUSY_POLL))
-			return false;
-		if (val & NAPIF_STATE_SCHED) {
-			/* Handed to us: take it even while a disable is pending, or
-			 * nobody would ever complete it and napi_disable() would wait
-			 * forever (the threaded poll loop takes it the same way).
-			 */
-			if (!(val & NAPIF_STATE_SCHED_THREADED))
-				return false;
-			new = (val & ~NAPIF_STATE_SCHED_THREADED) | NAPIF_STATE_IN_BUSY_POLL;
-		} else {
-			if (val & NAPIF_STATE_DISABLE)
-				return false;
-			new = val | NAPIF_STATE_SCHED | NAPIF_STATE_IN_BUSY_POLL;
-		}
-	} while (!try_cmpxchg(&n->state, &val, new));
-	return true;
+	clear_bit(NAPI_STATE_MISSED, &n->state);
+	clear_bit(NAPI_STATE_IN_BUSY_POLL, &n->state);
 }
 
 /* Deliver the GRO_NORMAL batch (gro_normal_list() uses a non-exported helper). */
@@ -173,7 +140,15 @@ static void kbp_gro_normal_list(struct gro_node *gro)
 	gro->rx_count = 0;
 }
 
-/* One poll of an owned instance; the caller has BH disabled (kbp_bh_disable). */
+/*
+ * One poll of an owned instance; the caller has BH disabled (which is also the RCU
+ * read-side section that keeps the instance's memory alive: a driver frees a deleted
+ * instance only after synchronize_net()). Around n->poll() it does what __napi_poll()
+ * and napi_complete_done() do: with the whole budget used, flush GRO packets older
+ * than a jiffy (more work follows at once); with less, flush every held GRO packet,
+ * as napi_complete_done() would (under IN_BUSY_POLL it returns before its own flush),
+ * so no segment waits for the next poll. Then the GRO_NORMAL batch.
+ */
 int kbp_napi_poll(struct napi_struct *n, int budget)
 {
 	struct bpf_net_context __bpf_net_ctx, *bpf_net_ctx;
@@ -183,48 +158,115 @@ int kbp_napi_poll(struct napi_struct *n, int budget)
 	bpf_net_ctx = bpf_net_ctx_set(&__bpf_net_ctx);
 	have = netpoll_poll_lock(n);
 	work = n->poll(n, budget);
-	/* Flush aged GRO packets and the normal batch, as __napi_poll() does. */
-	gro_flush(&n->gro, HZ >= 1000);
+	/* As __napi_poll() does: perf, bpftrace and the NAPI tools see KBP's polls. */
+	trace_napi_poll(n, work, budget);
+	gro_flush(&n->gro, work >= budget && HZ >= 1000);
 	kbp_gro_normal_list(&n->gro);
 	netpoll_poll_unlock(have);
 	bpf_net_ctx_clear(bpf_net_ctx);
 	return work;
 }
 
-/*
- * Hand an owned instance back (busy_poll_stop()): drop IN_BUSY_POLL and MISSED, poll
- * once more so the driver's napi_complete_done() clears SCHED and re-arms its IRQ;
- * if that poll used the whole budget the instance is still scheduled, so schedule it
- * again (with THREADED set that wakes the KBP thread, otherwise NET_RX_SOFTIRQ), or
- * complete it when a disable is pending.
- */
-int kbp_napi_release(struct napi_struct *n, int budget)
-{
-	struct bpf_net_context __bpf_net_ctx, *bpf_net_ctx;
-	void *have;
-	int rc;
+/* Let go after a poll that used its whole budget, for a pending napi_disable(). */
+void kbp_napi_complete(struct napi_struct *n) { napi_complete(n); }
 
-	clear_bit(NAPI_STATE_MISSED, &n->state);
-	clear_bit(NAPI_STATE_IN_BUSY_POLL, &n->state);
-	local_bh_disable();
-	bpf_net_ctx = bpf_net_ctx_set(&__bpf_net_ctx);
-	have = netpoll_poll_lock(n);
-	rc = n->poll(n, budget);
-	netpoll_poll_unlock(have);
-	if (rc == budget) {
-		kbp_gro_normal_list(&n->gro);
-		/* A pending napi_disable() waits for SCHED: complete now, as
-		 * __napi_poll() does, instead of scheduling it again.
-		 */
-		if (napi_disable_pending(n))
-			napi_complete(n);
-		else
-			__napi_schedule(n);
-	}
-	bpf_net_ctx_clear(bpf_net_ctx);
-	local_bh_enable();
+/* Hand SCHED on (reaches kbp's own schedule hook while the instance is served). */
+void kbp_napi_schedule(struct napi_struct *n) { __napi_schedule(n); }
+
+/*
+ * The entry hooks. KBP takes the instances it serves where the kernel hands a
+ * scheduled instance to its poller: the exported, out-of-line __napi_schedule() and
+ * __napi_schedule_irqoff(), whose caller holds NAPI_STATE_SCHED. An ftrace_ops with
+ * IPMODIFY (the mechanism livepatch is built on) runs kbp_rust_on_schedule() at their
+ * entry; when KBP takes the instance the function's body is skipped (the saved
+ * instruction pointer goes to an empty function with the same signature), so the
+ * instance is not listed on the softirq's poll list and NET_RX_SOFTIRQ is not raised.
+ * Every other instance runs the kernel's code untouched. A second ftrace_ops observes
+ * __netif_napi_del_locked() (instance lock held, instance disabled) so that KBP
+ * forgets an instance before its driver may free it.
+ */
+#ifdef CONFIG_DYNAMIC_FTRACE_WITH_ARGS
+static void kbp_schedule_diverted(struct napi_struct *n)
+{
+}
+
+static void notrace kbp_schedule_entry(unsigned long ip, unsigned long parent_ip,
+				       struct ftrace_ops *op, struct ftrace_regs *fregs)
+{
+	struct napi_struct *n = (struct napi_struct *)ftrace_regs_get_argument(fregs, 0);
+
+	if (kbp_rust_on_schedule(n))
+		ftrace_regs_set_instruction_pointer(fregs, (unsigned long)kbp_schedule_diverted);
+}
+
+static void notrace kbp_delete_entry(unsigned long ip, unsigned long parent_ip,
+				     struct ftrace_ops *op, struct ftrace_regs *fregs)
+{
+	kbp_rust_on_delete((struct napi_struct *)ftrace_regs_get_argument(fregs, 0));
+}
+
+/* PERMANENT: `sysctl kernel.ftrace_enabled=0` must not silently switch ownership off. */
+static struct ftrace_ops kbp_schedule_ops = {
+	.func = kbp_schedule_entry,
+	.flags = FTRACE_OPS_FL_IPMODIFY | FTRACE_OPS_FL_PERMANENT,
+};
+
+static struct ftrace_ops kbp_delete_ops = {
+	.func = kbp_delete_entry,
+	.flags = FTRACE_OPS_FL_PERMANENT,
+};
+
+/*
+ * Each returns 0 or ftrace's error (-EBUSY from the schedule hook: another IPMODIFY
+ * user, such as a livepatch, already owns one of the functions).
+ */
+int kbp_delete_hook_register(void)
+{
+	int rc = ftrace_set_filter_ip(&kbp_delete_ops, (unsigned long)__netif_napi_del_locked, 0, 0);
+
+	if (!rc)
+		rc = register_ftrace_function(&kbp_delete_ops);
+	if (rc)
+		ftrace_free_filter(&kbp_delete_ops);
 	return rc;
 }
+
+int kbp_schedule_hook_register(void)
+{
+	int rc = ftrace_set_filter_ip(&kbp_schedule_ops, (unsigned long)__napi_schedule, 0, 0);
+
+	if (!rc)
+		rc = ftrace_set_filter_ip(&kbp_schedule_ops, (unsigned long)__napi_schedule_irqoff, 0, 0);
+	if (!rc)
+		rc = register_ftrace_function(&kbp_schedule_ops);
+	if (rc)
+		ftrace_free_filter(&kbp_schedule_ops);
+	return rc;
+}
+
+/*
+ * After it returns no CPU is inside kbp_schedule_entry() (ftrace_shutdown() waits for
+ * every CPU to leave a dynamic ops' callbacks), and every later __napi_schedule() of
+ * every instance runs the kernel's code.
+ */
+void kbp_schedule_hook_unregister(void)
+{
+	unregister_ftrace_function(&kbp_schedule_ops);
+	ftrace_free_filter(&kbp_schedule_ops);
+}
+
+void kbp_delete_hook_unregister(void)
+{
+	unregister_ftrace_function(&kbp_delete_ops);
+	ftrace_free_filter(&kbp_delete_ops);
+}
+#else
+/* No ftrace with arguments in this kernel: kbp refuses to load (kbp_main.rs says why). */
+int kbp_delete_hook_register(void) { return -EOPNOTSUPP; }
+int kbp_schedule_hook_register(void) { return -EOPNOTSUPP; }
+void kbp_schedule_hook_unregister(void) { }
+void kbp_delete_hook_unregister(void) { }
+#endif
 
 void kbp_bh_disable(void) { local_bh_disable(); }
 void kbp_bh_enable(void) { local_bh_enable(); }
@@ -241,19 +283,21 @@ void kbp_sleep(void) { schedule(); }
 void kbp_set_running(void) { __set_current_state(TASK_RUNNING); }
 void kbp_wake(struct task_struct *t) { wake_up_process(t); }
 
+/* A pinned kthread, with a task reference the module holds until kbp_thread_stop_put(). */
 struct task_struct *kbp_thread_create(int (*fn)(void *), void *data, int cpu)
 {
 	struct task_struct *t = kthread_create_on_cpu(fn, data, cpu, "kbp/%u");
 
-	return IS_ERR(t) ? NULL : t;
+	if (IS_ERR(t))
+		return NULL;
+	get_task_struct(t);
+	return t;
 }
 
 bool kbp_should_stop(void) { return kthread_should_stop(); }
-int kbp_thread_stop(struct task_struct *t) { return kthread_stop(t); }
+int kbp_thread_stop_put(struct task_struct *t) { return kthread_stop_put(t); }
 void kbp_set_fifo(struct task_struct *t) { sched_set_fifo_low(t); }
 bool kbp_cpu_usable(int cpu) { return cpu >= 0 && cpu < nr_cpu_ids && cpu_online(cpu); }
-void kbp_synchronize_rcu(void) { synchronize_rcu(); }
-void kbp_msleep(unsigned int ms) { msleep(ms); }
 
 int kbp_thread_pin(struct task_struct *t, int cpu) { return set_cpus_allowed_ptr(t, cpumask_of(cpu)); }
 
@@ -278,24 +322,11 @@ int kbp_cpuhp_register(void)
 
 void kbp_cpuhp_unregister(void) { cpuhp_remove_state_nocalls(kbp_cpuhp_state); }
 
+/* A device unregisters (RTNL held): KBP forgets it and puts its reference at once. */
 static int kbp_netdev_event(struct notifier_block *nb, unsigned long event, void *ptr)
 {
-	enum kbp_event ev;
-
-	switch (event) {
-	case NETDEV_UP:
-		ev = KBP_EV_UP;
-		break;
-	case NETDEV_GOING_DOWN:
-		ev = KBP_EV_GOING_DOWN;
-		break;
-	case NETDEV_UNREGISTER:
-		ev = KBP_EV_UNREGISTER;
-		break;
-	default:
-		return NOTIFY_DONE;
-	}
-	kbp_rust_netdev_event(ev, netdev_notifier_info_to_dev(ptr));
+	if (event == NETDEV_UNREGISTER)
+		kbp_rust_netdev_unregister(netdev_notifier_info_to_dev(ptr));
 	return NOTIFY_DONE;
 }
 

@@ -29,16 +29,24 @@ void kbp_dev_put(struct net_device *dev);
 const char *kbp_dev_name(const struct net_device *dev);
 int kbp_dev_napis(struct net_device *dev, struct napi_struct **out, int max);
 int kbp_napi_id(const struct napi_struct *n);
+struct net_device *kbp_napi_dev(const struct napi_struct *n);
 
-/* Ownership of a NAPI instance by the KBP thread. */
-bool kbp_napi_can_hijack(const struct napi_struct *n);
-void kbp_napi_hijack(struct napi_struct *n, struct task_struct *t);
-void kbp_napi_unhijack(struct napi_struct *n, struct task_struct *t);
-bool kbp_napi_handed_over(const struct napi_struct *n);
-bool kbp_napi_disable_pending(const struct napi_struct *n);
-bool kbp_napi_try_own(struct napi_struct *n);
+/* The protocol's operations on napi->state (kbp-core's `Napi` trait). */
+u32 kbp_napi_bits(const struct napi_struct *n);
+u32 kbp_napi_weight(const struct napi_struct *n);
+void kbp_napi_set_in_busy_poll(struct napi_struct *n);
+void kbp_napi_clear_in_busy_poll(struct napi_struct *n);
 int kbp_napi_poll(struct napi_struct *n, int budget);
-int kbp_napi_release(struct napi_struct *n, int budget);
+void kbp_napi_complete(struct napi_struct *n);
+void kbp_napi_schedule(struct napi_struct *n);
+
+/* The entry hooks (ftrace); the callbacks are implemented in Rust. */
+int kbp_delete_hook_register(void);
+int kbp_schedule_hook_register(void);
+void kbp_schedule_hook_unregister(void);
+void kbp_delete_hook_unregister(void);
+bool kbp_rust_on_schedule(struct napi_struct *n);
+void kbp_rust_on_delete(struct napi_struct *n);
 
 /* Execution environment. */
 void kbp_bh_disable(void);
@@ -51,18 +59,15 @@ void kbp_set_running(void);
 void kbp_wake(struct task_struct *t);
 struct task_struct *kbp_thread_create(int (*fn)(void *), void *data, int cpu);
 bool kbp_should_stop(void);
-int kbp_thread_stop(struct task_struct *t);
+int kbp_thread_stop_put(struct task_struct *t);
 void kbp_set_fifo(struct task_struct *t);
 bool kbp_cpu_usable(int cpu);
 int kbp_thread_pin(struct task_struct *t, int cpu);
-void kbp_synchronize_rcu(void);
-void kbp_msleep(unsigned int ms);
 
-/* Notifier and debugfs; the callbacks are implemented in Rust. */
-enum kbp_event { KBP_EV_UP = 1, KBP_EV_GOING_DOWN = 2, KBP_EV_UNREGISTER = 3 };
+/* Notifier (NETDEV_UNREGISTER) and debugfs; the callbacks are implemented in Rust. */
 int kbp_notifier_register(void);
 void kbp_notifier_unregister(void);
-void kbp_rust_netdev_event(enum kbp_event event, struct net_device *dev);
+void kbp_rust_netdev_unregister(struct net_device *dev);
 int kbp_debugfs_create(void);
 void kbp_debugfs_remove(void);
 size_t kbp_rust_stats_format(char *buf, size_t size);

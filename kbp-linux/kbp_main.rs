@@ -5,41 +5,47 @@
 //! instances (RX and TX completion) of the configured interfaces with kbp-core's drain
 //! loop, instead of NET_RX_SOFTIRQ.
 //!
-//! Ownership design (details and kernel assumptions in `kbp-linux/README.md`):
+//! How an instance is taken (details and kernel assumptions in `kbp-linux/README.md`):
+//! an ftrace hook at the entry of the exported `__napi_schedule()` and
+//! `__napi_schedule_irqoff()` runs kbp-core's `napi::on_schedule` for instances of the
+//! configured devices: their caller holds the instance's SCHED and hands it to KBP
+//! (`Shared::schedule` lists it and unparks the thread), and the function body is
+//! skipped, so NET_RX_SOFTIRQ is never raised for them. Every other instance runs the
+//! kernel's code untouched. The module writes no field the kernel manages for another
+//! purpose: only the IN_BUSY_POLL/MISSED bits of an instance whose SCHED it holds, as
+//! the kernel's own busy poll does.
 //!
-//! * **Wake hook**: each NAPI gets `napi->thread = <KBP thread>` and the THREADED state
-//!   bit, the mechanism threaded NAPI uses. An IRQ's `napi_schedule()` then wins SCHED,
-//!   sets SCHED_THREADED and wakes the KBP thread: NET_RX_SOFTIRQ is never raised.
-//! * **Busy ownership**: the thread holds SCHED|IN_BUSY_POLL while it polls an instance
-//!   (the `napi_busy_loop` rule), so the driver's `napi_complete_done()` returns false
-//!   and its IRQ stays masked; kbp-core decides when to hand it back (`busy_poll_stop`).
+//! Files, each importing only those above it:
 //!
-//! Files: `ffi.rs` (C glue declarations), `env.rs` (kbp-core's atomic and platform
-//! backends), `port.rs` (a NAPI as kbp-core's `RxInstance`), `params.rs` (module
-//! parameters), `worker.rs` (one KBP thread and its instances), `stats.rs` (debugfs
-//! counters), this file (module life cycle, devices, notifier).
+//! ```text
+//! sys.rs       every C function (kbp_glue.c) behind a safe wrapper or a documented unsafe fn
+//! stats.rs     leaf: counters snapshots and the debugfs text
+//! params.rs    module parameters, validated
+//! platform.rs  kbp-core's atomic word and Platform; the kthread handle
+//! slot.rs      one instance place of a thread, as kbp-core's `Napi`
+//! worker.rs    one KBP thread: its slots, its poller, its snapshot
+//! kbp_main.rs  life cycle: devices, hooks, notifier, CPU hotplug, debugfs callbacks
+//! ```
 
-use core::ffi::c_int;
-use core::sync::atomic::Ordering;
+use core::ffi::c_uint;
 
-use kbp_core::atomic::transition;
-use kbp_core::{AtomicWord, IdleMode};
+use kbp_core::{Hook, IdleMode, NapiBits};
 use kernel::prelude::*;
 use kernel::sync::atomic::{ordering, Atomic};
 
-mod env;
-mod ffi;
 mod params;
-mod port;
+mod platform;
+mod slot;
 mod stats;
+mod sys;
 mod worker;
 
-use env::KernelWord;
 use params::{BStrText, CpuList, Params, MAX_DEVS, MAX_THREADS};
 use stats::BufWriter;
+use sys::{RawNapi, RawNetDevice};
 use worker::{Worker, CAP};
 
-/// Most NAPI instances in all (every thread serves at most [`CAP`]).
+/// Most NAPI instances read at load (every thread serves at most [`CAP`]).
 const MAX_NAPIS: usize = MAX_THREADS * CAP;
 
 module! {
@@ -50,201 +56,343 @@ module! {
     license: "GPL",
 }
 
-/// Everything the module, the notifier and debugfs share: the devices and the workers.
+/// Everything the hooks, the notifier and debugfs share: the devices and the workers.
 pub(crate) struct Context {
-    /// The configured devices; the module holds one reference on each until it is gone.
-    devs: [*mut ffi::NetDevice; MAX_DEVS],
+    /// The configured devices, each referenced by the module until it unregisters
+    /// (then null).
+    devs: [Atomic<*mut RawNetDevice>; MAX_DEVS],
+    /// Their names, copied at load (debugfs never reads a device).
+    names: [([u8; 16], usize); MAX_DEVS],
     ndevs: usize,
-    /// Bit d: device d unregistered and its reference was put (notifier, under RTNL).
-    gone: KernelWord,
     /// One per CPU of `cpus`.
-    pub(crate) workers: KVec<KBox<Worker>>,
-    /// The notifier is registered.
-    notifier: bool,
-    /// The CPU hotplug callback is registered.
-    cpuhp: bool,
+    workers: KVec<KBox<Worker>>,
+    /// Set before the notifier is unregistered: its replayed events are not real.
+    unloading: Atomic<u32>,
+    /// An instance could not be adopted (every slot taken); warned once.
+    warned_full: Atomic<u32>,
 }
 
-// SAFETY: the device pointers are referenced kernel objects; all shared mutable state
-// (in `gone` and in the workers) is atomic.
+// SAFETY: the device pointers are referenced kernel objects, read and swapped
+// atomically; everything else shared is atomic or immutable after publication.
 unsafe impl Sync for Context {}
 // SAFETY: as above; nothing is tied to the creating thread.
 unsafe impl Send for Context {}
 
-/// The live context for the notifier and debugfs callbacks (null when not loaded).
+/// The live context for the callbacks (null when not loaded).
+///
+/// It is published before the first callback is registered and reset only after the
+/// last one was unregistered (each unregistration waits for callbacks in flight).
 static CONTEXT: Atomic<*mut Context> = Atomic::new(core::ptr::null_mut());
 
+fn context() -> Option<&'static Context> {
+    let ctx = CONTEXT.load(ordering::Acquire);
+    // SAFETY: non-null only while the context is alive (see `CONTEXT`).
+    (!ctx.is_null()).then(|| unsafe { &*ctx })
+}
+
 impl Context {
-    /// Follows a configured device's life cycle (notifier, under RTNL).
-    fn netdev_event(&self, event: c_int, d: usize) {
-        let bit = 1u32 << d;
-        if self.gone.load(Ordering::Acquire) & bit != 0 {
-            return;
+    fn name(&self, d: u32) -> &[u8] {
+        match self.names.get(d as usize) {
+            Some((name, len)) => name.get(..*len).unwrap_or(b"?"),
+            None => b"?",
         }
-        match event {
-            ffi::KBP_EV_UP => self.workers.iter().for_each(|w| w.set_wake_hook(d, true)),
-            ffi::KBP_EV_GOING_DOWN => self.workers.iter().for_each(|w| w.set_wake_hook(d, false)),
-            ffi::KBP_EV_UNREGISTER => {
-                self.workers.iter().for_each(|w| w.request_drop(d));
-                for _ in 0..5000 {
-                    if self.workers.iter().all(|w| w.has_dropped(d)) {
-                        break;
-                    }
-                    // SAFETY: notifier callbacks run in process context.
-                    unsafe { ffi::kbp_msleep(1) };
-                }
-                if !self.workers.iter().all(|w| w.has_dropped(d)) {
-                    pr_err!("a KBP thread did not let go of an unregistering device within 5 s\n");
-                }
-                // SAFETY: process context; after a grace period no IRQ path can still
-                // see our threads on the device's instances; then our reference goes.
-                unsafe {
-                    ffi::kbp_synchronize_rcu();
-                    ffi::kbp_dev_put(self.devs[d]);
-                }
-                transition(&self.gone, |g| (Some(g | bit), ()));
-                pr_info!("device unregistered; its NAPI instances are released\n");
+    }
+
+    /// The worker and slot serving `napi`, adopting it if it is a new instance of a
+    /// served device. The caller holds `napi`'s SCHED (entry hook).
+    fn serving(&self, napi: *mut RawNapi) -> Option<(&Worker, usize)> {
+        for w in self.workers.iter() {
+            if let Some(id) = w.find(napi) {
+                return Some((w, id));
             }
-            _ => {}
+        }
+        // SAFETY: the hook's caller holds `napi`'s SCHED, so it is alive.
+        let dev = unsafe { sys::napi_dev(napi) };
+        let d = (0..self.ndevs).find(|&d| {
+            let served = self.devs[d].load(ordering::Acquire);
+            !served.is_null() && served == dev
+        })?;
+        let w = self.workers.iter().min_by_key(|w| w.live())?;
+        match w.adopt(napi, d as u32) {
+            Some(id) => Some((w, id)),
+            None => {
+                if self.warned_full.xchg(1, ordering::Relaxed) == 0 {
+                    pr_warn!(
+                        "{}: a new NAPI instance finds every slot taken; it stays on \
+                         NET_RX_SOFTIRQ\n",
+                        &BStrText(self.name(d as u32))
+                    );
+                }
+                None
+            }
         }
     }
 }
 
-/// Notifier callback (called by the C glue under RTNL).
+/// Entry hook of `__napi_schedule()`/`__napi_schedule_irqoff()` (C glue, ftrace
+/// callback: any context, preemption disabled). True: KBP took the instance and the
+/// function's body is skipped.
 #[unsafe(no_mangle)]
-extern "C" fn kbp_rust_netdev_event(event: c_int, dev: *mut ffi::NetDevice) {
-    let ctx = CONTEXT.load(ordering::Acquire);
-    if ctx.is_null() {
+extern "C" fn kbp_rust_on_schedule(napi: *mut RawNapi) -> bool {
+    let Some(ctx) = context() else {
+        return false;
+    };
+    let Some((w, id)) = ctx.serving(napi) else {
+        return false;
+    };
+    // SAFETY: the hook's caller holds `napi`'s SCHED, so it is alive.
+    let bits = NapiBits::from_bits_truncate(unsafe { sys::napi_bits(napi) });
+    kbp_core::on_schedule(&w.shared, id, bits, &w.platform()) == Hook::Divert
+}
+
+/// Entry of `__netif_napi_del_locked()` (C glue, ftrace callback; instance lock held,
+/// the instance disabled or never enabled, so KBP owns nothing of it): forget it.
+#[unsafe(no_mangle)]
+extern "C" fn kbp_rust_on_delete(napi: *mut RawNapi) {
+    let Some(ctx) = context() else {
         return;
-    }
-    // SAFETY: CONTEXT is non-null only while the context is alive; it is reset before
-    // the notifier is unregistered and the context freed.
-    let ctx = unsafe { &*ctx };
-    if let Some(d) = (0..ctx.ndevs).find(|&d| ctx.devs[d] == dev) {
-        ctx.netdev_event(event, d);
+    };
+    for w in ctx.workers.iter() {
+        if let Some(id) = w.find(napi) {
+            w.slots[id].clear();
+        }
     }
 }
 
-/// CPU hotplug callback (called by the C glue when `cpu` came online).
+/// NETDEV_UNREGISTER of any device (C glue, RTNL held). For a served device: forget
+/// its instances (it is closed, so they are disabled and KBP owns none) and put the
+/// module's reference at once; nothing waits.
 #[unsafe(no_mangle)]
-extern "C" fn kbp_rust_cpu_online(cpu: core::ffi::c_uint) {
-    let ctx = CONTEXT.load(ordering::Acquire);
-    if ctx.is_null() {
+extern "C" fn kbp_rust_netdev_unregister(dev: *mut RawNetDevice) {
+    let Some(ctx) = context() else {
+        return;
+    };
+    if ctx.unloading.load(ordering::Acquire) != 0 {
         return;
     }
-    // SAFETY: CONTEXT is non-null only while the context is alive; it is reset before
-    // the hotplug callback is removed and the context freed.
-    let ctx = unsafe { &*ctx };
-    ctx.workers.iter().filter(|w| w.cpu as core::ffi::c_uint == cpu).for_each(|w| w.repin());
+    for d in 0..ctx.ndevs {
+        if dev.is_null() || ctx.devs[d].load(ordering::Acquire) != dev {
+            continue;
+        }
+        let dev = ctx.devs[d].xchg(core::ptr::null_mut(), ordering::Full);
+        for w in ctx.workers.iter() {
+            for slot in w.slots.iter() {
+                if slot.dev.load(ordering::Acquire) == d as u32 {
+                    slot.clear();
+                }
+            }
+        }
+        if !dev.is_null() {
+            // SAFETY: our reference from `dev_get`, swapped out exactly once.
+            unsafe { sys::dev_put(dev) };
+            pr_info!(
+                "{} unregistered; KBP forgot its NAPI instances\n",
+                &BStrText(ctx.name(d as u32))
+            );
+        }
+    }
 }
 
-/// debugfs `stats` callback (called by the C glue).
+/// CPU hotplug callback (C glue) when `cpu` came online.
+#[unsafe(no_mangle)]
+extern "C" fn kbp_rust_cpu_online(cpu: c_uint) {
+    if let Some(ctx) = context() {
+        ctx.workers
+            .iter()
+            .filter(|w| w.cpu as c_uint == cpu)
+            .for_each(|w| w.repin());
+    }
+}
+
+/// debugfs `stats` callback (C glue): formats the threads' snapshots into `buf`.
 #[unsafe(no_mangle)]
 extern "C" fn kbp_rust_stats_format(buf: *mut u8, size: usize) -> usize {
-    let ctx = CONTEXT.load(ordering::Acquire);
-    if ctx.is_null() || buf.is_null() {
+    let Some(ctx) = context() else {
+        return 0;
+    };
+    if buf.is_null() {
         return 0;
     }
     // SAFETY: the glue passes a writable buffer of `size` bytes.
     let buf = unsafe { core::slice::from_raw_parts_mut(buf, size) };
-    let mut w = BufWriter { buf, len: 0 };
-    // SAFETY: debugfs is removed before the context is freed.
-    let ctx = unsafe { &*ctx };
-    let _ = stats::format(&ctx.workers, &mut w);
-    w.len
+    let mut out = BufWriter { buf, len: 0 };
+    let _ = stats::format(&mut out, || {
+        ctx.workers.iter().map(|w| w.view(|d| ctx.name(d)))
+    });
+    out.len
+}
+
+/// What `init` registered, undone in reverse order by `drop`.
+#[derive(Default)]
+struct Registered {
+    delete_hook: bool,
+    schedule_hook: bool,
+    notifier: bool,
+    cpuhp: bool,
+    debugfs: bool,
 }
 
 struct Kbp {
     ctx: KBox<Context>,
+    reg: Registered,
+}
+
+/// Why an ftrace registration failed, for the one dmesg line that refuses the load.
+fn hook_error(what: &str, rc: i32) -> Error {
+    if rc == -(kernel::bindings::EOPNOTSUPP as i32) {
+        pr_err!(
+            "this kernel was built without CONFIG_DYNAMIC_FTRACE_WITH_ARGS: kbp takes NAPI \
+             instances at __napi_schedule() with an ftrace hook and cannot load without it\n"
+        );
+    } else if rc == EBUSY.to_errno() {
+        pr_err!(
+            "cannot hook {}: another ftrace user that modifies the instruction pointer \
+             (a livepatch?) already owns it\n",
+            what
+        );
+    } else {
+        pr_err!("cannot hook {} ({})\n", what, rc);
+    }
+    Error::from_errno(rc)
+}
+
+impl Kbp {
+    /// Reads the devices' instances (delete observer already registered) and deals
+    /// them to the workers in contiguous runs. Returns how many there are.
+    fn deal_instances(&self, params: &Params) -> Result<usize> {
+        let ctx = &*self.ctx;
+        let mut napis = [core::ptr::null_mut(); MAX_NAPIS];
+        let mut napi_dev = [0u32; MAX_NAPIS];
+        let mut count = 0usize;
+        for d in 0..ctx.ndevs {
+            let dev = ctx.devs[d].load(ordering::Acquire);
+            let room = &mut napis[count..];
+            let capacity = room.len();
+            // SAFETY: `dev` is referenced by the module.
+            let n = unsafe { sys::dev_napis(dev, room) };
+            if n == 0 || n > capacity {
+                pr_err!(
+                    "invalid parameter ifaces: {} has {} NAPI instances (1 to {} in all)\n",
+                    &BStrText(params.iface(d)),
+                    n,
+                    MAX_NAPIS
+                );
+                return Err(EINVAL);
+            }
+            napi_dev[count..count + n].fill(d as u32);
+            count += n;
+        }
+        let threads = ctx.workers.len();
+        if count < threads || count > threads * CAP {
+            pr_err!(
+                "invalid parameter cpus: {} thread(s) for {} NAPI instance(s) (each thread \
+                 serves 1..={})\n",
+                threads,
+                count,
+                CAP
+            );
+            return Err(EINVAL);
+        }
+        for (t, w) in ctx.workers.iter().enumerate() {
+            let (first, last) = (count * t / threads, count * (t + 1) / threads);
+            for (napi, &d) in napis[first..last].iter().zip(&napi_dev[first..last]) {
+                if w.adopt(*napi, d).is_none() {
+                    return Err(EINVAL);
+                }
+            }
+        }
+        Ok(count)
+    }
 }
 
 impl kernel::Module for Kbp {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let params = Params::read()?;
+        let context = Context {
+            devs: [const { Atomic::new(core::ptr::null_mut()) }; MAX_DEVS],
+            names: [([0; 16], 0); MAX_DEVS],
+            ndevs: 0,
+            workers: KVec::new(),
+            unloading: Atomic::new(0),
+            warned_full: Atomic::new(0),
+        };
         // From here on, dropping `kbp` undoes whatever was done (see `Drop`).
         let mut kbp = Kbp {
-            ctx: KBox::new(
-                Context { devs: [core::ptr::null_mut(); MAX_DEVS], ndevs: 0, gone: KernelWord::new(0), workers: KVec::new(), notifier: false, cpuhp: false },
-                GFP_KERNEL,
-            )?,
+            ctx: KBox::new(context, GFP_KERNEL)?,
+            reg: Registered::default(),
         };
         let ctx = &mut *kbp.ctx;
-        let mut napis = [core::ptr::null_mut(); MAX_NAPIS];
-        let mut napi_dev = [0usize; MAX_NAPIS];
-        let mut count = 0usize;
         for d in 0..params.nifaces {
             let name = params.iface(d);
-            // SAFETY: `name` is a valid byte slice; the glue copies it.
-            let dev = unsafe { ffi::kbp_dev_get(name.as_ptr().cast(), name.len()) };
+            let dev = sys::dev_get(name);
             if dev.is_null() {
-                pr_err!("invalid parameter ifaces: unknown interface {}\n", &BStrText(name));
+                pr_err!(
+                    "invalid parameter ifaces: unknown interface {}\n",
+                    &BStrText(name)
+                );
                 return Err(EINVAL);
             }
-            ctx.devs[d] = dev;
+            ctx.devs[d].store(dev, ordering::Release);
             ctx.ndevs = d + 1;
-            let room = (MAX_NAPIS - count) as c_int;
-            // SAFETY: `dev` is referenced; the glue writes at most `room` pointers.
-            let n = unsafe { ffi::kbp_dev_napis(dev, napis[count..].as_mut_ptr(), room) };
-            if n <= 0 || n > room {
-                pr_err!("invalid parameter ifaces: {} has {} NAPI instances (at most {} in all)\n", &BStrText(name), n, MAX_NAPIS);
-                return Err(EINVAL);
-            }
-            for id in count..count + n as usize {
-                napi_dev[id] = d;
-                // SAFETY: a NAPI instance of a referenced device.
-                if !unsafe { ffi::kbp_napi_can_hijack(napis[id]) } {
-                    pr_err!("invalid parameter ifaces: {} already uses threaded NAPI\n", &BStrText(name));
-                    return Err(EBUSY);
-                }
-            }
-            count += n as usize;
+            // SAFETY: `dev` is referenced.
+            let dev_name = unsafe { sys::dev_name(dev) };
+            let len = dev_name.len().min(16);
+            ctx.names[d].0[..len].copy_from_slice(&dev_name[..len]);
+            ctx.names[d].1 = len;
         }
-        let threads = params.ncpus;
-        if count < threads || count > threads * CAP {
-            pr_err!("invalid parameter cpus: {} thread(s) for {} NAPI instance(s) (each thread serves 1..={})\n", threads, count, CAP);
-            return Err(EINVAL);
-        }
-
-        // Contiguous runs of near-equal size, one per thread.
-        ctx.workers.reserve(threads, GFP_KERNEL)?;
-        for t in 0..threads {
-            let (first, last) = (count * t / threads, count * (t + 1) / threads);
-            let worker = Worker::new(params.cpus[t], params.config, &napis[first..last], &napi_dev[first..last], ctx.devs);
-            ctx.workers.push(KBox::new(worker, GFP_KERNEL)?, GFP_KERNEL)?;
+        ctx.workers.reserve(params.ncpus, GFP_KERNEL)?;
+        for &cpu in &params.cpus[..params.ncpus] {
+            let worker = KBox::new(Worker::new(cpu, params.config), GFP_KERNEL)?;
+            ctx.workers.push(worker, GFP_KERNEL)?;
         }
         for w in ctx.workers.iter() {
             w.create_thread(params.fifo)?;
         }
 
-        CONTEXT.store(ctx as *mut Context, ordering::Release);
-        // SAFETY: plain registrations, undone in `drop`.
-        if unsafe { ffi::kbp_debugfs_create() } != 0 {
-            pr_warn!("no debugfs; counters unavailable\n");
+        CONTEXT.store(&mut *kbp.ctx as *mut Context, ordering::Release);
+        // The delete observer before reading the instances: one deleted after the read
+        // is forgotten at once.
+        // SAFETY: the context lives until `drop`, which unregisters first.
+        let rc = unsafe { sys::delete_hook_register() };
+        if rc != 0 {
+            return Err(hook_error("__netif_napi_del_locked", rc));
         }
-        ctx.workers.iter().for_each(|w| w.wake());
-        // Registering the notifier replays NETDEV_UP for devices that are up, which
-        // installs the wake hooks.
+        kbp.reg.delete_hook = true;
+        let count = kbp.deal_instances(&params)?;
+        kbp.ctx.workers.iter().for_each(|w| w.wake());
         // SAFETY: as above.
-        ctx.notifier = unsafe { ffi::kbp_notifier_register() } == 0;
-        if !ctx.notifier {
+        let rc = unsafe { sys::schedule_hook_register() };
+        if rc != 0 {
+            return Err(hook_error("__napi_schedule", rc));
+        }
+        kbp.reg.schedule_hook = true;
+        // SAFETY: as above.
+        kbp.reg.notifier = unsafe { sys::notifier_register() } == 0;
+        if !kbp.reg.notifier {
             pr_err!("cannot register a netdevice notifier\n");
             return Err(EINVAL);
         }
-        // SAFETY: a plain registration, undone in `drop`.
-        ctx.cpuhp = unsafe { ffi::kbp_cpuhp_register() } == 0;
-        if !ctx.cpuhp {
+        // SAFETY: as above.
+        kbp.reg.cpuhp = unsafe { sys::cpuhp_register() } == 0;
+        if !kbp.reg.cpuhp {
             pr_warn!("no CPU hotplug callback; a thread whose CPU goes offline stays unpinned\n");
+        }
+        // SAFETY: as above.
+        kbp.reg.debugfs = unsafe { sys::debugfs_create() } == 0;
+        if !kbp.reg.debugfs {
+            pr_warn!("no debugfs; counters unavailable\n");
         }
         let mode = match params.config.idle {
             IdleMode::Spin => "spin",
             IdleMode::Adaptive { .. } => "adaptive",
         };
         pr_info!(
-            "serving {} NAPI instance(s) of {} with {} thread(s) on CPUs {} ({} mode, weight {}, budget {}, {} us)\n",
+            "serving {} NAPI instance(s) of {} with {} thread(s) on CPUs {} ({} mode, weight \
+             {}, budget {}, {} us)\n",
             count,
             &BStrText(params.ifaces_raw),
-            threads,
-            &CpuList(&params.cpus[..threads]),
+            params.ncpus,
+            &CpuList(&params.cpus[..params.ncpus]),
             mode,
             params.config.weight,
             params.config.budget,
@@ -256,26 +404,34 @@ impl kernel::Module for Kbp {
 
 impl Drop for Kbp {
     fn drop(&mut self) {
-        // Callbacks become no-ops first: unregistering the notifier replays GOING_DOWN
-        // and UNREGISTER for every device, which must not look like a real removal.
-        // SAFETY: undoing the registrations of `init`, in reverse order; process context.
-        // `debugfs_remove_recursive` accepts a directory that was never created.
-        unsafe { ffi::kbp_debugfs_remove() };
-        CONTEXT.store(core::ptr::null_mut(), ordering::Release);
-        if self.ctx.cpuhp {
-            // SAFETY: as above.
-            unsafe { ffi::kbp_cpuhp_unregister() };
+        if self.reg.debugfs {
+            sys::debugfs_remove();
         }
-        if self.ctx.notifier {
-            // SAFETY: as above.
-            unsafe { ffi::kbp_notifier_unregister() };
+        // Unregistering the notifier replays NETDEV_UNREGISTER for every device, which
+        // must not look like a real removal.
+        self.ctx.unloading.store(1, ordering::Release);
+        if self.reg.notifier {
+            sys::notifier_unregister();
         }
-        // Each thread removes its wake hooks and hands every instance back as it stops.
+        if self.reg.cpuhp {
+            sys::cpuhp_unregister();
+        }
+        // No hook in flight after this; later schedules take the kernel's path.
+        if self.reg.schedule_hook {
+            sys::schedule_hook_unregister();
+        }
+        // Each thread hands every instance it owns back as it stops.
         self.ctx.workers.iter().for_each(|w| w.stop());
-        let gone = self.ctx.gone.load(Ordering::Acquire);
-        for d in (0..self.ctx.ndevs).filter(|d| gone & (1 << d) == 0) {
-            // SAFETY: returned by `dev_get_by_name` and not put yet (not gone).
-            unsafe { ffi::kbp_dev_put(self.ctx.devs[d]) };
+        if self.reg.delete_hook {
+            sys::delete_hook_unregister();
+        }
+        CONTEXT.store(core::ptr::null_mut(), ordering::Release);
+        for dev in self.ctx.devs.iter() {
+            let dev = dev.xchg(core::ptr::null_mut(), ordering::Full);
+            if !dev.is_null() {
+                // SAFETY: our reference from `dev_get`, not put at unregister (swapped).
+                unsafe { sys::dev_put(dev) };
+            }
         }
         pr_info!("unloaded\n");
     }

@@ -2,12 +2,10 @@
 //! Module parameters, read from the glue and validated. Any bad value refuses the load
 //! with -EINVAL and one dmesg line naming the parameter.
 
-use core::ffi::CStr;
-
 use kbp_core::{Config, IdleMode};
 use kernel::prelude::*;
 
-use crate::ffi;
+use crate::sys;
 
 /// Most interfaces the module serves.
 pub(crate) const MAX_DEVS: usize = 4;
@@ -35,36 +33,39 @@ fn reject(param: &str, why: core::fmt::Arguments<'_>) -> Error {
 impl Params {
     /// Reads and checks every parameter.
     pub(crate) fn read() -> Result<Params> {
-        // SAFETY: the glue returns pointers to NUL-terminated module parameter buffers
-        // that live as long as the module.
-        let ifaces_raw: &'static [u8] = unsafe { CStr::from_ptr(ffi::kbp_param_ifaces()) }.to_bytes();
-        // SAFETY: as above.
-        let mode = unsafe { CStr::from_ptr(ffi::kbp_param_mode()) }.to_bytes();
-        // SAFETY: as above.
-        let cpus_raw = unsafe { CStr::from_ptr(ffi::kbp_param_cpus()) }.to_bytes();
-        // SAFETY: plain reads of integer module parameters.
-        let (weight, budget, time_limit_us, window_us, fifo) = unsafe {
-            (
-                ffi::kbp_param_weight(),
-                ffi::kbp_param_budget(),
-                ffi::kbp_param_time_limit_us(),
-                ffi::kbp_param_spin_window_us(),
-                ffi::kbp_param_fifo(),
-            )
-        };
+        let (ifaces_raw, mode, cpus_raw) = sys::param_strings();
+        let (weight, budget, time_limit_us, window_us, fifo) = sys::param_numbers();
 
         let idle = match mode {
             b"spin" => IdleMode::Spin,
-            b"adaptive" => IdleMode::Adaptive { window_ns: u64::from(window_us) * 1_000 },
-            _ => return Err(reject("mode", format_args!("unknown mode {:?} (expected spin or adaptive)", BStrDisplay(mode)))),
+            b"adaptive" => IdleMode::Adaptive {
+                window_ns: u64::from(window_us) * 1_000,
+            },
+            _ => {
+                return Err(reject(
+                    "mode",
+                    format_args!(
+                        "unknown mode {:?} (expected spin or adaptive)",
+                        BStrDisplay(mode)
+                    ),
+                ))
+            }
         };
-        let config = Config { weight, budget, time_limit_ns: u64::from(time_limit_us) * 1_000, idle };
+        let config = Config {
+            weight,
+            budget,
+            time_limit_ns: u64::from(time_limit_us) * 1_000,
+            idle,
+        };
         if let Err(e) = config.validate() {
             return Err(reject(e.param, format_args!("expected {}", e.expected)));
         }
         if let IdleMode::Spin = idle {
             if window_us as u64 * 1_000 > Config::MAX_WINDOW_NS {
-                return Err(reject("spin_window_us", format_args!("expected 0..=10000000 microseconds")));
+                return Err(reject(
+                    "spin_window_us",
+                    format_args!("expected 0..=10000000 microseconds"),
+                ));
             }
         }
 
@@ -74,15 +75,32 @@ impl Params {
         let mut nifaces = 0;
         for (start, len) in list_items(ifaces_raw) {
             if len == 0 || len >= 16 {
-                return Err(reject("ifaces", format_args!("empty or over-long interface name in {:?}", BStrDisplay(ifaces_raw))));
+                return Err(reject(
+                    "ifaces",
+                    format_args!(
+                        "empty or over-long interface name in {:?}",
+                        BStrDisplay(ifaces_raw)
+                    ),
+                ));
             }
             if nifaces == MAX_DEVS {
-                return Err(reject("ifaces", format_args!("at most {} interfaces", MAX_DEVS)));
+                return Err(reject(
+                    "ifaces",
+                    format_args!("at most {} interfaces", MAX_DEVS),
+                ));
             }
             ifaces[nifaces] = (start, len);
             nifaces += 1;
         }
-        Ok(Params { config, cpus, ncpus, fifo, ifaces, nifaces, ifaces_raw })
+        Ok(Params {
+            config,
+            cpus,
+            ncpus,
+            fifo,
+            ifaces,
+            nifaces,
+            ifaces_raw,
+        })
     }
 
     /// The `i`th interface name.
@@ -95,11 +113,14 @@ impl Params {
 /// The (start, length) of each comma-separated item of `raw` (one empty item if empty).
 fn list_items(raw: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
     let mut start = 0;
-    Iterator::chain(raw.iter(), core::iter::once(&b',')).enumerate().filter(|&(_, &b)| b == b',').map(move |(i, _)| {
-        let item = (start, i - start);
-        start = i + 1;
-        item
-    })
+    Iterator::chain(raw.iter(), core::iter::once(&b','))
+        .enumerate()
+        .filter(|&(_, &b)| b == b',')
+        .map(move |(i, _)| {
+            let item = (start, i - start);
+            start = i + 1;
+            item
+        })
 }
 
 /// A decimal CPU number (at most four digits, so it cannot overflow).
@@ -115,7 +136,7 @@ fn parse_cpu(text: &[u8]) -> Option<i32> {
 fn parse_cpus(raw: &[u8]) -> Result<([i32; MAX_THREADS], usize)> {
     let mut cpus = [0i32; MAX_THREADS];
     if raw.is_empty() {
-        cpus[0] = (0..256).rev().find(|&c| unsafe_cpu_usable(c)).unwrap_or(0);
+        cpus[0] = (0..256).rev().find(|&c| sys::cpu_usable(c)).unwrap_or(0);
         return Ok((cpus, 1));
     }
     let bad = |why: core::fmt::Arguments<'_>| reject("cpus", why);
@@ -127,31 +148,32 @@ fn parse_cpus(raw: &[u8]) -> Result<([i32; MAX_THREADS], usize)> {
             None => (parse_cpu(item), parse_cpu(item)),
         };
         let (Some(first), Some(last)) = (first, last) else {
-            return Err(bad(format_args!("{:?} is not a CPU number or a range like 1-3", BStrDisplay(item))));
+            return Err(bad(format_args!(
+                "{:?} is not a CPU number or a range like 1-3",
+                BStrDisplay(item)
+            )));
         };
         if first > last {
             return Err(bad(format_args!("empty range {:?}", BStrDisplay(item))));
         }
         for cpu in first..=last {
-            if !unsafe_cpu_usable(cpu) {
+            if !sys::cpu_usable(cpu) {
                 return Err(bad(format_args!("CPU {} is offline or out of range", cpu)));
             }
             if cpus[..n].contains(&cpu) {
                 return Err(bad(format_args!("CPU {} is listed twice", cpu)));
             }
             if n == MAX_THREADS {
-                return Err(bad(format_args!("at most {} CPUs (one KBP thread each)", MAX_THREADS)));
+                return Err(bad(format_args!(
+                    "at most {} CPUs (one KBP thread each)",
+                    MAX_THREADS
+                )));
             }
             cpus[n] = cpu;
             n += 1;
         }
     }
     Ok((cpus, n))
-}
-
-fn unsafe_cpu_usable(cpu: i32) -> bool {
-    // SAFETY: `cpu_online` and `nr_cpu_ids` may be read from any context.
-    unsafe { ffi::kbp_cpu_usable(cpu) }
 }
 
 /// Shows CPU numbers as a comma-separated list in a log line.

@@ -1,96 +1,152 @@
 // SPDX-License-Identifier: GPL-2.0
-//! Counters for debugfs: the KBP thread copies kbp-core's counters into relaxed atomics
-//! (every few hundred steps, before parking and at exit); `/sys/kernel/debug/kbp/stats`
-//! prints them, one record per line under a header line, softnet_stat style.
+//! Counters for debugfs, a leaf: a KBP thread copies kbp-core's counters into a
+//! [`Snapshot`] of relaxed atomics (every few hundred steps, before parking and at
+//! exit); [`format`] prints snapshots as `/sys/kernel/debug/kbp/stats`, one record per
+//! line under a header line, softnet_stat style. Nothing here touches a kernel object.
 
 use core::fmt::Write;
 
-use kbp_core::{GapHistogram, IdleMode, InstanceStats, Platform, Poller, PollerStats, GAP_BUCKETS};
-use kernel::prelude::*;
+use kbp_core::{GapHistogram, InstanceStats, PollerStats, GAP_BUCKETS};
 use kernel::sync::atomic::{ordering::Relaxed, Atomic};
-
-use crate::env::KernelWord;
-use crate::port::NapiPort;
-use crate::worker::{Worker, CAP};
 
 const THREAD_FIELDS: usize = 12;
 const NAPI_FIELDS: usize = 7;
 
-/// Published counters.
-pub(crate) struct Stats {
-    pub(crate) thread: [Atomic<u64>; THREAD_FIELDS],
-    pub(crate) napi: [[Atomic<u64>; NAPI_FIELDS]; CAP],
-    /// Each instance's poll-gap histogram (kbp-core's [`GapHistogram`]).
-    pub(crate) poll_gaps: [[Atomic<u64>; GAP_BUCKETS]; CAP],
+/// One thread's published counters, for up to `N` instances.
+pub(crate) struct Snapshot<const N: usize> {
+    thread: [Atomic<u64>; THREAD_FIELDS],
+    napi: [[Atomic<u64>; NAPI_FIELDS]; N],
+    poll_gaps: [[Atomic<u64>; GAP_BUCKETS]; N],
 }
 
-impl Stats {
+/// What a thread publishes about one instance.
+pub(crate) struct InstanceRecord {
+    pub(crate) stats: InstanceStats,
+    /// KBP keeps the instance with IN_BUSY_POLL (its interrupt masked).
+    pub(crate) owned: bool,
+}
+
+impl<const N: usize> Snapshot<N> {
     pub(crate) const fn new() -> Self {
-        Stats {
+        Snapshot {
             thread: [const { Atomic::new(0) }; THREAD_FIELDS],
-            napi: [const { [const { Atomic::new(0) }; NAPI_FIELDS] }; CAP],
-            poll_gaps: [const { [const { Atomic::new(0) }; GAP_BUCKETS] }; CAP],
+            napi: [const { [const { Atomic::new(0) }; NAPI_FIELDS] }; N],
+            poll_gaps: [const { [const { Atomic::new(0) }; GAP_BUCKETS] }; N],
         }
     }
 
-    /// Copies the poller's and the ports' counters (KBP thread only).
-    pub(crate) fn publish<P: Platform>(&self, poller: &Poller<'_, KernelWord, NapiPort, P, CAP>, ports: &[NapiPort]) {
-        let s: &PollerStats = poller.stats();
-        let handback: u64 = ports.iter().map(|p| p.release_packets.get()).sum();
-        let values = [s.rounds, s.packets, s.polls, s.empty_polls, s.budget_exhausted, s.time_exhausted, s.squeezes, s.parks, s.wakes, s.releases, handback, s.overruns + s.list_overflows];
-        for (cell, v) in self.thread.iter().zip(values) {
-            cell.store(v, Relaxed);
-        }
-        for (id, port) in ports.iter().enumerate() {
-            let i: InstanceStats = poller.instance_stats(id).copied().unwrap_or_default();
-            let values = [i.packets, i.polls, i.empty_polls, i.weight_exhausted, i.releases, i.max_gap_ns, u64::from(port.owned())];
-            for (cell, v) in self.napi[id].iter().zip(values) {
-                cell.store(v, Relaxed);
-            }
-            for (cell, v) in self.poll_gaps[id].iter().zip(i.poll_gaps.0) {
-                cell.store(v, Relaxed);
-            }
+    /// Copies the poller's counters, the hand-back packets and each instance's record
+    /// (the publishing thread only).
+    pub(crate) fn publish(
+        &self,
+        s: &PollerStats,
+        handback: u64,
+        instance: impl Fn(usize) -> InstanceRecord,
+    ) {
+        let values = [
+            s.rounds,
+            s.packets,
+            s.polls,
+            s.empty_polls,
+            s.budget_exhausted,
+            s.time_exhausted,
+            s.squeezes,
+            s.parks,
+            s.wakes,
+            s.releases,
+            handback,
+            s.overruns + s.list_overflows,
+        ];
+        store_all(&self.thread, &values);
+        for (id, (napi, gaps)) in self.napi.iter().zip(&self.poll_gaps).enumerate() {
+            let r = instance(id);
+            let i = &r.stats;
+            let values = [
+                i.packets,
+                i.polls,
+                i.empty_polls,
+                i.weight_exhausted,
+                i.releases,
+                i.max_gap_ns,
+                u64::from(r.owned),
+            ];
+            store_all(napi, &values);
+            store_all(gaps, &i.poll_gaps.0);
         }
     }
+}
+
+fn store_all(cells: &[Atomic<u64>], values: &[u64]) {
+    for (cell, v) in cells.iter().zip(values) {
+        cell.store(*v, Relaxed);
+    }
+}
+
+/// A thread as the stats file shows it, with its instances: each one's index in the
+/// thread, `napi_id` (-1 while its slot is empty) and device name; `None` for a slot
+/// that was never used.
+pub(crate) struct ThreadView<'a, const N: usize> {
+    pub(crate) cpu: i32,
+    pub(crate) mode: &'static str,
+    pub(crate) snapshot: &'a Snapshot<N>,
+    pub(crate) instances: [Option<(i32, &'a [u8])>; N],
 }
 
 /// Writes the text of the stats file: a header line, one `thread` record per KBP
 /// thread, a header line, one `napi` record per instance, a header line (each bucket's
-/// lower bound in ns), one `poll_gaps` record per instance.
-pub(crate) fn format(workers: &[KBox<Worker>], out: &mut impl Write) -> core::fmt::Result {
-    writeln!(out, "# thread cpu mode rounds packets polls empty_polls budget_exhausted time_exhausted squeezes parks wakes releases handback_packets errors")?;
-    for w in workers {
-        let mode = match w.config.idle {
-            IdleMode::Spin => "spin",
-            IdleMode::Adaptive { .. } => "adaptive",
-        };
-        write!(out, "thread {} {}", w.cpu, mode)?;
-        write_values(out, &w.stats.thread)?;
+/// lower bound in ns), one `poll_gaps` record per instance. `threads()` yields the
+/// threads afresh for each section.
+pub(crate) fn format<'a, const N: usize, I>(
+    out: &mut impl Write,
+    threads: impl Fn() -> I,
+) -> core::fmt::Result
+where
+    I: Iterator<Item = ThreadView<'a, N>>,
+{
+    writeln!(
+        out,
+        "# thread cpu mode rounds packets polls empty_polls budget_exhausted \
+         time_exhausted squeezes parks wakes releases handback_packets errors"
+    )?;
+    for t in threads() {
+        write!(out, "thread {} {}", t.cpu, t.mode)?;
+        write_values(out, &t.snapshot.thread)?;
     }
-    writeln!(out, "# napi cpu index napi_id dev packets polls empty_polls weight_exhausted releases max_gap_ns owned")?;
-    instance_records(out, workers, "napi", |stats, id| stats.napi.get(id).map(|c| &c[..]))?;
+    writeln!(
+        out,
+        "# napi cpu index napi_id dev packets polls empty_polls weight_exhausted releases \
+         max_gap_ns owned"
+    )?;
+    for t in threads() {
+        records(out, "napi", &t, &t.snapshot.napi)?;
+    }
     write!(out, "# poll_gaps cpu index napi_id dev")?;
     for k in 0..GAP_BUCKETS {
         write!(out, " ge{}ns", GapHistogram::lower_bound_ns(k))?;
     }
     writeln!(out)?;
-    instance_records(out, workers, "poll_gaps", |stats, id| stats.poll_gaps.get(id).map(|c| &c[..]))
+    for t in threads() {
+        records(out, "poll_gaps", &t, &t.snapshot.poll_gaps)?;
+    }
+    Ok(())
 }
 
-/// One `<kind> <cpu> <index> <napi_id> <dev> <values>` record per instance.
-fn instance_records(
+/// One `<kind> <cpu> <index> <napi_id> <dev> <values>` record per used instance.
+fn records<const N: usize, const F: usize>(
     out: &mut impl Write,
-    workers: &[KBox<Worker>],
     kind: &str,
-    values: impl Fn(&Stats, usize) -> Option<&[Atomic<u64>]>,
+    t: &ThreadView<'_, N>,
+    cells: &[[Atomic<u64>; F]; N],
 ) -> core::fmt::Result {
-    for w in workers {
-        for id in 0..w.count {
-            if let Some(cells) = values(&w.stats, id) {
-                write!(out, "{kind} {} {} {} {}", w.cpu, id, w.napi_id(id), crate::params::BStrText(w.dev_name(id)))?;
-                write_values(out, cells)?;
-            }
+    for (index, (instance, cells)) in t.instances.iter().zip(cells).enumerate() {
+        let Some((napi_id, dev)) = instance else {
+            continue;
+        };
+        write!(out, "{kind} {} {index} {napi_id} ", t.cpu)?;
+        for &b in *dev {
+            out.write_char(if b.is_ascii_graphic() { b as char } else { '?' })?;
         }
+        write_values(out, cells)?;
     }
     Ok(())
 }
@@ -111,10 +167,15 @@ pub(crate) struct BufWriter<'a> {
 
 impl Write for BufWriter<'_> {
     fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let room = self.buf.len() - self.len;
+        let room = self.buf.len().saturating_sub(self.len);
         let n = s.len().min(room);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
+        if let (Some(dst), Some(src)) = (
+            self.buf.get_mut(self.len..self.len + n),
+            s.as_bytes().get(..n),
+        ) {
+            dst.copy_from_slice(src);
+            self.len += n;
+        }
         Ok(())
     }
 }

@@ -1,0 +1,446 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Every C function kbp.ko calls (`kbp_glue.c`, see `kbp_glue.h`), each behind a safe
+//! wrapper, or an `unsafe fn` whose `# Safety` names what the caller must guarantee.
+//! No other file of the crate declares or calls an extern function.
+
+use core::ffi::{c_char, c_int, c_uint, c_void, CStr};
+
+/// `struct napi_struct` (opaque).
+#[repr(C)]
+pub(crate) struct RawNapi {
+    _opaque: [u8; 0],
+}
+
+/// `struct net_device` (opaque).
+#[repr(C)]
+pub(crate) struct RawNetDevice {
+    _opaque: [u8; 0],
+}
+
+/// `struct task_struct` (opaque).
+#[repr(C)]
+pub(crate) struct RawTask {
+    _opaque: [u8; 0],
+}
+
+mod ffi {
+    use super::*;
+
+    unsafe extern "C" {
+        pub(super) fn kbp_param_ifaces() -> *const c_char;
+        pub(super) fn kbp_param_mode() -> *const c_char;
+        pub(super) fn kbp_param_cpus() -> *const c_char;
+        pub(super) fn kbp_param_weight() -> c_uint;
+        pub(super) fn kbp_param_budget() -> c_uint;
+        pub(super) fn kbp_param_time_limit_us() -> c_uint;
+        pub(super) fn kbp_param_spin_window_us() -> c_uint;
+        pub(super) fn kbp_param_fifo() -> bool;
+
+        pub(super) fn kbp_dev_get(name: *const c_char, len: usize) -> *mut RawNetDevice;
+        pub(super) fn kbp_dev_put(dev: *mut RawNetDevice);
+        pub(super) fn kbp_dev_name(dev: *const RawNetDevice) -> *const c_char;
+        pub(super) fn kbp_dev_napis(
+            dev: *mut RawNetDevice,
+            out: *mut *mut RawNapi,
+            max: c_int,
+        ) -> c_int;
+        pub(super) fn kbp_napi_id(n: *const RawNapi) -> c_int;
+        pub(super) fn kbp_napi_dev(n: *const RawNapi) -> *mut RawNetDevice;
+
+        pub(super) fn kbp_napi_bits(n: *const RawNapi) -> u32;
+        pub(super) fn kbp_napi_weight(n: *const RawNapi) -> u32;
+        pub(super) fn kbp_napi_set_in_busy_poll(n: *mut RawNapi);
+        pub(super) fn kbp_napi_clear_in_busy_poll(n: *mut RawNapi);
+        pub(super) fn kbp_napi_poll(n: *mut RawNapi, budget: c_int) -> c_int;
+        pub(super) fn kbp_napi_complete(n: *mut RawNapi);
+        pub(super) fn kbp_napi_schedule(n: *mut RawNapi);
+
+        pub(super) fn kbp_delete_hook_register() -> c_int;
+        pub(super) fn kbp_schedule_hook_register() -> c_int;
+        pub(super) fn kbp_schedule_hook_unregister();
+        pub(super) fn kbp_delete_hook_unregister();
+
+        pub(super) fn kbp_bh_disable();
+        pub(super) fn kbp_bh_enable();
+        pub(super) fn kbp_now_ns() -> u64;
+        pub(super) fn kbp_quiescent();
+        pub(super) fn kbp_prepare_to_sleep();
+        pub(super) fn kbp_sleep();
+        pub(super) fn kbp_set_running();
+        pub(super) fn kbp_wake(t: *mut RawTask);
+        pub(super) fn kbp_thread_create(
+            f: extern "C" fn(*mut c_void) -> c_int,
+            data: *mut c_void,
+            cpu: c_int,
+        ) -> *mut RawTask;
+        pub(super) fn kbp_should_stop() -> bool;
+        pub(super) fn kbp_thread_stop_put(t: *mut RawTask) -> c_int;
+        pub(super) fn kbp_set_fifo(t: *mut RawTask);
+        pub(super) fn kbp_cpu_usable(cpu: c_int) -> bool;
+        pub(super) fn kbp_thread_pin(t: *mut RawTask, cpu: c_int) -> c_int;
+
+        pub(super) fn kbp_notifier_register() -> c_int;
+        pub(super) fn kbp_notifier_unregister();
+        pub(super) fn kbp_debugfs_create() -> c_int;
+        pub(super) fn kbp_debugfs_remove();
+        pub(super) fn kbp_cpuhp_register() -> c_int;
+        pub(super) fn kbp_cpuhp_unregister();
+    }
+}
+
+// ---- Module parameters -------------------------------------------------------------
+
+fn param_str(p: *const c_char) -> &'static [u8] {
+    // SAFETY: the glue returns a pointer to a NUL-terminated module parameter buffer
+    // that lives as long as the module.
+    unsafe { CStr::from_ptr(p) }.to_bytes()
+}
+
+/// The `ifaces`, `mode` and `cpus` string parameters.
+pub(crate) fn param_strings() -> (&'static [u8], &'static [u8], &'static [u8]) {
+    // SAFETY: the getters only return the address of a static buffer.
+    let (ifaces, mode, cpus) = unsafe {
+        (
+            ffi::kbp_param_ifaces(),
+            ffi::kbp_param_mode(),
+            ffi::kbp_param_cpus(),
+        )
+    };
+    (param_str(ifaces), param_str(mode), param_str(cpus))
+}
+
+/// The integer parameters: weight, budget, time_limit_us, spin_window_us, fifo.
+pub(crate) fn param_numbers() -> (u32, u32, u32, u32, bool) {
+    // SAFETY: plain reads of integer module parameters.
+    unsafe {
+        (
+            ffi::kbp_param_weight(),
+            ffi::kbp_param_budget(),
+            ffi::kbp_param_time_limit_us(),
+            ffi::kbp_param_spin_window_us(),
+            ffi::kbp_param_fifo(),
+        )
+    }
+}
+
+// ---- Devices -----------------------------------------------------------------------
+
+/// `dev_get_by_name(&init_net, name)`: a referenced device, or null.
+pub(crate) fn dev_get(name: &[u8]) -> *mut RawNetDevice {
+    // SAFETY: `name` is a valid byte slice; the glue copies at most IFNAMSIZ bytes.
+    unsafe { ffi::kbp_dev_get(name.as_ptr().cast(), name.len()) }
+}
+
+/// `dev_put`.
+///
+/// # Safety
+/// `dev` came from [`dev_get`] and this reference was not put yet.
+pub(crate) unsafe fn dev_put(dev: *mut RawNetDevice) {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_dev_put(dev) }
+}
+
+/// The device's name.
+///
+/// # Safety
+/// `dev` is referenced for the lifetime of the returned slice's use.
+pub(crate) unsafe fn dev_name<'a>(dev: *const RawNetDevice) -> &'a [u8] {
+    // SAFETY: a referenced device's name is a NUL-terminated array inside it.
+    unsafe { CStr::from_ptr(ffi::kbp_dev_name(dev)) }.to_bytes()
+}
+
+/// The device's NAPI instances, read under its instance lock: fills `out`, returns
+/// how many there are (may exceed `out.len()`).
+///
+/// # Safety
+/// `dev` is referenced.
+pub(crate) unsafe fn dev_napis(dev: *mut RawNetDevice, out: &mut [*mut RawNapi]) -> usize {
+    let max = c_int::try_from(out.len()).unwrap_or(c_int::MAX);
+    // SAFETY: `dev` is referenced; the glue writes at most `max` pointers into `out`.
+    let n = unsafe { ffi::kbp_dev_napis(dev, out.as_mut_ptr(), max) };
+    usize::try_from(n).unwrap_or(0)
+}
+
+// ---- NAPI instances ----------------------------------------------------------------
+//
+// Every function below reads or writes a `napi_struct`. The caller guarantees the
+// instance is alive: it holds the instance's SCHED (the KBP thread, through its
+// token; the entry hook, whose caller holds it), which a driver's `napi_disable()`
+// must obtain before the instance can be deleted, or it is inside the BH-disabled
+// (RCU read-side) section in which it saw the instance listed, and a driver frees a
+// deleted instance only after `synchronize_net()`.
+
+/// `napi->napi_id`.
+///
+/// # Safety
+/// `n` is alive (see above).
+pub(crate) unsafe fn napi_id(n: *const RawNapi) -> i32 {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_napi_id(n) }
+}
+
+/// `napi->dev`.
+///
+/// # Safety
+/// `n` is alive (see above).
+pub(crate) unsafe fn napi_dev(n: *const RawNapi) -> *mut RawNetDevice {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_napi_dev(n) }
+}
+
+/// `napi->state` as kbp-core's `NapiBits`.
+///
+/// # Safety
+/// `n` is alive (see above).
+pub(crate) unsafe fn napi_bits(n: *const RawNapi) -> u32 {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_napi_bits(n) }
+}
+
+/// `napi->weight`.
+///
+/// # Safety
+/// `n` is alive (see above).
+pub(crate) unsafe fn napi_weight(n: *const RawNapi) -> u32 {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_napi_weight(n) }
+}
+
+/// `set_bit(IN_BUSY_POLL)`.
+///
+/// # Safety
+/// the caller holds `n`'s SCHED.
+pub(crate) unsafe fn napi_set_in_busy_poll(n: *mut RawNapi) {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_napi_set_in_busy_poll(n) }
+}
+
+/// Clear MISSED and IN_BUSY_POLL.
+///
+/// # Safety
+/// the caller holds `n`'s SCHED.
+pub(crate) unsafe fn napi_clear_in_busy_poll(n: *mut RawNapi) {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_napi_clear_in_busy_poll(n) }
+}
+
+/// One driver poll with GRO flushes.
+///
+/// # Safety
+/// The caller holds `n`'s SCHED and has bottom halves disabled.
+pub(crate) unsafe fn napi_poll(n: *mut RawNapi, budget: u32) -> u32 {
+    let budget = c_int::try_from(budget).unwrap_or(c_int::MAX);
+    // SAFETY: the caller's guarantee.
+    let work = unsafe { ffi::kbp_napi_poll(n, budget) };
+    u32::try_from(work).unwrap_or(0)
+}
+
+/// `napi_complete`.
+///
+/// # Safety
+/// the caller holds `n`'s SCHED; BH disabled.
+pub(crate) unsafe fn napi_complete(n: *mut RawNapi) {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_napi_complete(n) }
+}
+
+/// `__napi_schedule`.
+///
+/// # Safety
+/// the caller holds `n`'s SCHED and hands it over.
+pub(crate) unsafe fn napi_schedule(n: *mut RawNapi) {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_napi_schedule(n) }
+}
+
+// ---- Entry hooks -------------------------------------------------------------------
+
+/// Registers the `__netif_napi_del_locked` observer (`kbp_rust_on_delete`).
+///
+/// # Safety
+/// The callback's data (the module context) is alive until
+/// [`delete_hook_unregister`] returned.
+pub(crate) unsafe fn delete_hook_register() -> c_int {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_delete_hook_register() }
+}
+
+/// Registers the `__napi_schedule{,_irqoff}` entry hook (`kbp_rust_on_schedule`).
+///
+/// # Safety
+/// As for [`delete_hook_register`], until [`schedule_hook_unregister`] returned.
+pub(crate) unsafe fn schedule_hook_register() -> c_int {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_schedule_hook_register() }
+}
+
+/// Removes the entry hook; on return no CPU is inside it. Process context.
+pub(crate) fn schedule_hook_unregister() {
+    // SAFETY: `unregister_ftrace_function` of an unregistered ops returns an error.
+    unsafe { ffi::kbp_schedule_hook_unregister() }
+}
+
+/// Removes the delete observer; on return no CPU is inside it. Process context.
+pub(crate) fn delete_hook_unregister() {
+    // SAFETY: as above.
+    unsafe { ffi::kbp_delete_hook_unregister() }
+}
+
+// ---- Execution environment ---------------------------------------------------------
+
+/// `local_bh_disable`.
+///
+/// # Safety
+/// paired with [`bh_enable`] on this CPU.
+pub(crate) unsafe fn bh_disable() {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_bh_disable() }
+}
+
+/// `local_bh_enable`.
+///
+/// # Safety
+/// after a [`bh_disable`] on this CPU, process context.
+pub(crate) unsafe fn bh_enable() {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_bh_enable() }
+}
+
+/// `local_clock()`.
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: callable from any context.
+    unsafe { ffi::kbp_now_ns() }
+}
+
+/// `cond_resched_tasks_rcu_qs()`.
+///
+/// # Safety
+/// process context, no spinlock held.
+pub(crate) unsafe fn quiescent() {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_quiescent() }
+}
+
+/// The current kthread sleeps until woken, unless `still_wanted()` says otherwise
+/// after it armed its wake-up (set the task state, check, `schedule()`), or it is
+/// asked to stop. Process context (the kthread itself).
+pub(crate) fn sleep_unless(still_wanted: &dyn Fn() -> bool) {
+    // SAFETY: the calling kthread sets its own state.
+    unsafe { ffi::kbp_prepare_to_sleep() };
+    // SAFETY: called from a kthread.
+    if still_wanted() && !unsafe { ffi::kbp_should_stop() } {
+        // SAFETY: TASK_INTERRUPTIBLE is set; a wake_up_process or kthread_stop wakes us.
+        unsafe { ffi::kbp_sleep() };
+    }
+    // SAFETY: restores TASK_RUNNING for the current task.
+    unsafe { ffi::kbp_set_running() };
+}
+
+/// `kthread_should_stop()` for the calling kthread.
+pub(crate) fn should_stop() -> bool {
+    // SAFETY: called by the module's kthreads only.
+    unsafe { ffi::kbp_should_stop() }
+}
+
+/// `wake_up_process`.
+///
+/// # Safety
+/// `t` is a task the caller holds a reference on.
+pub(crate) unsafe fn wake(t: *mut RawTask) {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_wake(t) }
+}
+
+/// A new (not yet running) kthread pinned to `cpu`, with a task reference for the
+/// caller; null on failure.
+///
+/// # Safety
+/// `data` stays valid for `f` until the thread was stopped with [`thread_stop_put`].
+pub(crate) unsafe fn thread_create(
+    f: extern "C" fn(*mut c_void) -> c_int,
+    data: *mut c_void,
+    cpu: i32,
+) -> *mut RawTask {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_thread_create(f, data, cpu) }
+}
+
+/// `kthread_stop_put`: wakes the thread, waits for it to return, drops our reference.
+///
+/// # Safety
+/// `t` came from [`thread_create`] and was not stopped yet.
+pub(crate) unsafe fn thread_stop_put(t: *mut RawTask) -> c_int {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_thread_stop_put(t) }
+}
+
+/// `sched_set_fifo_low`.
+///
+/// # Safety
+/// `t` is a task the caller holds a reference on.
+pub(crate) unsafe fn set_fifo(t: *mut RawTask) {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_set_fifo(t) }
+}
+
+/// `set_cpus_allowed_ptr(t, cpumask_of(cpu))`.
+///
+/// # Safety
+/// `t` is referenced.
+pub(crate) unsafe fn thread_pin(t: *mut RawTask, cpu: i32) -> c_int {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_thread_pin(t, cpu) }
+}
+
+/// A CPU number in range and online.
+pub(crate) fn cpu_usable(cpu: i32) -> bool {
+    // SAFETY: reads the online mask.
+    unsafe { ffi::kbp_cpu_usable(cpu) }
+}
+
+// ---- Registrations -----------------------------------------------------------------
+
+/// `register_netdevice_notifier` (`kbp_rust_netdev_unregister`).
+///
+/// # Safety
+/// The callback's data is alive until [`notifier_unregister`] returned.
+pub(crate) unsafe fn notifier_register() -> c_int {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_notifier_register() }
+}
+
+/// `unregister_netdevice_notifier` (replays NETDEV_UNREGISTER for every device).
+pub(crate) fn notifier_unregister() {
+    // SAFETY: process context; undoes a successful registration.
+    unsafe { ffi::kbp_notifier_unregister() }
+}
+
+/// `/sys/kernel/debug/kbp/stats` (`kbp_rust_stats_format`).
+///
+/// # Safety
+/// The callback's data is alive until [`debugfs_remove`] returned.
+pub(crate) unsafe fn debugfs_create() -> c_int {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_debugfs_create() }
+}
+
+/// Removes the debugfs directory, waiting for readers; accepts one never created.
+pub(crate) fn debugfs_remove() {
+    // SAFETY: `debugfs_remove_recursive` accepts NULL and error pointers.
+    unsafe { ffi::kbp_debugfs_remove() }
+}
+
+/// The CPU-online callback (`kbp_rust_cpu_online`).
+///
+/// # Safety
+/// The callback's data is alive until [`cpuhp_unregister`] returned.
+pub(crate) unsafe fn cpuhp_register() -> c_int {
+    // SAFETY: the caller's guarantee.
+    unsafe { ffi::kbp_cpuhp_register() }
+}
+
+/// Removes the CPU-online callback.
+pub(crate) fn cpuhp_unregister() {
+    // SAFETY: undoes a successful registration.
+    unsafe { ffi::kbp_cpuhp_unregister() }
+}
