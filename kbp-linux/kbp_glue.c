@@ -276,8 +276,16 @@ void kbp_bh_enable(void) { local_bh_enable(); }
  * when the thread is moved (CPU hotplug): it only ever saturates differences.
  */
 u64 kbp_now_ns(void) { return local_clock(); }
-/* An RCU-Tasks quiescent state and a voluntary reschedule point. */
-void kbp_quiescent(void) { cond_resched_tasks_rcu_qs(); }
+/*
+ * Between two steps of the poller: an RCU-Tasks quiescent state, a voluntary reschedule
+ * point, and cpu_relax() (PAUSE), as __napi_busy_loop() does in its loop: it yields the
+ * pipeline to an SMT sibling, and an emulator (QEMU's TCG) to the other vCPUs.
+ */
+void kbp_quiescent(void)
+{
+	cond_resched_tasks_rcu_qs();
+	cpu_relax();
+}
 void kbp_prepare_to_sleep(void) { set_current_state(TASK_INTERRUPTIBLE); }
 void kbp_sleep(void) { schedule(); }
 void kbp_set_running(void) { __set_current_state(TASK_RUNNING); }

@@ -91,10 +91,19 @@ fn context() -> Option<&'static Context> {
 }
 
 impl Context {
-    fn name(&self, d: u32) -> &[u8] {
-        match self.names.get(d as usize) {
+    /// Device `d`'s name as copied at load.
+    fn saved_name(&self, d: usize) -> &[u8] {
+        match self.names.get(d) {
             Some((name, len)) => name.get(..*len).unwrap_or(b"?"),
             None => b"?",
+        }
+    }
+
+    /// Device `d`'s name, or `(gone)` once it unregistered (debugfs).
+    fn name(&self, d: u32) -> &[u8] {
+        match self.devs.get(d as usize) {
+            Some(dev) if dev.load(ordering::Acquire).is_null() => b"(gone)",
+            _ => self.saved_name(d as usize),
         }
     }
 
@@ -120,7 +129,7 @@ impl Context {
                     pr_warn!(
                         "{}: a new NAPI instance finds every slot taken; it stays on \
                          NET_RX_SOFTIRQ\n",
-                        &BStrText(self.name(d as u32))
+                        &BStrText(self.saved_name(d))
                     );
                 }
                 None
@@ -186,8 +195,8 @@ extern "C" fn kbp_rust_netdev_unregister(dev: *mut RawNetDevice) {
             // SAFETY: our reference from `dev_get`, swapped out exactly once.
             unsafe { sys::dev_put(dev) };
             pr_info!(
-                "{} unregistered; KBP forgot its NAPI instances\n",
-                &BStrText(ctx.name(d as u32))
+                "device {} unregistered; its NAPI instances forgotten, its reference put\n",
+                &BStrText(ctx.saved_name(d))
             );
         }
     }

@@ -14,7 +14,7 @@ use crate::base::progress::{Stage, output};
 use crate::base::{Result, workspace_root};
 use crate::build::kernel::Flavor;
 use crate::build::{initramfs, kernel, module, toolchain};
-use crate::guest::vm::{Guest, QUEUE_PAIRS, VCPUS};
+use crate::guest::vm::{Guest, QUEUE_PAIRS, Tcg, VCPUS};
 
 /// Where the module lives in the guest.
 pub const MODULE_PATH: &str = "/lib/modules/kbp.ko";
@@ -46,6 +46,9 @@ pub const ZERO_LOSS_CEILING_PPS: u64 = 80_000;
 pub struct Drops {
     /// `Udp: RcvbufErrors` of the guest's /proc/net/snmp.
     pub guest_udp_rcvbuf_errors: u64,
+    /// The guest's eth0 `rx_dropped` (virtio-net counts the buffers its receive path
+    /// drops: XDP verdicts, buffers it could not turn into an skb).
+    pub guest_dev_rx_dropped: u64,
     /// TX drops of the host's tap0 (packets the emulated NIC did not take).
     pub host_tap_tx_dropped: u64,
     /// `Udp: RcvbufErrors` of the test namespace on the host: replies the load
@@ -68,6 +71,11 @@ fn udp_rcvbuf_errors(snmp: &str) -> u64 {
 impl Drops {
     pub(crate) fn read(guest: &Guest) -> Result<Drops> {
         let rcvbuf = udp_rcvbuf_errors(&guest.check("grep '^Udp:' /proc/net/snmp")?);
+        let dev_rx_dropped = guest
+            .check("cat /sys/class/net/eth0/statistics/rx_dropped")?
+            .trim()
+            .parse()
+            .unwrap_or(0);
         // This process is inside the test namespace (setns), so `ip` sees its tap0 and
         // this thread's /proc/net/snmp is that namespace's.
         let link =
@@ -82,6 +90,7 @@ impl Drops {
         );
         Ok(Drops {
             guest_udp_rcvbuf_errors: rcvbuf,
+            guest_dev_rx_dropped: dev_rx_dropped,
             host_tap_tx_dropped: tap,
             host_udp_rcvbuf_errors: host_rcvbuf,
         })
@@ -92,6 +101,9 @@ impl Drops {
             guest_udp_rcvbuf_errors: self
                 .guest_udp_rcvbuf_errors
                 .saturating_sub(before.guest_udp_rcvbuf_errors),
+            guest_dev_rx_dropped: self
+                .guest_dev_rx_dropped
+                .saturating_sub(before.guest_dev_rx_dropped),
             host_tap_tx_dropped: self
                 .host_tap_tx_dropped
                 .saturating_sub(before.host_tap_tx_dropped),
@@ -105,13 +117,13 @@ impl Drops {
 /// Builds what the guest needs (toolchain, kernel, module, initramfs) and boots it;
 /// returns the kernel release and the running guest. The serial log is
 /// `target/kbp/<log_name>`.
-pub fn build_and_boot(log_name: &str) -> Result<(String, Guest)> {
-    build_and_boot_flavor(log_name, Flavor::Normal)
+pub fn build_and_boot(log_name: &str, tcg: Tcg) -> Result<(String, Guest)> {
+    build_and_boot_flavor(log_name, Flavor::Normal, tcg)
 }
 
 /// [`build_and_boot`] on the kernel of `flavor`; the debug kernel (lockdep and the
 /// other checkers, under TCG) gets a longer boot timeout.
-pub fn build_and_boot_flavor(log_name: &str, flavor: Flavor) -> Result<(String, Guest)> {
+pub fn build_and_boot_flavor(log_name: &str, flavor: Flavor, tcg: Tcg) -> Result<(String, Guest)> {
     let tc = toolchain::ensure()?;
     let k = kernel::build_flavor(&tc, flavor)?;
     let ko = module::build(&tc, &k)?;
@@ -134,6 +146,7 @@ pub fn build_and_boot_flavor(log_name: &str, flavor: Flavor) -> Result<(String, 
                 Flavor::Normal => Duration::from_secs(180),
                 Flavor::Debug => Duration::from_secs(900),
             },
+            tcg,
         ) {
             Ok(guest) => break guest,
             Err(e) if attempt < 3 && e.contains("before the guest came up") => {
@@ -168,6 +181,7 @@ pub fn run_commands(commands: &[String]) -> Result {
         &image,
         &out_dir.join("guest-run.log"),
         Duration::from_secs(180),
+        Tcg::MultiThread,
     )?;
     for command in commands {
         let (code, out) = guest.exec(command)?;

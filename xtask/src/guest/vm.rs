@@ -44,6 +44,35 @@ pub const WARNING_MARKERS: &[&str] = &[
     "Kernel panic",
 ];
 
+/// How QEMU's TCG runs the vCPUs.
+///
+/// `MultiThread` (MTTCG, one host thread per vCPU) is QEMU's default and the only mode
+/// in which a polling vCPU does not slow the others down: the bench uses it. But under
+/// QEMU 7.2's MTTCG the guest kernel's cross-CPU text patching (`smp_text_poke_*`: ftrace
+/// call sites, static keys) is not reliable under interrupt load: toggling the function
+/// tracer on `__napi_schedule` 300 times while `kbp-ctl flood 0 1 2` runs, without
+/// kbp.ko loaded, oopsed with `Oops: int3` at a patched site (ttwu_do_activate+0x8f, a
+/// static key) in 3 runs of 3; with `thread=single` it ran all 300 cycles clean.
+/// kbp.ko patches two call sites (its ftrace hooks) at every load and unload, so the
+/// suites that load and unload it under traffic (the guest test, the faults) run
+/// `SingleThread`: one host thread runs every vCPU in turn, and code patching is exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tcg {
+    /// `-accel tcg` (MTTCG).
+    MultiThread,
+    /// `-accel tcg,thread=single`.
+    SingleThread,
+}
+
+impl Tcg {
+    fn accel(self) -> &'static str {
+        match self {
+            Tcg::MultiThread => "tcg",
+            Tcg::SingleThread => "tcg,thread=single",
+        }
+    }
+}
+
 /// A booted guest; dropping it kills QEMU and removes the namespace.
 pub struct Guest {
     netns: String,
@@ -81,7 +110,13 @@ fn tail(path: &Path, lines: usize) -> String {
 
 impl Guest {
     /// Creates the namespace and tap, boots QEMU, waits for the agent.
-    pub fn boot(bzimage: &Path, initramfs: &Path, log: &Path, timeout: Duration) -> Result<Guest> {
+    pub fn boot(
+        bzimage: &Path,
+        initramfs: &Path,
+        log: &Path,
+        timeout: Duration,
+        tcg: Tcg,
+    ) -> Result<Guest> {
         let netns = format!("kbp-test-{}", std::process::id());
         let home_netns = File::open("/proc/self/ns/net").map_err(|e| e.to_string())?;
         run(Command::new("ip").args(["netns", "add", &netns]))?;
@@ -114,7 +149,7 @@ impl Guest {
                 "-name",
                 "kbp-guest,debug-threads=on",
                 "-accel",
-                "tcg",
+                tcg.accel(),
                 "-smp",
                 &VCPUS.to_string(),
                 "-m",

@@ -30,7 +30,7 @@ use crate::base::{Result, workspace_root};
 use crate::build::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::guest::probes::{cpu_between, cpu_sample, net_rx_softirqs};
 use crate::guest::stats_file::{StatsFile, THREAD_HANDBACK, THREAD_PACKETS};
-use crate::guest::vm::{Guest, QUEUE_PAIRS, VCPUS, count_warnings};
+use crate::guest::vm::{Guest, QUEUE_PAIRS, Tcg, VCPUS, count_warnings};
 use crate::harness::{BAD_PARAMS, Drops, MODULE_PATH, ZERO_LOSS_CEILING_PPS, build_and_boot};
 
 /// Frame sizes of every scenario (Ethernet, with FCS).
@@ -151,7 +151,7 @@ fn unregister_while_owned(guest: &Guest, cpus: &str) -> Result<Unregister> {
          rmmod kbp && echo UNLOADED; \
          echo $dev > /sys/bus/virtio/drivers/virtio_net/bind; sleep 1; \
          ip addr add {GUEST_ADDR}/24 dev eth0; ip link set eth0 up; sleep 1; \
-         echo UNBIND $t0 $t1; dmesg | grep 'device unregistered' | tail -n 1"
+         echo UNBIND $t0 $t1; dmesg | grep 'kbp: device .* unregistered' | tail -n 1"
     );
     let out = guest.check(&script)?;
     let times: Vec<f64> = out
@@ -170,7 +170,7 @@ fn unregister_while_owned(guest: &Guest, cpus: &str) -> Result<Unregister> {
     };
     let dmesg = out
         .lines()
-        .rfind(|l| l.contains("device unregistered"))
+        .rfind(|l| l.contains("kbp: device") && l.contains(" unregistered"))
         .unwrap_or("")
         .trim()
         .to_string();
@@ -348,12 +348,13 @@ fn scenario_with(
         passed: result.lost == 0 && warnings == 0 && result.received > 0 && kbp_ok && spread_ok,
     };
     println!(
-        "[xtask]   {:<18} {:>5} B  sent {:>7} lost {:>5} (rcvbuf {}, tap {}, host rcvbuf {})  rtt us p50 {:>8.1} p99 {:>8.1} p99.9 {:>8.1} max {:>8.1}  NET_RX +{:<7} kbp {:<8} warnings {}  {}",
+        "[xtask]   {:<18} {:>5} B  sent {:>7} lost {:>5} (rcvbuf {}, eth0 rx_dropped {}, tap {}, host rcvbuf {})  rtt us p50 {:>8.1} p99 {:>8.1} p99.9 {:>8.1} max {:>8.1}  NET_RX +{:<7} kbp {:<8} warnings {}  {}",
         s.mode,
         s.frame_bytes,
         s.sent,
         s.lost,
         s.drops.guest_udp_rcvbuf_errors,
+        s.drops.guest_dev_rx_dropped,
         s.drops.host_tap_tx_dropped,
         s.drops.host_udp_rcvbuf_errors,
         s.rtt_us.p50,
@@ -378,7 +379,7 @@ fn scenario_with(
 pub fn run(args: &[String]) -> Result {
     let o = parse(args)?;
     let out_dir = workspace_root().join("target/kbp");
-    let (release, guest) = build_and_boot("guest.log")?;
+    let (release, guest) = build_and_boot("guest.log", Tcg::SingleThread)?;
     let rx_queues: u32 = guest
         .check("ls -d /sys/class/net/eth0/queues/rx-* | wc -l")?
         .trim()

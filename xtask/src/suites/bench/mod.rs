@@ -59,7 +59,7 @@ use crate::base::{Result, workspace_root};
 use crate::guest::probes::{cpu_between, cpu_sample};
 use crate::guest::stats_file::{StatsFile, gap_bucket_text, gap_percentile_bucket};
 use crate::guest::tracing::{trace_read, trace_start};
-use crate::guest::vm::{QUEUE_PAIRS, VCPUS};
+use crate::guest::vm::{QUEUE_PAIRS, Tcg, VCPUS};
 use crate::harness::{ZERO_LOSS_CEILING_PPS, build_and_boot};
 use crate::suites::bench::model::{Idle, Results, ZeroLoss};
 use crate::suites::bench::setup::{
@@ -120,7 +120,7 @@ fn parse(args: &[String]) -> Result<Options> {
 /// Everything for one mode, in one boot.
 fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
     let stage = Stage::start(format!("bench mode {mode}"));
-    let (release, guest) = build_and_boot(&format!("bench-{mode}.log"))?;
+    let (release, guest) = build_and_boot(&format!("bench-{mode}.log"), Tcg::MultiThread)?;
     results.guest_kernel = release;
     let pinning = set_up(&guest, mode)?;
     for line in pinning.lines() {
