@@ -5,6 +5,7 @@
  */
 #include <linux/module.h>
 #include <linux/ftrace.h>
+#include <linux/trace_recursion.h>
 #include <linux/moduleparam.h>
 #include <linux/netdevice.h>
 #include <linux/netpoll.h>
@@ -18,6 +19,7 @@
 #include <linux/cpuhotplug.h>
 #include <linux/vmalloc.h>
 #include <net/gro.h>
+#include <net/netdev_lock.h>
 #include <trace/events/napi.h>
 #include <net/net_namespace.h>
 
@@ -76,25 +78,28 @@ void kbp_dev_put(struct net_device *dev) { dev_put(dev); }
 const char *kbp_dev_name(const struct net_device *dev) { return dev->name; }
 
 /*
- * The device's NAPI instances, read under its instance lock (netdev_lock), which
- * netif_napi_add_weight_locked() and __netif_napi_del_locked() hold to change the list.
- * The caller registered the delete hook first, so an instance deleted after this read
- * is seen by kbp_rust_on_delete().
+ * The device's NAPI instances; the caller holds its instance lock (kbp_dev_lock), which
+ * netif_napi_add_weight_locked() and __netif_napi_del_locked() hold to change the list,
+ * until it has recorded them, with the delete hook already registered: an instance
+ * deleted later is seen by kbp_rust_on_delete().
  */
 int kbp_dev_napis(struct net_device *dev, struct napi_struct **out, int max)
 {
 	struct napi_struct *n;
 	int count = 0;
 
-	netdev_lock(dev);
+	netdev_assert_locked(dev);
 	list_for_each_entry(n, &dev->napi_list, dev_list) {
 		if (count < max)
 			out[count] = n;
 		count++;
 	}
-	netdev_unlock(dev);
 	return count;
 }
+
+/* The device's instance lock, held while KBP reads and records its instances. */
+void kbp_dev_lock(struct net_device *dev) { netdev_lock(dev); }
+void kbp_dev_unlock(struct net_device *dev) { netdev_unlock(dev); }
 
 int kbp_napi_id(const struct napi_struct *n) { return READ_ONCE(n->napi_id); }
 struct net_device *kbp_napi_dev(const struct napi_struct *n) { return n->dev; }
@@ -167,6 +172,31 @@ int kbp_napi_poll(struct napi_struct *n, int budget)
 	return work;
 }
 
+/*
+ * The hand-back poll, as busy_poll_stop() does it: IN_BUSY_POLL is clear, so unless the
+ * driver used the whole budget it completed the instance (napi_complete_done() flushed
+ * GRO and cleared SCHED) and another poller may own it already: touch nothing of it
+ * after n->poll() but the tracepoint (as busy_poll_stop()) and our netpoll lock. With
+ * the budget used it is still ours: deliver the GRO_NORMAL batch. BH disabled by the
+ * caller.
+ */
+int kbp_napi_hand_back_poll(struct napi_struct *n, int budget)
+{
+	struct bpf_net_context __bpf_net_ctx, *bpf_net_ctx;
+	void *have;
+	int work;
+
+	bpf_net_ctx = bpf_net_ctx_set(&__bpf_net_ctx);
+	have = netpoll_poll_lock(n);
+	work = n->poll(n, budget);
+	trace_napi_poll(n, work, budget);
+	netpoll_poll_unlock(have);
+	if (work >= budget)
+		kbp_gro_normal_list(&n->gro);
+	bpf_net_ctx_clear(bpf_net_ctx);
+	return work;
+}
+
 /* Let go after a poll that used its whole budget, for a pending napi_disable(). */
 void kbp_napi_complete(struct napi_struct *n) { napi_complete(n); }
 
@@ -182,8 +212,9 @@ void kbp_napi_schedule(struct napi_struct *n) { __napi_schedule(n); }
  * instruction pointer goes to an empty function with the same signature), so the
  * instance is not listed on the softirq's poll list and NET_RX_SOFTIRQ is not raised.
  * Every other instance runs the kernel's code untouched. A second ftrace_ops observes
- * __netif_napi_del_locked() (instance lock held, instance disabled) so that KBP
- * forgets an instance before its driver may free it.
+ * __netif_napi_del_locked() (instance lock held; the instance disabled or never
+ * enabled, which the kernel WARNs about otherwise) so that KBP forgets an instance
+ * before its driver may free it.
  */
 #ifdef CONFIG_DYNAMIC_FTRACE_WITH_ARGS
 static void kbp_schedule_diverted(struct napi_struct *n)
@@ -194,15 +225,25 @@ static void notrace kbp_schedule_entry(unsigned long ip, unsigned long parent_ip
 				       struct ftrace_ops *op, struct ftrace_regs *fregs)
 {
 	struct napi_struct *n = (struct napi_struct *)ftrace_regs_get_argument(fregs, 0);
+	/* As livepatch's handler: also disables preemption for the callback's duration. */
+	int bit = ftrace_test_recursion_trylock(ip, parent_ip);
 
+	if (bit < 0)
+		return;
 	if (kbp_rust_on_schedule(n))
 		ftrace_regs_set_instruction_pointer(fregs, (unsigned long)kbp_schedule_diverted);
+	ftrace_test_recursion_unlock(bit);
 }
 
 static void notrace kbp_delete_entry(unsigned long ip, unsigned long parent_ip,
 				     struct ftrace_ops *op, struct ftrace_regs *fregs)
 {
+	int bit = ftrace_test_recursion_trylock(ip, parent_ip);
+
+	if (bit < 0)
+		return;
 	kbp_rust_on_delete((struct napi_struct *)ftrace_regs_get_argument(fregs, 0));
+	ftrace_test_recursion_unlock(bit);
 }
 
 /* PERMANENT: `sysctl kernel.ftrace_enabled=0` must not silently switch ownership off. */

@@ -27,6 +27,8 @@ bool kbp_param_fifo(void);
 struct net_device *kbp_dev_get(const char *name, size_t len);
 void kbp_dev_put(struct net_device *dev);
 const char *kbp_dev_name(const struct net_device *dev);
+void kbp_dev_lock(struct net_device *dev);
+void kbp_dev_unlock(struct net_device *dev);
 int kbp_dev_napis(struct net_device *dev, struct napi_struct **out, int max);
 int kbp_napi_id(const struct napi_struct *n);
 struct net_device *kbp_napi_dev(const struct napi_struct *n);
@@ -37,6 +39,7 @@ u32 kbp_napi_weight(const struct napi_struct *n);
 void kbp_napi_set_in_busy_poll(struct napi_struct *n);
 void kbp_napi_clear_in_busy_poll(struct napi_struct *n);
 int kbp_napi_poll(struct napi_struct *n, int budget);
+int kbp_napi_hand_back_poll(struct napi_struct *n, int budget);
 void kbp_napi_complete(struct napi_struct *n);
 void kbp_napi_schedule(struct napi_struct *n);
 

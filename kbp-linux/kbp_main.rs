@@ -168,9 +168,11 @@ extern "C" fn kbp_rust_on_delete(napi: *mut RawNapi) {
     }
 }
 
-/// NETDEV_UNREGISTER of any device (C glue, RTNL held). For a served device: forget
-/// its instances (it is closed, so they are disabled and KBP owns none) and put the
-/// module's reference at once; nothing waits.
+/// NETDEV_UNREGISTER of any device (C glue, RTNL held). For a served device: stop
+/// adopting its instances and put the module's reference at once; nothing waits. Its
+/// instances (disabled by the close, so KBP owns none) stay in their slots until the
+/// delete observer sees them deleted (`free_netdev()` deletes any left): nothing
+/// dereferences them meanwhile, as a disabled instance is never scheduled.
 #[unsafe(no_mangle)]
 extern "C" fn kbp_rust_netdev_unregister(dev: *mut RawNetDevice) {
     let Some(ctx) = context() else {
@@ -184,18 +186,11 @@ extern "C" fn kbp_rust_netdev_unregister(dev: *mut RawNetDevice) {
             continue;
         }
         let dev = ctx.devs[d].xchg(core::ptr::null_mut(), ordering::Full);
-        for w in ctx.workers.iter() {
-            for slot in w.slots.iter() {
-                if slot.dev.load(ordering::Acquire) == d as u32 {
-                    slot.clear();
-                }
-            }
-        }
         if !dev.is_null() {
             // SAFETY: our reference from `dev_get`, swapped out exactly once.
             unsafe { sys::dev_put(dev) };
             pr_info!(
-                "device {} unregistered; its NAPI instances forgotten, its reference put\n",
+                "device {} unregistered; its reference put\n",
                 &BStrText(ctx.saved_name(d))
             );
         }
@@ -256,7 +251,8 @@ fn hook_error(what: &str, rc: i32) -> Error {
     } else if rc == EBUSY.to_errno() {
         pr_err!(
             "cannot hook {}: another ftrace user that modifies the instruction pointer \
-             (a livepatch?) already owns it\n",
+             (a livepatch, a kprobe with a post handler) owns it, or function tracing is \
+             off (sysctl kernel.ftrace_enabled=0)\n",
             what
         );
     } else {
@@ -266,20 +262,19 @@ fn hook_error(what: &str, rc: i32) -> Error {
 }
 
 impl Kbp {
-    /// Reads the devices' instances (delete observer already registered) and deals
-    /// them to the workers in contiguous runs. Returns how many there are.
+    /// Reads the devices' instances and deals them to the workers in contiguous runs;
+    /// returns how many there are. Each device's instances are read and put into slots
+    /// under its instance lock, with the delete observer registered: one deleted later
+    /// is forgotten, none is missed in between. A first pass counts them for the plan.
     fn deal_instances(&self, params: &Params) -> Result<usize> {
         let ctx = &*self.ctx;
-        let mut napis = [core::ptr::null_mut(); MAX_NAPIS];
-        let mut napi_dev = [0u32; MAX_NAPIS];
+        let mut scratch = [core::ptr::null_mut(); MAX_NAPIS];
         let mut count = 0usize;
         for d in 0..ctx.ndevs {
             let dev = ctx.devs[d].load(ordering::Acquire);
-            let room = &mut napis[count..];
-            let capacity = room.len();
-            // SAFETY: `dev` is referenced by the module.
-            let n = unsafe { sys::dev_napis(dev, room) };
-            if n == 0 || n > capacity {
+            // SAFETY: `dev` is referenced by the module; process context, no lock held.
+            let n = unsafe { sys::DevLock::new(dev) }.napis(&mut scratch);
+            if n == 0 || count + n > MAX_NAPIS {
                 pr_err!(
                     "invalid parameter ifaces: {} has {} NAPI instances (1 to {} in all)\n",
                     &BStrText(params.iface(d)),
@@ -288,7 +283,6 @@ impl Kbp {
                 );
                 return Err(EINVAL);
             }
-            napi_dev[count..count + n].fill(d as u32);
             count += n;
         }
         let threads = ctx.workers.len();
@@ -302,15 +296,32 @@ impl Kbp {
             );
             return Err(EINVAL);
         }
-        for (t, w) in ctx.workers.iter().enumerate() {
-            let (first, last) = (count * t / threads, count * (t + 1) / threads);
-            for (napi, &d) in napis[first..last].iter().zip(&napi_dev[first..last]) {
-                if w.adopt(*napi, d).is_none() {
+        // Instance `i` (in the devices' order) goes to thread `i * threads / count`.
+        let mut i = 0usize;
+        for d in 0..ctx.ndevs {
+            let dev = ctx.devs[d].load(ordering::Acquire);
+            // SAFETY: as above.
+            let lock = unsafe { sys::DevLock::new(dev) };
+            let n = lock.napis(&mut scratch).min(MAX_NAPIS);
+            for &napi in &scratch[..n] {
+                let planned = ctx.workers.get(i * threads / count);
+                let w = match planned {
+                    Some(w) if w.live() < CAP => w,
+                    // The device gained instances since the count: the emptiest thread.
+                    _ => match ctx.workers.iter().min_by_key(|w| w.live()) {
+                        Some(w) => w,
+                        None => return Err(EINVAL),
+                    },
+                };
+                if w.adopt(napi, d as u32).is_none() {
+                    pr_err!("invalid parameter cpus: more NAPI instances than thread slots\n");
                     return Err(EINVAL);
                 }
+                i += 1;
             }
+            drop(lock);
         }
-        Ok(count)
+        Ok(i)
     }
 }
 

@@ -11,9 +11,10 @@
 //! The pointer is set when the module reads the device's instances under its instance
 //! lock (with the delete observer already registered), or by the entry hook when an
 //! instance of a served device is scheduled for the first time (its caller holds the
-//! instance's SCHED, so it is alive and not being deleted). It is cleared by the
-//! delete observer at `__netif_napi_del_locked()` (instance lock held, instance already
-//! disabled, so KBP owns nothing of it) and at NETDEV_UNREGISTER. A driver frees a
+//! instance's SCHED, so it is alive and not being deleted). It is cleared only by the
+//! delete observer at `__netif_napi_del_locked()` (instance lock held; the instance is
+//! disabled or was never enabled, so KBP owns nothing of it; `free_netdev()` deletes
+//! the instances left, out of line). A driver frees a
 //! deleted instance only after `synchronize_net()`. KBP dereferences it only while it
 //! holds the instance's SCHED (the thread, between the hook's hand-over and the end of
 //! the hand-back, with BH disabled around every poll) or in the entry hook (whose
@@ -71,8 +72,8 @@ impl Slot {
     }
 }
 
-/// The instance in a slot, as kbp-core's [`Napi`]. An empty slot reads as
-/// `SCHED | NPSVC` (somebody else's), so the protocol never polls it.
+/// The instance in a slot, as kbp-core's [`Napi`]. An empty slot is not
+/// [`Napi::present`], so the protocol lets it go and never polls it.
 pub(crate) struct SlotNapi<'a>(pub(crate) &'a Slot);
 
 impl SlotNapi<'_> {
@@ -89,8 +90,19 @@ impl Napi for SlotNapi<'_> {
             // SAFETY: kbp-core's port reads the state only while KBP holds the
             // instance's SCHED (lifetime rule in the module doc).
             Some(n) => NapiBits::from_bits_truncate(unsafe { sys::napi_bits(n) }),
-            None => NapiBits::SCHED | NapiBits::NPSVC,
+            None => NapiBits::empty(),
         }
+    }
+
+    fn present(&self) -> bool {
+        self.owned().is_some()
+    }
+
+    fn hand_back_poll(&self, budget: u32) -> u32 {
+        let Some(n) = self.owned() else { return 0 };
+        // SAFETY: KBP holds SCHED until this poll completes the instance, IN_BUSY_POLL
+        // is clear and BH disabled (`NapiPort::release`, inside `with_softirqs_masked`).
+        unsafe { sys::napi_hand_back_poll(n, budget) }
     }
 
     fn weight(&self) -> u32 {

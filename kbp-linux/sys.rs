@@ -39,6 +39,8 @@ mod ffi {
         pub(super) fn kbp_dev_get(name: *const c_char, len: usize) -> *mut RawNetDevice;
         pub(super) fn kbp_dev_put(dev: *mut RawNetDevice);
         pub(super) fn kbp_dev_name(dev: *const RawNetDevice) -> *const c_char;
+        pub(super) fn kbp_dev_lock(dev: *mut RawNetDevice);
+        pub(super) fn kbp_dev_unlock(dev: *mut RawNetDevice);
         pub(super) fn kbp_dev_napis(
             dev: *mut RawNetDevice,
             out: *mut *mut RawNapi,
@@ -52,6 +54,7 @@ mod ffi {
         pub(super) fn kbp_napi_set_in_busy_poll(n: *mut RawNapi);
         pub(super) fn kbp_napi_clear_in_busy_poll(n: *mut RawNapi);
         pub(super) fn kbp_napi_poll(n: *mut RawNapi, budget: c_int) -> c_int;
+        pub(super) fn kbp_napi_hand_back_poll(n: *mut RawNapi, budget: c_int) -> c_int;
         pub(super) fn kbp_napi_complete(n: *mut RawNapi);
         pub(super) fn kbp_napi_schedule(n: *mut RawNapi);
 
@@ -149,16 +152,36 @@ pub(crate) unsafe fn dev_name<'a>(dev: *const RawNetDevice) -> &'a [u8] {
     unsafe { CStr::from_ptr(ffi::kbp_dev_name(dev)) }.to_bytes()
 }
 
-/// The device's NAPI instances, read under its instance lock: fills `out`, returns
-/// how many there are (may exceed `out.len()`).
-///
-/// # Safety
-/// `dev` is referenced.
-pub(crate) unsafe fn dev_napis(dev: *mut RawNetDevice, out: &mut [*mut RawNapi]) -> usize {
-    let max = c_int::try_from(out.len()).unwrap_or(c_int::MAX);
-    // SAFETY: `dev` is referenced; the glue writes at most `max` pointers into `out`.
-    let n = unsafe { ffi::kbp_dev_napis(dev, out.as_mut_ptr(), max) };
-    usize::try_from(n).unwrap_or(0)
+/// A device's instance lock (`netdev_lock`), held while the guard lives. Process
+/// context; it sleeps.
+pub(crate) struct DevLock(*mut RawNetDevice);
+
+impl DevLock {
+    /// # Safety
+    /// `dev` is referenced for the guard's lifetime; the caller holds no lock that
+    /// `netdev_lock` may not nest in.
+    pub(crate) unsafe fn new(dev: *mut RawNetDevice) -> DevLock {
+        // SAFETY: the caller's guarantee.
+        unsafe { ffi::kbp_dev_lock(dev) };
+        DevLock(dev)
+    }
+
+    /// The device's NAPI instances: fills `out`, returns how many there are (may
+    /// exceed `out.len()`).
+    pub(crate) fn napis(&self, out: &mut [*mut RawNapi]) -> usize {
+        let max = c_int::try_from(out.len()).unwrap_or(c_int::MAX);
+        // SAFETY: the device is referenced and locked (type invariant of the guard);
+        // the glue writes at most `max` pointers into `out`.
+        let n = unsafe { ffi::kbp_dev_napis(self.0, out.as_mut_ptr(), max) };
+        usize::try_from(n).unwrap_or(0)
+    }
+}
+
+impl Drop for DevLock {
+    fn drop(&mut self) {
+        // SAFETY: locked in `new`, by this context.
+        unsafe { ffi::kbp_dev_unlock(self.0) };
+    }
 }
 
 // ---- NAPI instances ----------------------------------------------------------------
@@ -235,6 +258,19 @@ pub(crate) unsafe fn napi_poll(n: *mut RawNapi, budget: u32) -> u32 {
     u32::try_from(work).unwrap_or(0)
 }
 
+/// The hand-back poll (`busy_poll_stop()`'s): nothing of the instance is touched after
+/// the driver's poll unless it used the whole budget.
+///
+/// # Safety
+/// The caller holds `n`'s SCHED, has cleared IN_BUSY_POLL and has bottom halves
+/// disabled.
+pub(crate) unsafe fn napi_hand_back_poll(n: *mut RawNapi, budget: u32) -> u32 {
+    let budget = c_int::try_from(budget).unwrap_or(c_int::MAX);
+    // SAFETY: the caller's guarantee.
+    let work = unsafe { ffi::kbp_napi_hand_back_poll(n, budget) };
+    u32::try_from(work).unwrap_or(0)
+}
+
 /// `napi_complete`.
 ///
 /// # Safety
@@ -276,13 +312,14 @@ pub(crate) unsafe fn schedule_hook_register() -> c_int {
 
 /// Removes the entry hook; on return no CPU is inside it. Process context.
 pub(crate) fn schedule_hook_unregister() {
-    // SAFETY: `unregister_ftrace_function` of an unregistered ops returns an error.
+    // SAFETY: the module calls it once, after a successful registration, in process
+    // context (`unregister_ftrace_function` sleeps).
     unsafe { ffi::kbp_schedule_hook_unregister() }
 }
 
 /// Removes the delete observer; on return no CPU is inside it. Process context.
 pub(crate) fn delete_hook_unregister() {
-    // SAFETY: as above.
+    // SAFETY: as for `schedule_hook_unregister`.
     unsafe { ffi::kbp_delete_hook_unregister() }
 }
 

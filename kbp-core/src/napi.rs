@@ -73,8 +73,7 @@ bitflags::bitflags! {
 /// Every method except [`Napi::state`] may be called only by the holder of the
 /// instance's SCHED (KBP, through its token).
 pub trait Napi {
-    /// `READ_ONCE(napi->state)`, as [`NapiBits`]. An empty slot (no instance) reads as
-    /// `SCHED | NPSVC`: owned by somebody else, never polled.
+    /// `READ_ONCE(napi->state)`, as [`NapiBits`].
     fn state(&self) -> NapiBits;
 
     /// The instance's own weight (`napi->weight`): KBP never asks a driver for more.
@@ -90,6 +89,20 @@ pub trait Napi {
     /// (netpoll lock, GRO flushes). Softirqs are masked by the caller. Returns the
     /// packets processed (at most `budget`).
     fn poll(&self, budget: u32) -> u32;
+
+    /// The driver poll of the hand-back (`busy_poll_stop()`'s): IN_BUSY_POLL is clear,
+    /// so a driver that finishes under `budget` completes the instance itself and may
+    /// hand it to another poller at once; unless it returns `budget`, nothing of the
+    /// instance (GRO included) may be touched after the driver's poll.
+    fn hand_back_poll(&self, budget: u32) -> u32 {
+        self.poll(budget)
+    }
+
+    /// False for an empty place (the instance was deleted): nothing to poll or hand
+    /// back. The bits never say so (netpoll sets NPSVC without owning SCHED).
+    fn present(&self) -> bool {
+        true
+    }
 
     /// Runs `f` with softirqs masked on this CPU (`local_bh_disable()` .. `enable()`).
     fn with_softirqs_masked(&self, f: &mut dyn FnMut());
@@ -179,18 +192,19 @@ impl<N: Napi> NapiPort<N> {
     /// if that poll used the whole budget the instance is still owned: complete it when
     /// a disable is pending, else schedule it again (which reaches the hook).
     pub fn release(&self) {
-        let bits = self.napi.state();
         self.busy.set(false);
-        if !bits.contains(NapiBits::SCHED) || bits.contains(NapiBits::NPSVC) {
-            // Not ours to hand back (an empty slot).
+        if !self.napi.present() {
             return;
         }
+        // KBP holds SCHED until the driver's poll below completes the instance, so the
+        // weight is read while the instance is still ours.
         let budget = self.napi.weight().max(1);
         let mut work = 0;
         self.napi.with_softirqs_masked(&mut || {
             self.napi.clear_in_busy_poll();
-            work = self.napi.poll(budget);
+            work = self.napi.hand_back_poll(budget);
             if work >= budget {
+                // Still ours: the driver does not complete a poll that used its budget.
                 if self.napi.state().contains(NapiBits::DISABLE) {
                     self.napi.complete();
                 } else {
@@ -223,9 +237,14 @@ impl<N: Napi> RxInstance for NapiPort<N> {
     }
 
     fn must_release(&self) -> bool {
-        self.napi
-            .state()
-            .intersects(NapiBits::DISABLE | NapiBits::THREADED | NapiBits::NPSVC)
+        // Not NPSVC: netpoll sets it for a moment without owning SCHED
+        // (netpoll.c poll_one_napi); KBP keeps the instance and netpoll_poll_lock
+        // serialises the two polls.
+        !self.napi.present()
+            || self
+                .napi
+                .state()
+                .intersects(NapiBits::DISABLE | NapiBits::THREADED)
     }
 
     fn rearm_irq(&self) {
