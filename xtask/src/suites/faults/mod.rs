@@ -292,12 +292,15 @@ fn reconfiguration_faults<'a>(
                 let script = format!(
                     "rm -f /tmp/flap-stop; \
                      (while [ ! -e /tmp/flap-stop ]; do ip link set eth0 down; sleep 0.05; ip link set eth0 up; sleep 0.05; done) & flap=$!; \
-                     sleep 0.3; {}; {}; touch /tmp/flap-stop; wait $flap; ip link set eth0 up; sleep 0.5; \
+                     sleep 0.3; {}; {}; touch /tmp/flap-stop; wait $flap; ip link set eth0 up; \
+                     i=0; while [ $i -lt 30 ] && [ \"$(cat /sys/class/net/eth0/operstate)\" != up ]; do sleep 0.1; i=$((i+1)); done; \
                      echo \"operstate $(cat /sys/class/net/eth0/operstate)\"",
                     Ops::timed("unload", "rmmod kbp"),
                     insmod(&format!("ifaces=eth0 {args}"))
                 );
-                // The link flaps for the whole script: a device-away window.
+                // The link flaps for the whole script: a device-away window. operstate
+                // follows the last `up` through linkwatch, which delays non-urgent
+                // events by up to a second after a burst of flaps: wait up to 3 s.
                 let out = ops.run(g, &script, true)?;
                 if !out.contains("operstate up") {
                     ops.failures.push(format!("eth0 is not up after the flaps: {out}"));
