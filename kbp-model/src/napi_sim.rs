@@ -47,8 +47,9 @@
 //!
 //! [`NapiWorld::delete`] models kbp.ko's delete observer at `__netif_napi_del_locked`
 //! (the instance is disabled; the observer empties KBP's slot), then frees the instance.
-//! After that, any [`Napi`] call on it except [`Napi::state`] (which reads the empty
-//! slot, `SCHED | NPSVC`) panics with "touched after deletion".
+//! After that, any [`Napi`] call on it except [`Napi::state`] and [`Napi::present`]
+//! (the empty slot: no bits, not present, as in kbp.ko) panics with "touched after
+//! deletion".
 
 use kbp_core::napi::{Hook, Napi, NapiBits, NapiPort, on_schedule};
 use kbp_core::{Platform, Shared};
@@ -316,11 +317,11 @@ impl NapiWorld {
     }
 
     /// Instance `id`'s kernel bits as kbp-core's [`NapiBits`] (an empty slot reads
-    /// `SCHED | NPSVC`).
+    /// no bits, as kbp.ko's `SlotNapi` does; [`Napi::present`] tells it is empty).
     pub fn bits(&self, id: usize) -> NapiBits {
         let napi = &self.napis[id];
         if !napi.present.load(Ordering::Acquire) {
-            return NapiBits::SCHED | NapiBits::NPSVC;
+            return NapiBits::empty();
         }
         let w = napi.state.load(Ordering::Acquire);
         let mut bits = NapiBits::empty();
@@ -766,6 +767,10 @@ impl NapiRef<'_> {
 impl Napi for NapiRef<'_> {
     fn state(&self) -> NapiBits {
         self.world.bits(self.id)
+    }
+
+    fn present(&self) -> bool {
+        self.world.napis[self.id].present.load(Ordering::Acquire)
     }
 
     fn weight(&self) -> u32 {

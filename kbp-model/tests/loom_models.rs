@@ -323,8 +323,8 @@ fn h_unload_races_irq_in_flight() {
 /// is freed), while KBP keeps stepping. KBP must never touch the instance after it let
 /// go (the simulation panics on a touch after deletion) and must own nothing of it.
 ///
-/// catches: `NapiPort::release` without its "not ours" guard (KBP's hand-back of an
-/// instance it released as `must_release` polls it again after the disabler took it).
+/// catches: `NapiPort::release` reading `napi->weight` after its final poll (the
+/// instance may be deleted by then: "touched after deletion").
 #[test]
 fn i_napi_delete_races_kbp() {
     model(|| {
