@@ -105,6 +105,10 @@ pub struct TrialResult {
     /// fault's window, e.g. a link down, from losses outside it).
     #[serde(skip)]
     pub lost_sent_at: Vec<Instant>,
+    /// When each counted packet that was echoed was sent (to tell when a device that
+    /// went away echoes again).
+    #[serde(skip)]
+    pub echoed_sent_at: Vec<Instant>,
 }
 
 /// The receive buffer each flow's socket asks for. The meter must not be where replies
@@ -243,6 +247,10 @@ pub fn run_trial(spec: &TrialSpec) -> io::Result<TrialResult> {
         .filter(|&(r, _)| r == u64::MAX)
         .map(|(_, at)| at)
         .collect();
+    let echoed_sent_at: Vec<Instant> = counted_rtts()
+        .filter(|&(r, _)| r != u64::MAX)
+        .map(|(_, at)| at)
+        .collect();
     let mut counted: Vec<u64> = counted_rtts()
         .map(|(r, _)| r)
         .filter(|&r| r != u64::MAX)
@@ -255,6 +263,7 @@ pub fn run_trial(spec: &TrialSpec) -> io::Result<TrialResult> {
         rtt_us: RttSummary::from_ns(&mut counted),
         achieved_pps: counted_sent as f64 / send_time.as_secs_f64().max(1e-9),
         lost_sent_at,
+        echoed_sent_at,
     })
 }
 
@@ -424,6 +433,7 @@ mod tests {
         let r = run_trial(&spec).unwrap();
         assert_eq!((r.received, r.lost, r.lost_sent_at.len()), (900, 100, 100));
         assert!(r.lost_sent_at.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(r.echoed_sent_at.len(), 900);
         // 1000 packets at 10 kpps take 100 ms, plus 9 pauses of 20 ms (and the grace).
         assert!(t.elapsed() >= Duration::from_millis(100) + idle * 9 + spec.grace);
     }

@@ -18,9 +18,7 @@ use crate::guest::probes::net_rx_softirqs;
 use crate::guest::stats_file::StatsFile;
 use crate::guest::vm::{Guest, count_warnings};
 use crate::harness::Drops;
-
-/// Loss is excused for packets sent up to this long after a device-away operation.
-const SETTLE: Duration = Duration::from_millis(700);
+use crate::suites::faults::loss::{self, AwayOp, Cluster, RECOVERY_BOUND};
 
 /// The trailing window (see [`Fault::with_trailing_window`]) starts this long after the
 /// last operation returned and lasts [`TRAILING_WINDOW`].
@@ -44,6 +42,11 @@ pub struct FaultRecord {
     /// Lost packets sent while the device was away (link down, unbound, rings being
     /// resized): excused.
     pub lost_while_device_away: u64,
+    /// After the device-away operations: the longest time from an operation's return
+    /// to the send time of the first packet echoed after it, milliseconds.
+    pub back_after_ms_max: Option<f64>,
+    /// The losses not excused, in clusters (largest first, at most 5).
+    pub unexcused_loss_clusters: Vec<Cluster>,
     /// Every timed operation: label -> (count, max ms, mean ms).
     pub operations: BTreeMap<String, OpTimes>,
     /// Growth of the guest's NET_RX softirq count.
@@ -66,6 +69,9 @@ pub struct FaultRecord {
     /// No unexcused loss, no warning, every operation within its bound and
     /// succeeded, counters consistent, and the fault's own checks held.
     pub passed: bool,
+    /// Not run: left out by `--only` (such records are dropped from the report).
+    #[serde(skip)]
+    pub skipped: bool,
 }
 
 /// Timing of one kind of operation.
@@ -94,7 +100,7 @@ fn bound_ms(label: &str) -> f64 {
 #[derive(Default)]
 pub struct Ops {
     pub times: BTreeMap<String, Vec<f64>>,
-    pub away: Vec<(Instant, Instant)>,
+    pub away: Vec<AwayOp>,
     pub failures: Vec<String>,
     pub notes: Vec<String>,
     pub stats_ok: bool,
@@ -107,12 +113,16 @@ fn quote(s: &str) -> String {
 
 impl Ops {
     /// Runs `script` in the guest; its `kbp-ctl time` lines are recorded. With
-    /// `device_away`, packets sent from now until SETTLE after it returns may be lost.
+    /// `device_away`, packets sent from now until the device echoes again may be lost
+    /// (see `loss.rs`).
     pub fn run(&mut self, guest: &Guest, script: &str, device_away: bool) -> Result<String> {
         let t0 = Instant::now();
         let (code, out) = guest.exec(script)?;
         if device_away {
-            self.away.push((t0, Instant::now() + SETTLE));
+            self.away.push(AwayOp {
+                start: t0,
+                end: Instant::now(),
+            });
         }
         for line in out.lines().filter(|l| l.starts_with("KBP-TIME ")) {
             let f: Vec<&str> = line.split_whitespace().collect();
@@ -171,6 +181,8 @@ pub struct Fault<'a> {
     /// Loss the driver itself counts (eth0 `rx_dropped`) is excused: an operation after
     /// which the driver drops buffers it had posted, with or without KBP (XDP attach).
     pub driver_drops_excused: bool,
+    /// False when `--only` leaves this fault out: [`Fault::run`] does nothing.
+    pub selected: bool,
 }
 
 impl FaultRecord {
@@ -178,27 +190,48 @@ impl FaultRecord {
     pub fn not_possible(name: &str, what: String, why: String) -> FaultRecord {
         println!("[xtask] fault {name}: not possible in this guest: {why}");
         FaultRecord {
-            name: name.to_string(),
+            not_possible: Some(why),
+            ..FaultRecord::not_possible_quietly(name.to_string(), what)
+        }
+    }
+
+    fn not_possible_quietly(name: String, what: String) -> FaultRecord {
+        FaultRecord {
+            name,
             what,
             sent: 0,
             received: 0,
             lost: 0,
             lost_while_device_away: 0,
+            back_after_ms_max: None,
+            unexcused_loss_clusters: Vec::new(),
             operations: BTreeMap::new(),
             net_rx_softirq_delta: 0,
             net_rx_trailing: None,
-            not_possible: Some(why),
+            not_possible: None,
             kernel_warnings: 0,
             counters_consistent: true,
             drops: Drops::default(),
             notes: Vec::new(),
             passed: true,
+            skipped: false,
+        }
+    }
+
+    /// The record of a fault left out by `--only`.
+    fn skipped(name: String, what: String) -> FaultRecord {
+        FaultRecord {
+            skipped: true,
+            ..FaultRecord::not_possible_quietly(name, what)
         }
     }
 }
 
 impl Fault<'_> {
     pub fn run(self, op: impl FnOnce(&Guest, &mut Ops) -> Result) -> Result<FaultRecord> {
+        if !self.selected {
+            return Ok(FaultRecord::skipped(self.name, self.what));
+        }
         let stage = Stage::start(format!("fault {}: {}", self.name, self.what));
         let guest = self.guest;
         let log_before = std::fs::read_to_string(&guest.log)
@@ -226,6 +259,7 @@ impl Fault<'_> {
             ..Ops::default()
         };
         let mut trailing = None;
+        let traffic_start = Instant::now();
         let (result, op_result) = std::thread::scope(|scope| {
             let trial = scope.spawn(|| run_trial(&spec));
             std::thread::sleep(Duration::from_secs(1));
@@ -259,11 +293,32 @@ impl Fault<'_> {
         let drops = Drops::read(guest)?.since(drops_before);
         let log = std::fs::read_to_string(&guest.log).unwrap_or_default();
         let kernel_warnings = count_warnings(log.get(log_before..).unwrap_or(""));
+        let windows: Vec<loss::Window> = ops
+            .away
+            .iter()
+            .map(|&op| loss::excused_window(op, &result.echoed_sent_at))
+            .collect();
         let lost_while_device_away = result
             .lost_sent_at
             .iter()
-            .filter(|&&t| ops.away.iter().any(|&(a, b)| t >= a && t <= b))
+            .filter(|&&t| windows.iter().any(|w| t >= w.start && t <= w.end))
             .count() as u64;
+        let back_after_ms_max = windows
+            .iter()
+            .filter_map(|w| w.back_after)
+            .max()
+            .map(|d| d.as_secs_f64() * 1e3);
+        let not_back = windows.iter().filter(|w| w.back_after.is_none()).count();
+        if not_back > 0 {
+            ops.failures.push(format!(
+                "after {not_back} device-away operation(s) the device echoed nothing sent within {} s",
+                RECOVERY_BOUND.as_secs()
+            ));
+        }
+        let mut unexcused_loss_clusters =
+            loss::unexcused_clusters(&result.lost_sent_at, &windows, traffic_start);
+        let cluster_count = unexcused_loss_clusters.len();
+        unexcused_loss_clusters.truncate(5);
         let operations: BTreeMap<String, OpTimes> = ops
             .times
             .iter()
@@ -287,6 +342,22 @@ impl Fault<'_> {
             .map(|(l, t)| format!("{l} took {:.0} ms", t.max_ms))
             .collect();
         let mut notes = ops.notes;
+        if let Some(ms) = back_after_ms_max {
+            notes.push(format!(
+                "echoing again at most {ms:.0} ms after a device-away operation returned"
+            ));
+        }
+        if let Some(c) = unexcused_loss_clusters.first() {
+            notes.push(format!(
+                "unexcused loss in {cluster_count} cluster(s); largest: {} packets sent from +{:.3} s over {:.0} ms{}",
+                c.lost,
+                c.at_s,
+                c.span_ms,
+                c.after_window_ms
+                    .map(|ms| format!(", {ms:.0} ms after a device-away window ended"))
+                    .unwrap_or_default()
+            ));
+        }
         notes.extend(ops.failures.iter().map(|f| format!("failed: {f}")));
         notes.extend(slow.iter().map(|s| format!("too slow: {s}")));
         if let Some(growth @ 1..) = trailing {
@@ -314,6 +385,8 @@ impl Fault<'_> {
             received: result.received,
             lost: result.lost,
             lost_while_device_away,
+            back_after_ms_max,
+            unexcused_loss_clusters,
             net_rx_softirq_delta: softirq_after
                 .iter()
                 .sum::<u64>()
@@ -326,6 +399,7 @@ impl Fault<'_> {
             drops,
             notes,
             passed,
+            skipped: false,
         };
         println!(
             "[xtask]   sent {} lost {} (while device away {}; guest rcvbuf {}, eth0 rx_dropped {}, tap {}, host rcvbuf {})  NET_RX +{}{}  warnings {}  counters {}  {}",
