@@ -1,10 +1,12 @@
 //! Layer 2, a running guest and what the host reads from it: [`vm`] (the network
 //! namespace and multi-queue tap, QEMU, the agent client `Guest::exec`/`check`, the
 //! serial log's kernel warnings), [`probes`] (NET_RX softirq counts, the CPU sampler),
-//! [`tracing`] (the in-guest delay from hist triggers) and [`stats_file`] (the parser of
-//! kbp.ko's debugfs counters). Uses [`crate::base`] and [`crate::build`] (the guest's
+//! [`tracing`] (the in-guest delay from hist triggers), [`host_wait`] (how long QEMU's
+//! threads waited for a host CPU) and [`stats_file`] (the parser of kbp.ko's debugfs
+//! counters). Uses [`crate::base`] and [`crate::build`] (the guest's
 //! addresses and ports).
 
+pub mod host_wait;
 pub mod probes;
 pub mod stats_file;
 pub mod tracing;

@@ -78,10 +78,41 @@ pub struct Guest {
     netns: String,
     home_netns: File,
     qemu: Option<Child>,
+    /// The machine-wide guest lock (see [`GUEST_LOCK`]), held while the guest runs.
+    _lock: File,
     /// The serial console log.
     pub log: PathBuf,
     /// Seconds from starting QEMU to the agent answering.
     pub boot_seconds: f64,
+}
+
+/// One guest at a time on this machine: the suites time operations and count losses,
+/// and a second TCG guest on the same cores would measure both against each other. A
+/// guest boots only with an exclusive `flock` on this file, held until it is dropped.
+const GUEST_LOCK: &str = "/tmp/kbp-guest.lock";
+
+/// Takes [`GUEST_LOCK`], waiting (and saying so) while another guest holds it.
+fn lock_guest() -> Result<File> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(GUEST_LOCK)
+        .map_err(|e| format!("{GUEST_LOCK}: {e}"))?;
+    let lock = |flags| {
+        // SAFETY: an open file descriptor; flock only changes the lock on its file.
+        unsafe { libc::flock(file.as_raw_fd(), flags) }
+    };
+    if lock(libc::LOCK_EX | libc::LOCK_NB) != 0 {
+        println!("[xtask]   another guest runs on this machine ({GUEST_LOCK}); waiting for it");
+        if lock(libc::LOCK_EX) != 0 {
+            return Err(format!(
+                "flock {GUEST_LOCK}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(file)
 }
 
 fn setns(file: &File) -> Result {
@@ -109,6 +140,11 @@ fn tail(path: &Path, lines: usize) -> String {
 }
 
 impl Guest {
+    /// The QEMU process's id, while it runs.
+    pub fn qemu_pid(&self) -> Option<u32> {
+        self.qemu.as_ref().map(Child::id)
+    }
+
     /// Creates the namespace and tap, boots QEMU, waits for the agent.
     pub fn boot(
         bzimage: &Path,
@@ -117,6 +153,7 @@ impl Guest {
         timeout: Duration,
         tcg: Tcg,
     ) -> Result<Guest> {
+        let lock = lock_guest()?;
         let netns = format!("kbp-test-{}", std::process::id());
         let home_netns = File::open("/proc/self/ns/net").map_err(|e| e.to_string())?;
         run(Command::new("ip").args(["netns", "add", &netns]))?;
@@ -124,6 +161,7 @@ impl Guest {
             netns: netns.clone(),
             home_netns,
             qemu: None,
+            _lock: lock,
             log: log.to_path_buf(),
             boot_seconds: 0.0,
         };

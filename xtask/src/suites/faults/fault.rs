@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::base::Result;
 use crate::base::progress::Stage;
 use crate::build::initramfs::{ECHO_PORT, GUEST_ADDR};
+use crate::guest::host_wait::HostWait;
 use crate::guest::probes::net_rx_softirqs;
 use crate::guest::stats_file::StatsFile;
 use crate::guest::vm::{Guest, count_warnings};
@@ -101,6 +102,8 @@ fn bound_ms(label: &str) -> f64 {
 pub struct Ops {
     pub times: BTreeMap<String, Vec<f64>>,
     pub away: Vec<AwayOp>,
+    /// Every script run: its timed labels (or its start), when it started and returned.
+    pub timeline: Vec<(String, Instant, Instant)>,
     pub failures: Vec<String>,
     pub notes: Vec<String>,
     pub stats_ok: bool,
@@ -118,12 +121,20 @@ impl Ops {
     pub fn run(&mut self, guest: &Guest, script: &str, device_away: bool) -> Result<String> {
         let t0 = Instant::now();
         let (code, out) = guest.exec(script)?;
+        let end = Instant::now();
         if device_away {
-            self.away.push(AwayOp {
-                start: t0,
-                end: Instant::now(),
-            });
+            self.away.push(AwayOp { start: t0, end });
         }
+        let labels: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("KBP-TIME ")?.split_whitespace().next())
+            .collect();
+        let what = if labels.is_empty() {
+            script.chars().take(40).collect()
+        } else {
+            labels.join("+")
+        };
+        self.timeline.push((what, t0, end));
         for line in out.lines().filter(|l| l.starts_with("KBP-TIME ")) {
             let f: Vec<&str> = line.split_whitespace().collect();
             if let [_, label, ms, status] = f.as_slice() {
@@ -259,6 +270,7 @@ impl Fault<'_> {
             ..Ops::default()
         };
         let mut trailing = None;
+        let host_wait = guest.qemu_pid().map(HostWait::start);
         let traffic_start = Instant::now();
         let (result, op_result) = std::thread::scope(|scope| {
             let trial = scope.spawn(|| run_trial(&spec));
@@ -289,6 +301,7 @@ impl Fault<'_> {
         if let Err(e) = op_result {
             ops.failures.push(e);
         }
+        let host_waits = host_wait.map(HostWait::finish);
         let softirq_after = net_rx_softirqs(guest)?;
         let drops = Drops::read(guest)?.since(drops_before);
         let log = std::fs::read_to_string(&guest.log).unwrap_or_default();
@@ -319,6 +332,15 @@ impl Fault<'_> {
             loss::unexcused_clusters(&result.lost_sent_at, &windows, traffic_start);
         let cluster_count = unexcused_loss_clusters.len();
         unexcused_loss_clusters.truncate(5);
+        for c in &mut unexcused_loss_clusters {
+            c.qemu_host_wait = host_waits
+                .as_ref()
+                .and_then(|w| w.longest_wait(c.sent.0, c.sent.1))
+                .map(|(name, wait, span)| {
+                    (name, wait.as_secs_f64() * 1e3, span.as_secs_f64() * 1e3)
+                });
+        }
+        let qemu_host_wait_total = host_waits.as_ref().and_then(|w| w.longest_wait_overall());
         let operations: BTreeMap<String, OpTimes> = ops
             .times
             .iter()
@@ -356,6 +378,55 @@ impl Fault<'_> {
                 c.after_window_ms
                     .map(|ms| format!(", {ms:.0} ms after a device-away window ended"))
                     .unwrap_or_default()
+            ));
+        }
+        for c in &unexcused_loss_clusters {
+            // The operations running while it was sent, or the last one before it.
+            let during: Vec<String> = ops
+                .timeline
+                .iter()
+                .filter(|(_, a, b)| *a <= c.sent.1 && *b >= c.sent.0)
+                .map(|(what, a, b)| {
+                    format!(
+                        "`{what}` (+{:.3}..+{:.3} s)",
+                        (*a - traffic_start).as_secs_f64(),
+                        (*b - traffic_start).as_secs_f64()
+                    )
+                })
+                .collect();
+            let before =
+                ops.timeline
+                    .iter()
+                    .rfind(|(_, _, b)| *b < c.sent.0)
+                    .map(|(what, _, b)| {
+                        format!(
+                            "`{what}`, returned {:.0} ms before",
+                            (c.sent.0 - *b).as_secs_f64() * 1e3
+                        )
+                    });
+            notes.push(format!(
+                "  cluster of {} at +{:.3} s: sent during {}; last operation before it: {}",
+                c.lost,
+                c.at_s,
+                if during.is_empty() {
+                    "no operation".to_string()
+                } else {
+                    during.join(", ")
+                },
+                before.unwrap_or_else(|| "none".into())
+            ));
+            if let Some((name, wait, span)) = &c.qemu_host_wait {
+                notes.push(format!(
+                    "  cluster of {} at +{:.3} s: QEMU thread `{name}` waited {wait:.0} of the {span:.0} ms around it for a host CPU",
+                    c.lost, c.at_s
+                ));
+            }
+        }
+        if let Some((name, wait, span)) = &qemu_host_wait_total {
+            notes.push(format!(
+                "QEMU thread `{name}` waited {:.0} ms of the {:.1} s of traffic for a host CPU",
+                wait.as_secs_f64() * 1e3,
+                span.as_secs_f64()
             ));
         }
         notes.extend(ops.failures.iter().map(|f| format!("failed: {f}")));

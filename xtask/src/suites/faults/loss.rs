@@ -73,6 +73,12 @@ pub struct Cluster {
     /// From the end of the nearest earlier excused window to the cluster's first loss,
     /// milliseconds (`None`: no window before it).
     pub after_window_ms: Option<f64>,
+    /// Send times of its first and last lost packet.
+    #[serde(skip)]
+    pub sent: (Instant, Instant),
+    /// The QEMU thread that waited longest for a host CPU around it, and how long, and
+    /// over what sampled span (milliseconds): filled in by the caller.
+    pub qemu_host_wait: Option<(String, f64, f64)>,
 }
 
 /// Clusters of the losses in `lost` (ascending send times) outside every window, the
@@ -101,6 +107,8 @@ pub fn unexcused_clusters(lost: &[Instant], windows: &[Window], origin: Instant)
                 .map(|w| first - w.end)
                 .min()
                 .map(|d| d.as_secs_f64() * 1e3),
+            sent: (first, last),
+            qemu_host_wait: None,
         })
         .collect();
     out.sort_by_key(|c| std::cmp::Reverse(c.lost));
