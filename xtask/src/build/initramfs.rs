@@ -17,8 +17,16 @@ pub const HOST_ADDR: &str = "10.77.0.1";
 pub const ECHO_PORT: u16 = 9000;
 /// The agent's TCP port.
 pub const AGENT_PORT: u16 = 7000;
+/// `kbp-tcp`'s echo port (request/response over one connection).
+pub const TCP_ECHO_PORT: u16 = 9001;
+/// `kbp-tcp`'s sink port (host -> guest bulk).
+pub const TCP_SINK_PORT: u16 = 9002;
+/// `kbp-tcp`'s source port (guest -> host bulk).
+pub const TCP_SOURCE_PORT: u16 = 9003;
+/// Where `kbp-tcp`'s source writes its sender counters after a transfer.
+pub const TCP_SOURCE_REPORT: &str = "/tmp/kbp-tcp-source.txt";
 
-const GUEST_BINARIES: &[&str] = &["kbp-echo", "kbp-agent", "kbp-ctl"];
+const GUEST_BINARIES: &[&str] = &["kbp-echo", "kbp-agent", "kbp-ctl", "kbp-tcp"];
 
 /// Host programs copied into the guest's `/bin`, with their shared libraries (at the
 /// paths the host's loader found them).
@@ -64,6 +72,7 @@ ip addr add {GUEST_ADDR}/24 dev eth0
 ip link set eth0 up
 echo "KBP-GUEST-UP $(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) rx_queues=$(ls -d /sys/class/net/eth0/queues/rx-* | wc -l)"
 kbp-echo 0.0.0.0:{ECHO_PORT} &
+kbp-tcp 0.0.0.0 &
 kbp-agent 0.0.0.0:{AGENT_PORT}
 echo KBP-GUEST-POWEROFF
 poweroff -f
