@@ -1,11 +1,13 @@
 //! Layer 2, a running guest and what the host reads from it: [`vm`] (the network
 //! namespace and multi-queue tap, QEMU, the agent client `Guest::exec`/`check`, the
 //! serial log's kernel warnings), [`probes`] (NET_RX softirq counts, the CPU sampler),
-//! [`tracing`] (the in-guest delay from hist triggers) and [`stats_file`] (the parser of
-//! kbp.ko's debugfs counters). Uses [`crate::base`] and [`crate::build`] (the guest's
+//! [`tracing`] (the in-guest delay from hist triggers), [`stats_file`] (the parser of
+//! kbp.ko's debugfs counters) and [`tcp`] (TCP request/response and bulk against the
+//! guest's `kbp-tcp`, with both sides' TCP counters). Uses [`crate::base`] and [`crate::build`] (the guest's
 //! addresses and ports).
 
 pub mod probes;
 pub mod stats_file;
+pub mod tcp;
 pub mod tracing;
 pub mod vm;
