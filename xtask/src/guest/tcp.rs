@@ -20,6 +20,7 @@ use crate::base::progress::output;
 use crate::build::initramfs::{
     GUEST_ADDR, TCP_ECHO_PORT, TCP_SINK_PORT, TCP_SOURCE_PORT, TCP_SOURCE_REPORT,
 };
+use crate::guest::stats_file::StatsFile;
 use crate::guest::vm::Guest;
 
 /// What one TCP measurement does.
@@ -95,13 +96,25 @@ pub struct TcpRun {
     pub from_guest: Direction,
 }
 
-/// The guest's TCP counters and eth0 `rx_dropped`.
+/// The guest's TCP counters, eth0 `rx_dropped` and, with kbp.ko loaded, the packets
+/// of each instance it serves (`Kbp.napi_<cpu>_<index>`: which queues a flow took).
 fn guest_counters(guest: &Guest) -> Result<BTreeMap<String, u64>> {
     let text = guest.check(
         "cat /proc/net/netstat /proc/net/snmp; \
          echo \"Dev: eth0_rx_dropped\"; echo \"Dev: $(cat /sys/class/net/eth0/statistics/rx_dropped)\"",
     )?;
-    Ok(parse_nstat(&text))
+    let mut m = parse_nstat(&text);
+    let (code, stats) = guest.exec("cat /sys/kernel/debug/kbp/stats")?;
+    if code == 0
+        && let Some(stats) = StatsFile::parse(&stats)
+    {
+        for ((kind, cpu, index), v) in &stats.0 {
+            if kind == "napi" {
+                m.insert(format!("Kbp.napi_{cpu}_{index}"), v[0]);
+            }
+        }
+    }
+    Ok(m)
 }
 
 /// The host test namespace's TCP counters and tap0's drops (this process is inside the
@@ -180,14 +193,22 @@ pub fn measure(guest: &Guest, o: &TcpOptions) -> Result<TcpRun> {
     })
 }
 
-/// `name value` of every shown counter that grew, on one line.
+/// `name=value` of every shown counter that grew, and of every kbp instance that
+/// received packets, on one line.
 pub fn shown(counters: &BTreeMap<String, u64>) -> String {
     SHOWN_COUNTERS
         .iter()
+        .copied()
+        .chain(
+            counters
+                .keys()
+                .map(String::as_str)
+                .filter(|k| k.starts_with("Kbp.")),
+        )
         .filter_map(|k| {
             counters
-                .get(*k)
-                .map(|v| format!("{}={v}", k.split_once('.').map_or(*k, |(_, n)| n)))
+                .get(k)
+                .map(|v| format!("{}={v}", k.split_once('.').map_or(k, |(_, n)| n)))
         })
         .collect::<Vec<_>>()
         .join(" ")

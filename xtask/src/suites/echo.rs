@@ -386,7 +386,7 @@ fn thread_cpu_percent(guest: &Guest, seconds: u32) -> Result<f64> {
     Ok(cpu_between(a, cpu_sample(guest)?).0)
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Options {
     rate: u64,
     packets: u64,
@@ -395,6 +395,13 @@ struct Options {
     flows: usize,
     tcp: TcpOptions,
     tcp_only: bool,
+    /// `--tcp-mode NAME=ARGS`: the kbp modes of `--tcp-only` instead of the usual ones.
+    tcp_modes: Vec<(String, String)>,
+    /// `--guest-setup CMD`: run in the guest before any measurement.
+    guest_setup: Option<String>,
+    /// `--mttcg`: boot with multi-threaded TCG (as the bench does) instead of
+    /// single-threaded.
+    mttcg: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -411,6 +418,9 @@ fn parse(args: &[String]) -> Result<Options> {
             rr_bytes: 64,
         },
         tcp_only: false,
+        tcp_modes: Vec::new(),
+        guest_setup: None,
+        mttcg: false,
     };
     let mut tcp_seconds = None;
     let mut it = args.iter();
@@ -426,6 +436,15 @@ fn parse(args: &[String]) -> Result<Options> {
             "--warmup" => o.warmup = num()?,
             "--no-search" => o.search = false,
             "--tcp-only" => o.tcp_only = true,
+            "--mttcg" => o.mttcg = true,
+            "--tcp-mode" => {
+                let v = it.next().ok_or("--tcp-mode needs NAME=ARGS")?;
+                let (name, args) = v.split_once('=').ok_or("--tcp-mode needs NAME=ARGS")?;
+                o.tcp_modes.push((name.to_string(), args.to_string()));
+            }
+            "--guest-setup" => {
+                o.guest_setup = Some(it.next().ok_or("--guest-setup needs a command")?.clone());
+            }
             "--tcp-seconds" => tcp_seconds = Some(num()?),
             "--quick" => {
                 o.packets = 10_000;
@@ -437,7 +456,7 @@ fn parse(args: &[String]) -> Result<Options> {
             }
             other => {
                 return Err(format!(
-                    "unknown flag {other} (flags: --rate PPS --packets N --warmup N --no-search --quick --tcp-only --tcp-seconds S)"
+                    "unknown flag {other} (flags: --rate PPS --packets N --warmup N --no-search --quick --tcp-only --tcp-seconds S --tcp-mode NAME=ARGS --guest-setup CMD --mttcg)"
                 ));
             }
         }
@@ -606,21 +625,20 @@ fn module_modes() -> [(&'static str, String); 3] {
 
 /// `--tcp-only`: the TCP measurement in napi and in each kbp mode, nothing else.
 fn run_tcp_only(o: &Options, release: String, guest: Guest) -> Result {
+    let modes: Vec<(String, String)> = if o.tcp_modes.is_empty() {
+        module_modes()
+            .into_iter()
+            .map(|(m, a)| (m.to_string(), a))
+            .collect()
+    } else {
+        o.tcp_modes.clone()
+    };
     let mut tcp = vec![tcp_scenario(&guest, "napi", &o.tcp)?];
-    for (mode, args) in module_modes() {
+    for (mode, args) in &modes {
         let stage = Stage::start(format!("{mode}: insmod kbp.ko {args}"));
         guest.check(&format!("insmod {MODULE_PATH} {args}"))?;
         std::thread::sleep(Duration::from_millis(500));
         tcp.push(tcp_scenario(&guest, mode, &o.tcp)?);
-        let stats = guest.check("cat /sys/kernel/debug/kbp/stats")?;
-        println!(
-            "{}",
-            stats
-                .lines()
-                .map(|l| format!("[xtask]     {l}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
         guest.check("rmmod kbp")?;
         stage.done();
     }
@@ -656,7 +674,15 @@ fn run_tcp_only(o: &Options, release: String, guest: Guest) -> Result {
 pub fn run(args: &[String]) -> Result {
     let o = parse(args)?;
     let out_dir = workspace_root().join("target/kbp");
-    let (release, guest) = build_and_boot("guest.log", Tcg::SingleThread)?;
+    let tcg = if o.mttcg {
+        Tcg::MultiThread
+    } else {
+        Tcg::SingleThread
+    };
+    let (release, guest) = build_and_boot("guest.log", tcg)?;
+    if let Some(setup) = &o.guest_setup {
+        println!("[xtask] guest setup: {}", guest.check(setup)?);
+    }
     if o.tcp_only {
         return run_tcp_only(&o, release, guest);
     }
@@ -686,7 +712,7 @@ pub fn run(args: &[String]) -> Result {
     let short = Options {
         packets: (o.packets / 10).max(1_000),
         warmup: 0,
-        ..o
+        ..o.clone()
     };
     let mut module_cycles = Vec::new();
     for (mode, args) in module_modes() {
@@ -703,7 +729,15 @@ pub fn run(args: &[String]) -> Result {
             // queue; without XPS the guest picks a TX queue by flow hash.
             guest
                 .check("for f in /sys/class/net/eth0/queues/tx-*/xps_cpus; do echo 0 > $f; done")?;
-            scenarios.push(scenario(&guest, mode, 64, &Options { flows: 16, ..short })?);
+            scenarios.push(scenario(
+                &guest,
+                mode,
+                64,
+                &Options {
+                    flows: 16,
+                    ..short.clone()
+                },
+            )?);
         } else {
             for frame in FRAMES {
                 scenarios.push(scenario(&guest, mode, frame, &o)?);
