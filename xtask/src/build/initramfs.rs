@@ -70,6 +70,14 @@ echo 4194304 > /proc/sys/net/core/rmem_default
 ip link set lo up
 ip addr add {GUEST_ADDR}/24 dev eth0
 ip link set eth0 up
+# Transmit a connected socket's packets on the queue paired with the RX queue it last
+# received on (XPS by receive queue), in every mode. With XPS by CPU only (virtio-net's
+# default), a TCP receiver's ACKs leave on the queue of whichever CPU sends them (each
+# is ooo_okay), the host tap steers the flow to the queue of the guest's latest packet,
+# and one flow's segments end up in both RX rings: delivered out of order whenever the
+# receive path does not run on a CPU of its queue's XPS group (KBP's thread), and the
+# sender retransmits (issue 13). Unconnected UDP sockets record no RX queue: unaffected.
+for q in /sys/class/net/eth0/queues/tx-*; do i=${{q##*tx-}}; echo $((1 << i)) > $q/xps_rxqs; done
 echo "KBP-GUEST-UP $(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) rx_queues=$(ls -d /sys/class/net/eth0/queues/rx-* | wc -l)"
 kbp-echo 0.0.0.0:{ECHO_PORT} &
 kbp-tcp 0.0.0.0 &

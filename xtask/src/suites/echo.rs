@@ -318,6 +318,8 @@ struct Report {
     vcpus: u32,
     queue_pairs: u32,
     guest_rx_queues: u32,
+    /// The guest's XPS maps at boot (`tx-N/xps_cpus`, `tx-N/xps_rxqs`).
+    xps: String,
     boot_seconds: f64,
     warmup_packets: u64,
     scenarios: Vec<Scenario>,
@@ -691,6 +693,11 @@ pub fn run(args: &[String]) -> Result {
         .trim()
         .parse()
         .unwrap_or(0);
+    let xps = guest.check("grep . /sys/class/net/eth0/queues/tx-*/xps_*")?;
+    println!(
+        "[xtask] XPS: {}",
+        xps.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
 
     let stage = Stage::start(format!(
         "echo scenarios: {} packets at {} pps after {} warm-up packets",
@@ -861,6 +868,7 @@ pub fn run(args: &[String]) -> Result {
         vcpus: VCPUS,
         queue_pairs: QUEUE_PAIRS,
         guest_rx_queues: rx_queues,
+        xps,
         boot_seconds,
         warmup_packets: o.warmup,
         scenarios,
