@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+pub mod tcp;
+
 const MAGIC: u16 = 0x4b42; // "KB"
 /// Magic, sequence number, send time: 18 bytes, the payload of a 64-byte frame.
 const HEADER: usize = 2 + 8 + 8;

@@ -17,8 +17,16 @@ pub const HOST_ADDR: &str = "10.77.0.1";
 pub const ECHO_PORT: u16 = 9000;
 /// The agent's TCP port.
 pub const AGENT_PORT: u16 = 7000;
+/// `kbp-tcp`'s echo port (request/response over one connection).
+pub const TCP_ECHO_PORT: u16 = 9001;
+/// `kbp-tcp`'s sink port (host -> guest bulk).
+pub const TCP_SINK_PORT: u16 = 9002;
+/// `kbp-tcp`'s source port (guest -> host bulk).
+pub const TCP_SOURCE_PORT: u16 = 9003;
+/// Where `kbp-tcp`'s source writes its sender counters after a transfer.
+pub const TCP_SOURCE_REPORT: &str = "/tmp/kbp-tcp-source.txt";
 
-const GUEST_BINARIES: &[&str] = &["kbp-echo", "kbp-agent", "kbp-ctl"];
+const GUEST_BINARIES: &[&str] = &["kbp-echo", "kbp-agent", "kbp-ctl", "kbp-tcp"];
 
 /// Host programs copied into the guest's `/bin`, with their shared libraries (at the
 /// paths the host's loader found them).
@@ -62,8 +70,17 @@ echo 4194304 > /proc/sys/net/core/rmem_default
 ip link set lo up
 ip addr add {GUEST_ADDR}/24 dev eth0
 ip link set eth0 up
+# Transmit a connected socket's packets on the queue paired with the RX queue it last
+# received on (XPS by receive queue), in every mode. With XPS by CPU only (virtio-net's
+# default), a TCP receiver's ACKs leave on the queue of whichever CPU sends them (each
+# is ooo_okay), the host tap steers the flow to the queue of the guest's latest packet,
+# and one flow's segments end up in both RX rings: delivered out of order whenever the
+# receive path does not run on a CPU of its queue's XPS group (KBP's thread), and the
+# sender retransmits (issue 13). Unconnected UDP sockets record no RX queue: unaffected.
+for q in /sys/class/net/eth0/queues/tx-*; do i=${{q##*tx-}}; echo $((1 << i)) > $q/xps_rxqs; done
 echo "KBP-GUEST-UP $(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) rx_queues=$(ls -d /sys/class/net/eth0/queues/rx-* | wc -l)"
 kbp-echo 0.0.0.0:{ECHO_PORT} &
+kbp-tcp 0.0.0.0 &
 kbp-agent 0.0.0.0:{AGENT_PORT}
 echo KBP-GUEST-POWEROFF
 poweroff -f

@@ -2,12 +2,14 @@
 //! namespace and multi-queue tap, QEMU, the agent client `Guest::exec`/`check`, the
 //! serial log's kernel warnings), [`probes`] (NET_RX softirq counts, the CPU sampler),
 //! [`tracing`] (the in-guest delay from hist triggers), [`host_wait`] (how long QEMU's
-//! threads waited for a host CPU) and [`stats_file`] (the parser of kbp.ko's debugfs
-//! counters). Uses [`crate::base`] and [`crate::build`] (the guest's
+//! threads waited for a host CPU), [`stats_file`] (the parser of kbp.ko's debugfs
+//! counters) and [`tcp`] (TCP request/response and bulk against the guest's `kbp-tcp`,
+//! with both sides' TCP counters). Uses [`crate::base`] and [`crate::build`] (the guest's
 //! addresses and ports).
 
 pub mod host_wait;
 pub mod probes;
 pub mod stats_file;
+pub mod tcp;
 pub mod tracing;
 pub mod vm;
