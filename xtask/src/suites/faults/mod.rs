@@ -46,7 +46,7 @@
 //! | `threaded-sysfs/MODE` | `echo 1`, then `0`, `> /sys/class/net/eth0/threaded`, N x, 8 flows | napi, spin, adaptive; 2 threads |
 //! | `threaded-netlink/MODE` | `napi-set threaded enabled`, then `disabled`, on each NAPI id (`kbp-ctl napi-ids`, `kbp-ctl napi-threaded`), N x, 8 flows | napi, spin, adaptive; 2 threads |
 //! | `rmmod-link-flap/MODE` | rmmod then insmod while a background loop flaps eth0 down/up every 50 ms, N x; eth0 must end up up | spin, then adaptive; 2 threads |
-//! | `soak` | bursts and idle gaps at half the zero-loss rate, 10 min (`--soak-minutes`), stats every 30 s | adaptive, 1 thread |
+//! | `soak` | bursts and idle gaps at a quarter of the zero-loss rate, 10 min (`--soak-minutes`), stats every 30 s | adaptive, 1 thread |
 //!
 //! `--cycles N` sets the count of `reload` and `link-flap` (20); the reconfiguration
 //! faults run N/4 cycles, rounded up (5). `--debug-kernel` runs all of it on the debug
@@ -638,8 +638,17 @@ pub fn run(args: &[String]) -> Result {
     }
 }
 
-/// Soak: finds the adaptive mode's zero-loss rate, then runs bursts and gaps at half of
-/// it so the thread parks in every gap.
+/// Soak: finds the adaptive mode's zero-loss rate, then runs bursts at a quarter of it
+/// and gaps in which the thread parks.
+///
+/// A quarter, not a half: the soak checks KBP's park/wake over time, not the emulator's
+/// throughput, and the 2 s search overstates what a single-threaded TCG guest sustains
+/// for 10 minutes on this 2-core host. At half (9507 pps bursts, of 19015), a CI run lost
+/// 0.74% of 4.1 M packets, all at the host tap (the guest's ring was not refilled in
+/// time), with no kernel warning, consistent counters and traffic flowing to the end (a
+/// lost wake-up would have stopped it: the thread parks without a timeout). The zero-loss
+/// rate found here has ranged from 7.9 to 19 kpps with the host's load; each loss cluster
+/// now reports how long QEMU waited for a host CPU around it.
 fn soak(guest: &Guest, o: &Options) -> Result<FaultRecord> {
     guest.check(&format!(
         "insmod {MODULE_PATH} ifaces=eth0 cpus=3 mode=adaptive spin_window_us=200"
@@ -648,21 +657,21 @@ fn soak(guest: &Guest, o: &Options) -> Result<FaultRecord> {
     let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}")
         .parse()
         .expect("address");
-    // Searched up to 40 kpps only: the soak runs at half of it, at most 20 kpps bursts.
+    // Searched up to 40 kpps only: the soak runs at a quarter of it, at most 10 kpps bursts.
     let zero_loss = zero_loss_search(target, 64, 1, 500, 40_000, 2.0, 6)
         .map_err(|e| e.to_string())?
         .zero_loss_pps
         .max(1_000);
     println!("[xtask]   zero-loss {zero_loss} pps");
     stage.done();
-    let soak_rate = zero_loss / 2;
+    let soak_rate = zero_loss / 4;
     let burst = (soak_rate / 20).max(10); // 50 ms of traffic, then 20 ms idle
     let minutes = o.soak_minutes;
     let soak = Fault {
         guest,
         name: "soak".into(),
         what: format!(
-            "{minutes} min kbp-adaptive (spin_window_us=200): bursts of {burst} packets at {soak_rate} pps (half the zero-loss {zero_loss} pps) and 20 ms gaps, stats read every 30 s"
+            "{minutes} min kbp-adaptive (spin_window_us=200): bursts of {burst} packets at {soak_rate} pps (a quarter of the zero-loss {zero_loss} pps) and 20 ms gaps, stats read every 30 s"
         ),
         flows: 1,
         rate: soak_rate,
