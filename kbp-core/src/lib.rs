@@ -69,6 +69,7 @@
 pub mod atomic;
 pub mod config;
 pub mod counters;
+pub mod idle;
 pub mod napi;
 #[cfg(feature = "model")]
 pub mod park;
@@ -79,6 +80,7 @@ pub mod poll_list;
 #[cfg(not(feature = "model"))]
 mod poll_list;
 pub mod poller;
+pub mod producer;
 pub mod rx;
 pub mod shared;
 #[cfg(feature = "model")]
@@ -89,9 +91,11 @@ mod state;
 pub use atomic::AtomicWord;
 pub use config::{Config, ConfigError, IdleMode};
 pub use counters::{GapHistogram, InstanceStats, PollerStats, GAP_BUCKETS};
+pub use idle::{Adaptive, Idle, IdlePolicy, ModePolicy, Spin};
 pub use napi::{on_schedule, Hook, Napi, NapiBits, NapiPort};
 pub use poller::{Poller, RoundReport, ShutdownReport, StepOutcome};
-pub use rx::{Nanos, Platform, RxInstance};
+pub use producer::Producer;
+pub use rx::{Nanos, Platform, Reschedule, RxInstance, Unpark};
 pub use shared::{ScheduleOutcome, Shared};
 #[cfg(feature = "model")]
 pub use state::StateFlags;

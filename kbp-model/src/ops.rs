@@ -315,7 +315,7 @@ pub fn run_with_coverage(case: &Case) -> Result<Coverage, Violation> {
                 let id = usize::from(id) % instances;
                 let real = nic.shared.enable(id) == kbp_core::state::Enable::Enabled;
                 if real {
-                    ports[id].rearm_irq();
+                    ports[id].rearm();
                 }
                 if real != reference.enable(id) {
                     return mismatch("enable", real, !real);
@@ -366,7 +366,7 @@ pub fn run_with_coverage(case: &Case) -> Result<Coverage, Violation> {
         }
         let real = nic.shared.enable(id) == kbp_core::state::Enable::Enabled;
         if real {
-            ports[id].rearm_irq();
+            ports[id].rearm();
         }
         if real != reference.enable(id) {
             return mismatch("enable", real, !real);
