@@ -87,9 +87,8 @@ impl EventWaker {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: a new descriptor we own.
-        Ok(EventWaker {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(EventWaker { fd })
     }
 
     fn drain(&self) {

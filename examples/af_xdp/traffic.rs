@@ -104,10 +104,12 @@ pub fn bind_receiver(mode: SocketMode) -> io::Result<UdpSocket> {
 pub fn receive(sock: &UdpSocket, stop: &AtomicBool, mut record: impl FnMut(u64)) {
     let mut buf = [0u8; 2048];
     while !stop.load(Ordering::Acquire) {
-        if let Ok(n) = sock.recv(&mut buf) {
-            if let Some(stamp) = stamp_of_payload(&buf[..n]) {
-                record(stamp);
-            }
+        if let Some(stamp) = sock
+            .recv(&mut buf)
+            .ok()
+            .and_then(|n| stamp_of_payload(&buf[..n]))
+        {
+            record(stamp);
         }
     }
 }
