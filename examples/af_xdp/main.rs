@@ -10,6 +10,7 @@
 //! ```sh
 //! cargo run --release --example af_xdp                     # the table, about 40 s
 //! cargo run --release --example af_xdp -- --seconds 1 --low 1000 --high 20000
+//! cargo run --release --example af_xdp -- --fifo           # sender and consumer SCHED_FIFO
 //! ```
 //!
 //! Files: `xsk.rs` (the socket, UMEM and rings), `bpf.rs` (XSKMAP, program, link),
@@ -36,9 +37,10 @@ mod trial;
 mod xsk;
 
 use netns::TestNet;
-use trial::{Mode, Outcome};
+use trial::{Mode, Outcome, Placement};
 
 struct Args {
+    fifo: bool,
     seconds: f64,
     low: u32,
     high: u32,
@@ -46,6 +48,7 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
+        fifo: false,
         seconds: 3.0,
         low: 1_000,
         high: 20_000,
@@ -57,8 +60,9 @@ fn parse_args() -> Result<Args, String> {
             "--seconds" => args.seconds = value()?.parse().map_err(|e| format!("{e}"))?,
             "--low" => args.low = value()?.parse().map_err(|e| format!("{e}"))?,
             "--high" => args.high = value()?.parse().map_err(|e| format!("{e}"))?,
+            "--fifo" => args.fifo = true,
             "--help" | "-h" => {
-                return Err("usage: af_xdp [--seconds S] [--low PPS] [--high PPS]".into());
+                return Err("usage: af_xdp [--seconds S] [--low PPS] [--high PPS] [--fifo]".into());
             }
             other => return Err(format!("unknown flag {other}")),
         }
@@ -76,14 +80,19 @@ fn us(ns: u64) -> String {
 
 /// Every mode at `rate`; a mode that cannot run (threaded NAPI not settable) is
 /// reported with the reason.
-fn measure(net: &TestNet, rate: u32, seconds: f64) -> Vec<(Mode, Result<Outcome, String>)> {
+fn measure(
+    net: &TestNet,
+    rate: u32,
+    seconds: f64,
+    placement: Placement,
+) -> Vec<(Mode, Result<Outcome, String>)> {
     Mode::ALL
         .iter()
         .map(|&mode| {
             eprintln!("  {} at {rate} pps ...", mode.name());
             (
                 mode,
-                trial::run(net, mode, rate, seconds).map_err(|e| e.to_string()),
+                trial::run(net, mode, rate, seconds, placement).map_err(|e| e.to_string()),
             )
         })
         .collect()
@@ -167,23 +176,29 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let placement = Placement { fifo: args.fifo };
     println!(
-        "# KBP over AF_XDP vs the kernel's receive paths (veth, netns; kernel {}; {} s per trial; consumer on CPU 1, sender on CPU 0)",
+        "# KBP over AF_XDP vs the kernel's receive paths (veth, netns; kernel {}; {} s per trial; consumer on CPU 1, sender on CPU 0, {})",
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim(),
-        args.seconds
+        args.seconds,
+        if args.fifo {
+            "both SCHED_FIFO 50"
+        } else {
+            "both SCHED_OTHER"
+        }
     );
     let mut failed = false;
     eprintln!("idle (no traffic):");
     let idle: Vec<_> = [Mode::KbpSpin, Mode::KbpAdaptive]
         .iter()
-        .map(|&m| (m, trial::run(&net, m, 0, 1.0)))
+        .map(|&m| (m, trial::run(&net, m, 0, 1.0, placement)))
         .collect();
     let mut all = Vec::new();
     for rate in [args.low, args.high] {
         eprintln!("{rate} pps:");
-        let rows = measure(&net, rate, args.seconds);
+        let rows = measure(&net, rate, args.seconds, placement);
         print_table(rate, &rows);
         failed |= rows.iter().any(|(m, r)| *m != Mode::Threaded && r.is_err());
         all.push((rate, rows));
@@ -232,7 +247,7 @@ mod tests {
         }
         let net = TestNet::create().expect("test network");
         for mode in [Mode::KbpSpin, Mode::KbpAdaptive, Mode::Blocking] {
-            let o = trial::run(&net, mode, 2_000, 0.5).expect("trial");
+            let o = trial::run(&net, mode, 2_000, 0.5, Placement { fifo: false }).expect("trial");
             assert!(o.sent > 0);
             assert_eq!(o.received, o.sent, "{}: every packet received", mode.name());
             assert!(o.latency.p50 > 0 && o.latency.max >= o.latency.p99);

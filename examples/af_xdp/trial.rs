@@ -10,7 +10,7 @@ use std::time::Duration;
 use kbp_core::{Config, IdleMode, Poller, Shared};
 
 use crate::bpf::XdpRedirect;
-use crate::clock::{monotonic_ns, pin_to, thread_cpu_ns};
+use crate::clock::{monotonic_ns, pin_to, set_fifo, thread_cpu_ns};
 use crate::embed::{EventWaker, XskPlatform, XskQueue};
 use crate::netns::TestNet;
 use crate::traffic::{self, Percentiles, SocketMode};
@@ -72,13 +72,29 @@ pub struct Outcome {
 /// What the consumer thread returns: latencies, CPU and wall time.
 type Consumed = (Vec<u64>, u64, u64);
 
+/// How the threads are placed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    /// Sender and consumer run SCHED_FIFO (the same for every mode).
+    pub fifo: bool,
+}
+
 /// Runs `mode` at `rate` packets per second for `seconds` (`rate` 0: idle).
-pub fn run(net: &TestNet, mode: Mode, rate: u32, seconds: f64) -> io::Result<Outcome> {
+pub fn run(
+    net: &TestNet,
+    mode: Mode,
+    rate: u32,
+    seconds: f64,
+    placement: Placement,
+) -> io::Result<Outcome> {
     let stop = AtomicBool::new(false);
     let ready = AtomicBool::new(false);
     thread::scope(|s| {
         let consumer = s.spawn(|| -> io::Result<Consumed> {
             pin_to(1);
+            if placement.fifo && !set_fifo() {
+                return Err(io::Error::last_os_error());
+            }
             net.enter()?;
             let result = consume(mode, &stop, &ready);
             ready.store(true, Ordering::Release);
@@ -89,6 +105,10 @@ pub fn run(net: &TestNet, mode: Mode, rate: u32, seconds: f64) -> io::Result<Out
         }
         thread::sleep(Duration::from_millis(50));
         pin_to(0);
+        if placement.fifo && !set_fifo() {
+            stop.store(true, Ordering::Release);
+            return Err(io::Error::last_os_error());
+        }
         let sent = if rate == 0 || consumer.is_finished() {
             thread::sleep(Duration::from_secs_f64(seconds));
             0
@@ -98,6 +118,12 @@ pub fn run(net: &TestNet, mode: Mode, rate: u32, seconds: f64) -> io::Result<Out
         thread::sleep(Duration::from_millis(20));
         stop.store(true, Ordering::Release);
         let (mut samples, cpu_ns, wall_ns) = consumer.join().expect("consumer panicked")?;
+        if placement.fifo {
+            // Back to SCHED_OTHER for the main thread between trials.
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: sched_setscheduler(0, ..) on the calling thread with a valid param.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+        }
         Ok(Outcome {
             received: samples.len() as u64,
             latency: Percentiles::of(&mut samples),
@@ -158,8 +184,8 @@ fn consume_socket(
 
 fn consume_xdp(idle: IdleMode, stop: &AtomicBool, ready: &AtomicBool) -> io::Result<Consumed> {
     let ifindex = TestNet::rx_ifindex()?;
-    let xdp = XdpRedirect::attach(ifindex, 1)?;
-    let xsk = Xsk::bind(ifindex, 0)?;
+    let xdp = retry_busy(|| XdpRedirect::attach(ifindex, 1))?;
+    let xsk = retry_busy(|| Xsk::bind(ifindex, 0))?;
     xdp.set_socket(0, xsk.fd())?;
     let samples = RefCell::new(Vec::new());
     let sink = |frame: &[u8]| {
@@ -189,4 +215,18 @@ fn consume_xdp(idle: IdleMode, stop: &AtomicBool, ready: &AtomicBool) -> io::Res
         let _ = poller.shutdown();
     });
     Ok((samples.take(), cpu, wall))
+}
+
+/// Retries `f` for up to 2 s while it fails with EBUSY: the previous trial's socket and
+/// program are released by deferred kernel work after their descriptors closed.
+fn retry_busy<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    let give_up = monotonic_ns() + 2_000_000_000;
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy && monotonic_ns() < give_up => {
+                thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
 }
