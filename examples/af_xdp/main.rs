@@ -189,6 +189,15 @@ fn main() -> ExitCode {
             "both SCHED_OTHER"
         }
     );
+    println!(
+        "# load average before the run: {} (other work on the machine shares its two CPUs)",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let mut failed = false;
     eprintln!("idle (no traffic):");
     let idle: Vec<_> = [Mode::KbpSpin, Mode::KbpAdaptive]
