@@ -1,4 +1,4 @@
-//! The XDP side, with bpf(2) directly: an XSKMAP, a four-instruction program that
+//! The XDP side, with bpf(2) directly: an XSKMAP, a five-instruction program that
 //! redirects every packet of a queue to that queue's socket (`bpf_redirect_map`, with
 //! XDP_PASS when the queue has none), attached with a BPF link (closing the link's
 //! descriptor detaches it).

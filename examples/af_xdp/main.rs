@@ -23,7 +23,7 @@
 //! documented `setsockopt`/`mmap` interface and the program through bpf(2), as the
 //! guest's `kbp-ctl` does, rather than through `xsk-rs`/`libxdp-sys` or `aya`: those
 //! add a C build of libxdp and libbpf (LGPL-2.1 OR BSD-2-Clause) or an eBPF toolchain
-//! for a four-instruction program, which this workspace (GPL-2.0-only OR MIT) would
+//! for a five-instruction program, which this workspace (GPL-2.0-only OR MIT) would
 //! have to vet and CI would have to build.
 
 use std::process::ExitCode;
