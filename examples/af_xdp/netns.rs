@@ -25,6 +25,8 @@ pub const HOST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 pub const RX_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 /// The UDP port the consumers receive on.
 pub const PORT: u16 = 9_477;
+/// Queues of each veth end (one AF_XDP socket per receive queue).
+pub const QUEUES: u32 = 2;
 
 fn run(args: &[&str]) -> io::Result<String> {
     let out = Command::new(args[0]).args(&args[1..]).output()?;
@@ -55,8 +57,28 @@ impl TestNet {
         let _ = run(&["ip", "netns", "del", NETNS]);
         let _ = run(&["ip", "link", "del", HOST_IF]);
         run(&["ip", "netns", "add", NETNS])?;
+        let queues = QUEUES.to_string();
+        let q = queues.as_str();
         run(&[
-            "ip", "link", "add", HOST_IF, "type", "veth", "peer", "name", RX_IF, "netns", NETNS,
+            "ip",
+            "link",
+            "add",
+            HOST_IF,
+            "numtxqueues",
+            q,
+            "numrxqueues",
+            q,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            RX_IF,
+            "netns",
+            NETNS,
+            "numtxqueues",
+            q,
+            "numrxqueues",
+            q,
         ])?;
         run(&["ip", "addr", "add", "10.77.0.1/24", "dev", HOST_IF])?;
         run(&["ip", "link", "set", HOST_IF, "up"])?;

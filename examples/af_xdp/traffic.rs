@@ -9,15 +9,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::clock::monotonic_ns;
-use crate::netns::{HOST_ADDR, PORT, RX_ADDR};
+use crate::netns::{HOST_ADDR, PORT, QUEUES, RX_ADDR};
 
 /// Payload: the send time (CLOCK_MONOTONIC ns) and a sequence number, little-endian.
 pub const PAYLOAD: usize = 16;
 
 /// Sends `rate` packets per second for `seconds` from the host end; returns how many.
 pub fn send(rate: u32, seconds: f64) -> io::Result<u64> {
-    let sock = UdpSocket::bind(SocketAddrV4::new(HOST_ADDR, 0))?;
-    sock.connect(SocketAddrV4::new(RX_ADDR, PORT))?;
+    // One flow per queue (source ports differ), packets alternating between them, so
+    // the veth's transmit hash can spread them over its queues.
+    let flows = (0..QUEUES)
+        .map(|_| {
+            let sock = UdpSocket::bind(SocketAddrV4::new(HOST_ADDR, 0))?;
+            sock.connect(SocketAddrV4::new(RX_ADDR, PORT))?;
+            Ok(sock)
+        })
+        .collect::<io::Result<Vec<_>>>()?;
     let gap = 1e9 / f64::from(rate.max(1));
     let start = monotonic_ns();
     let total = (f64::from(rate) * seconds) as u64;
@@ -37,7 +44,7 @@ pub fn send(rate: u32, seconds: f64) -> io::Result<u64> {
         }
         buf[..8].copy_from_slice(&monotonic_ns().to_le_bytes());
         buf[8..].copy_from_slice(&seq.to_le_bytes());
-        sock.send(&buf)?;
+        flows[seq as usize % flows.len()].send(&buf)?;
     }
     Ok(total)
 }

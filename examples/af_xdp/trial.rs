@@ -12,7 +12,7 @@ use kbp_core::{Config, IdleMode, Poller, Shared};
 use crate::bpf::XdpRedirect;
 use crate::clock::{monotonic_ns, pin_to, set_fifo, thread_cpu_ns};
 use crate::embed::{EventWaker, XskPlatform, XskQueue};
-use crate::netns::TestNet;
+use crate::netns::{QUEUES, TestNet};
 use crate::traffic::{self, Percentiles, SocketMode};
 use crate::xsk::Xsk;
 
@@ -184,9 +184,13 @@ fn consume_socket(
 
 fn consume_xdp(idle: IdleMode, stop: &AtomicBool, ready: &AtomicBool) -> io::Result<Consumed> {
     let ifindex = TestNet::rx_ifindex()?;
-    let xdp = retry_busy(|| XdpRedirect::attach(ifindex, 1))?;
-    let xsk = retry_busy(|| Xsk::bind(ifindex, 0))?;
-    xdp.set_socket(0, xsk.fd())?;
+    let xdp = retry_busy(|| XdpRedirect::attach(ifindex, QUEUES))?;
+    let mut sockets = Vec::new();
+    for queue in 0..QUEUES {
+        let xsk = retry_busy(|| Xsk::bind(ifindex, queue))?;
+        xdp.set_socket(queue, xsk.fd())?;
+        sockets.push(xsk);
+    }
     let samples = RefCell::new(Vec::new());
     let sink = |frame: &[u8]| {
         if let Some(stamp) = traffic::stamp_of_frame(frame) {
@@ -195,7 +199,10 @@ fn consume_xdp(idle: IdleMode, stop: &AtomicBool, ready: &AtomicBool) -> io::Res
                 .push(monotonic_ns().saturating_sub(stamp));
         }
     };
-    let queues = [XskQueue::new(xsk, &sink)];
+    let queues: Vec<XskQueue<'_>> = sockets
+        .into_iter()
+        .map(|xsk| XskQueue::new(xsk, &sink))
+        .collect();
     let shared: Shared<AtomicU32, { crate::embed::CAP }> = Shared::new();
     let waker = EventWaker::new()?;
     let platform = XskPlatform::new(&queues, &shared, &waker, stop);
@@ -214,6 +221,10 @@ fn consume_xdp(idle: IdleMode, stop: &AtomicBool, ready: &AtomicBool) -> io::Res
         }
         let _ = poller.shutdown();
     });
+    let per_queue: Vec<u64> = (0..queues.len())
+        .map(|id| poller.instance_stats(id).map_or(0, |s| s.packets))
+        .collect();
+    eprintln!("    packets per queue (kbp-core's instance counters): {per_queue:?}");
     Ok((samples.take(), cpu, wall))
 }
 
