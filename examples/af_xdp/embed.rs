@@ -65,8 +65,10 @@ impl RxInstance for XskQueue<'_> {
             self.armed.set(false);
             // Attached: Queued (the poller polls it next round). A Fallback only comes
             // after a detach, which this program does not do: hand it back at once.
-            if let kbp_core::ScheduleOutcome::Fallback(token) = irq.schedule(id) {
-                let _ = irq.complete(token);
+            if let kbp_core::ScheduleOutcome::Fallback(mut token) = irq.schedule(id) {
+                while let Err(again) = irq.complete(token) {
+                    token = again;
+                }
                 self.armed.set(true);
             }
         }
