@@ -306,4 +306,7 @@ static_assertions::const_assert!(state::StateFlags::all().bits() < (1 << 6));
 static_assertions::assert_eq_size!(state::StateFlags, u32);
 static_assertions::assert_eq_size!(SchedToken, usize);
 static_assertions::assert_impl_all!(Shared<core::sync::atomic::AtomicU32, 8>: Send, Sync);
+static_assertions::assert_impl_all!(
+    Producer<'static, core::sync::atomic::AtomicU32, producer::Running, 8>: Send, Sync, Copy
+);
 static_assertions::assert_not_impl_any!(SchedToken: Clone, Copy);
