@@ -41,7 +41,9 @@ fn per_instance_weight_bounds_each_poll() {
 }
 
 /// A spinning poller lets go of a detached instance at its next poll (interrupt
-/// re-armed); its packets then take the normal path until it is attached again.
+/// re-armed), even one that used its whole weight; its packets then take the normal
+/// path until it is attached again. Catches `poll_one` keeping a detached instance
+/// whose poll used its weight (not testing ATTACHED before the work == weight rule).
 #[test]
 fn detach_and_attach_while_running() {
     let nic = SimNic::new(SimPlatform::sequential());
@@ -56,19 +58,30 @@ fn detach_and_attach_while_running() {
     assert!(poller.detach(0));
     assert!(poller.is_detaching(0));
     assert!(!poller.attach(0), "still owned by the poller");
-    nic.produce(0, 2);
+    // More than a weight waits: the poll uses its whole weight, and the poller still
+    // lets go at once; the re-arm finds the rest, which the normal path takes.
+    nic.produce(0, 100);
     let _ = poller.step();
-    assert!(!poller.is_detaching(0));
+    assert!(!poller.is_detaching(0), "released after one poll");
     assert!(nic.rx(0).irq_armed);
-    assert_eq!(nic.rx(0).consumed, 5);
+    assert_eq!(nic.rx(0).consumed, 103);
+    assert_eq!(
+        nic.rx(0).fallback,
+        36,
+        "3 + 64 by the poller, the rest by the normal path"
+    );
 
     nic.produce(0, 4);
-    assert_eq!(nic.rx(0).fallback, 4, "detached: the normal path took them");
+    assert_eq!(
+        nic.rx(0).fallback,
+        40,
+        "detached: the normal path took them"
+    );
     assert!(poller.attach(0));
     nic.produce(0, 1);
     let _ = poller.step();
-    assert_eq!(nic.rx(0).consumed, 10);
-    assert_eq!(nic.rx(0).fallback, 4);
+    assert_eq!(nic.rx(0).consumed, 108);
+    assert_eq!(nic.rx(0).fallback, 40);
     poller.shutdown();
     invariants::quiescent(&nic, 2, PollerPhase::ShutDown).unwrap();
 }
