@@ -21,7 +21,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use kbp_core::{
-    Config, IdleMode, Nanos, Platform, Poller, RxInstance, SchedToken, ScheduleOutcome, Shared,
+    Config, IdleMode, Nanos, Platform, Poller, Reschedule, RxInstance, SchedToken, ScheduleOutcome,
+    Shared, Unpark,
 };
 
 /// Instances the poll list can hold.
@@ -164,7 +165,13 @@ impl Nic {
 
     /// The interrupt handler: schedule; an unattached instance goes to the `irq` consumer.
     fn interrupt(&self, id: usize) {
-        if let ScheduleOutcome::Fallback(token) = self.shared.schedule(id, &self.platform) {
+        self.handle(self.shared.schedule(id, &self.platform));
+    }
+
+    /// The interrupt handler's treatment of a schedule: a `Fallback` goes to the
+    /// interrupt-driven consumer.
+    fn handle(&self, outcome: ScheduleOutcome) {
+        if let ScheduleOutcome::Fallback(token) = outcome {
             if let Some(tx) = self.irq_tx.get() {
                 let _ = tx.send(token);
             }
@@ -189,11 +196,20 @@ impl Platform for StdPlatform {
     fn quiescent(&self) {
         std::hint::spin_loop();
     }
-    fn park(&self, still_parked: &dyn Fn() -> bool) {
+    fn park(&self, still_parked: &dyn Fn() -> bool, deadline: Option<Nanos>) {
         while still_parked() && !self.stop.load(Ordering::Acquire) {
-            thread::park();
+            match deadline {
+                None => thread::park(),
+                Some(deadline) => match deadline.checked_sub(self.now()) {
+                    Some(left) if left > 0 => thread::park_timeout(Duration::from_nanos(left)),
+                    _ => return,
+                },
+            }
         }
     }
+}
+
+impl Unpark for StdPlatform {
     fn unpark(&self) {
         if let Some(t) = self.poller.get() {
             t.unpark();
@@ -237,16 +253,31 @@ impl RxInstance for Port<'_> {
                 });
         true
     }
-    fn rearm_irq(&self) {
+    fn rearm_irq(&self, id: usize, irq: &dyn Reschedule) {
+        if self.rearm_finds_work() {
+            self.nic.handle(irq.schedule(id));
+        }
+    }
+}
+
+impl Port<'_> {
+    /// Re-arms the interrupt from the interrupt-driven consumer.
+    fn rearm(&self) {
+        if self.rearm_finds_work() {
+            self.nic.interrupt(self.id);
+        }
+    }
+
+    /// Arms the interrupt unless packets are pending (then it stays masked and the
+    /// caller raises the interrupt path).
+    fn rearm_finds_work(&self) -> bool {
         let before = self.nic.rings[self.id]
             .hw
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
                 Some(if hw >> 1 != 0 { hw } else { hw | IRQ_ARMED })
             })
             .unwrap_or(0);
-        if before >> 1 != 0 {
-            self.nic.interrupt(self.id);
-        }
+        before >> 1 != 0
     }
 }
 
@@ -320,7 +351,7 @@ fn run(mode: Mode, o: &Options) -> Outcome {
                                 Err(again) => token = again,
                             }
                         }
-                        port.rearm_irq();
+                        port.rearm();
                     }
                 }
                 Mode::KbpSpin | Mode::KbpAdaptive => {

@@ -329,6 +329,7 @@ void kbp_quiescent(void)
 }
 void kbp_prepare_to_sleep(void) { set_current_state(TASK_INTERRUPTIBLE); }
 void kbp_sleep(void) { schedule(); }
+void kbp_sleep_for(u64 ns) { schedule_timeout(max(1UL, nsecs_to_jiffies(ns))); }
 void kbp_set_running(void) { __set_current_state(TASK_RUNNING); }
 void kbp_wake(struct task_struct *t) { wake_up_process(t); }
 

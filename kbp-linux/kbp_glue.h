@@ -58,6 +58,7 @@ u64 kbp_now_ns(void);
 void kbp_quiescent(void);
 void kbp_prepare_to_sleep(void);
 void kbp_sleep(void);
+void kbp_sleep_for(u64 ns);
 void kbp_set_running(void);
 void kbp_wake(struct task_struct *t);
 struct task_struct *kbp_thread_create(int (*fn)(void *), void *data, int cpu);

@@ -6,7 +6,7 @@
 use core::ffi::{c_int, c_void};
 use core::sync::atomic::Ordering;
 
-use kbp_core::{AtomicWord, Nanos, Platform};
+use kbp_core::{AtomicWord, Nanos, Platform, Unpark};
 use kernel::prelude::*;
 use kernel::sync::atomic::{ordering, Atomic};
 
@@ -166,10 +166,20 @@ impl Platform for KernelPlatform<'_> {
         unsafe { sys::quiescent() }
     }
 
-    fn park(&self, still_parked: &dyn Fn() -> bool) {
-        sys::sleep_unless(still_parked);
+    fn park(&self, still_parked: &dyn Fn() -> bool, deadline: Option<Nanos>) {
+        let for_ns = match deadline {
+            None => None,
+            Some(deadline) => match deadline.checked_sub(sys::now_ns()) {
+                Some(left) if left > 0 => Some(left),
+                // Already passed: return at once (an early return is allowed).
+                _ => return,
+            },
+        };
+        sys::sleep_unless(still_parked, for_ns);
     }
+}
 
+impl Unpark for KernelPlatform<'_> {
     fn unpark(&self) {
         self.thread.wake();
     }

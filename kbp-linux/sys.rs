@@ -69,6 +69,7 @@ mod ffi {
         pub(super) fn kbp_quiescent();
         pub(super) fn kbp_prepare_to_sleep();
         pub(super) fn kbp_sleep();
+        pub(super) fn kbp_sleep_for(ns: u64);
         pub(super) fn kbp_set_running();
         pub(super) fn kbp_wake(t: *mut RawTask);
         pub(super) fn kbp_thread_create(
@@ -358,16 +359,21 @@ pub(crate) unsafe fn quiescent() {
     unsafe { ffi::kbp_quiescent() }
 }
 
-/// The current kthread sleeps until woken, unless `still_wanted()` says otherwise
-/// after it armed its wake-up (set the task state, check, `schedule()`), or it is
-/// asked to stop. Process context (the kthread itself).
-pub(crate) fn sleep_unless(still_wanted: &dyn Fn() -> bool) {
+/// The current kthread sleeps until woken (or for `for_ns`, if given), unless
+/// `still_wanted()` says otherwise after it armed its wake-up (set the task state,
+/// check, `schedule()`), or it is asked to stop. Process context (the kthread itself).
+pub(crate) fn sleep_unless(still_wanted: &dyn Fn() -> bool, for_ns: Option<u64>) {
     // SAFETY: the calling kthread sets its own state.
     unsafe { ffi::kbp_prepare_to_sleep() };
     // SAFETY: called from a kthread.
     if still_wanted() && !unsafe { ffi::kbp_should_stop() } {
-        // SAFETY: TASK_INTERRUPTIBLE is set; a wake_up_process or kthread_stop wakes us.
-        unsafe { ffi::kbp_sleep() };
+        match for_ns {
+            // SAFETY: TASK_INTERRUPTIBLE is set; a wake_up_process or kthread_stop
+            // wakes us.
+            None => unsafe { ffi::kbp_sleep() },
+            // SAFETY: as above, and the timer ends the sleep too.
+            Some(ns) => unsafe { ffi::kbp_sleep_for(ns) },
+        }
     }
     // SAFETY: restores TASK_RUNNING for the current task.
     unsafe { ffi::kbp_set_running() };

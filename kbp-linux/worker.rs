@@ -194,7 +194,7 @@ extern "C" fn kbp_thread(data: *mut c_void) -> c_int {
             // Wait for kthread_stop, as a kthread must not return early and leave
             // its task to be reaped under the module (kthread_stop_put handles both).
             while !sys::should_stop() {
-                sys::sleep_unless(&|| true);
+                sys::sleep_unless(&|| true, None);
             }
             e.to_errno()
         }

@@ -9,7 +9,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
-use kbp_core::{Config, Nanos, Platform, Poller, RxInstance, Shared};
+use kbp_core::{Config, Nanos, Platform, Poller, Reschedule, RxInstance, Shared};
 
 const CAP: usize = 8;
 const ROUNDS: u64 = 2_000_000;
@@ -27,8 +27,7 @@ impl Platform for BenchPlatform {
         self.clock.fetch_add(1, Ordering::Relaxed)
     }
     fn quiescent(&self) {}
-    fn park(&self, _: &dyn Fn() -> bool) {}
-    fn unpark(&self) {}
+    fn park(&self, _: &dyn Fn() -> bool, _: Option<Nanos>) {}
 }
 
 /// An instance that always has a full weight of packets, processed for free.
@@ -44,7 +43,7 @@ impl RxInstance for FullRx {
     fn take_idle(&self) -> bool {
         true
     }
-    fn rearm_irq(&self) {}
+    fn rearm_irq(&self, _: usize, _: &dyn Reschedule) {}
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -19,10 +19,12 @@ pub enum IdleMode {
 /// The knobs of one poller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Most packets one poll of one instance may process (NAPI weight, 64).
+    /// Most packets one poll of one instance may process (NAPI weight, 64); the default
+    /// of every instance ([`crate::Poller::set_weight`] sets one instance's).
     pub weight: u32,
     /// Most packets one round may process (`netdev_budget`, 300); a round overshoots
-    /// it by less than one weight.
+    /// it by less than one weight (the largest instance weight, with
+    /// [`crate::Poller::set_weight`]).
     pub budget: u32,
     /// Longest a round may run (`netdev_budget_usecs`, 2 ms).
     pub time_limit_ns: Nanos,

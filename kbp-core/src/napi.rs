@@ -41,7 +41,7 @@
 //!   round at most, and never for a parked poller (a parked poller owns nothing).
 
 use crate::atomic::AtomicWord;
-use crate::rx::{Platform, RxInstance};
+use crate::rx::{Reschedule, RxInstance, Unpark};
 use crate::shared::{ScheduleOutcome, Shared};
 use core::cell::Cell;
 
@@ -129,17 +129,17 @@ pub enum Hook {
 /// KBP serves as `id` of `shared`, whose `napi->state` reads `bits`. The caller holds
 /// the kernel's SCHED (the kernel's contract for these functions) and hands it over
 /// when the answer is [`Hook::Divert`].
-pub fn on_schedule<A: AtomicWord, P: Platform, const N: usize>(
+pub fn on_schedule<A: AtomicWord, W: Unpark + ?Sized, const N: usize>(
     shared: &Shared<A, N>,
     id: usize,
     bits: NapiBits,
-    platform: &P,
+    waker: &W,
 ) -> Hook {
     if bits.contains(NapiBits::THREADED) {
         // The administrator switched this instance to the kernel's threaded NAPI.
         return Hook::PassThrough;
     }
-    match shared.schedule(id, platform) {
+    match shared.schedule(id, waker) {
         ScheduleOutcome::Queued { .. } | ScheduleOutcome::Missed => Hook::Divert,
         ScheduleOutcome::Fallback(mut token) => {
             // No poller serves it (shutting down): the kernel's path takes it.
@@ -247,7 +247,9 @@ impl<N: Napi> RxInstance for NapiPort<N> {
                 .intersects(NapiBits::DISABLE | NapiBits::THREADED)
     }
 
-    fn rearm_irq(&self) {
+    fn rearm_irq(&self, _id: usize, _irq: &dyn Reschedule) {
+        // The hand-back poll re-arms the driver's interrupt, and a driver that finds
+        // work reschedules through `__napi_schedule()`, which reaches the entry hook.
         self.release();
     }
 }

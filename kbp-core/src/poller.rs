@@ -8,25 +8,30 @@
 //!     for each: mask softirqs, poll(weight), unmask;                     |
 //!       disable pending -> complete + re-arm IRQ (the disabler waits)    |
 //!       work == weight  -> still owned, re-listed behind new arrivals    |
-//!       work <  weight  -> keep_busy (Spin, or Adaptive inside window)   |
+//!       work <  weight  -> keep_busy (the policy says so)                |
 //!                          or complete + re-arm IRQ (idle / disabling)   |
+//!       detached        -> complete + re-arm IRQ (Poller::detach)        |
 //!     stop early at budget or time limit (squeeze)                       |
 //!            |                                                           |
 //!            v                                                           |
-//!   idle policy: Spin -> never park; Adaptive -> when the list is empty  |
-//!     and no packet for window_ns: park (see crate::park)                |
+//!   idle policy (crate::idle): Stay, or Park with an optional deadline   |
+//!     when the list is empty (see crate::park)                           |
 //!            |                                                           |
 //!            v                                                           |
 //!   platform.quiescent()   (RCU-tasks QS, cond_resched) ----------------+
 //! ```
 //!
 //! A step does a bounded amount of work (one round: at most `budget + weight` packets
-//! and one time limit), so the caller can check for a stop request between steps.
+//! and one time limit), so the caller can check for a stop request between steps, and
+//! attach or detach instances ([`Poller::attach`], [`Poller::detach`]) or change an
+//! instance's weight ([`Poller::set_weight`]) while the poller runs.
 
 use crate::atomic::AtomicWord;
-use crate::config::{Config, ConfigError, IdleMode};
+use crate::config::{Config, ConfigError};
 use crate::counters::{InstanceStats, PollerStats};
+use crate::idle::{Idle, IdlePolicy, ModePolicy};
 use crate::park::TryPark;
+use crate::producer::{Producer, Running};
 use crate::rx::{Nanos, Platform, RxInstance};
 use crate::shared::Shared;
 use crate::state::{Attach, Detach, SchedToken, StateFlags};
@@ -43,7 +48,7 @@ pub enum StepOutcome {
     /// Found no packets and did not park.
     Idle,
     /// Parked and came back; `woken` is true when an interrupt woke the poller (false:
-    /// spurious wake-up or stop request).
+    /// spurious wake-up, stop request or deadline).
     Parked {
         /// Woken by a producer.
         woken: bool,
@@ -97,24 +102,57 @@ impl<const N: usize> Repoll<N> {
     }
 }
 
-/// A busy-polling engine serving up to `N` instances from one thread.
-pub struct Poller<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> {
+/// A busy-polling engine serving up to `N` instances from one thread, with idle
+/// policy `I` ([`ModePolicy`], the one [`Config::idle`] selects, unless built with
+/// [`Poller::with_policy`]).
+pub struct Poller<
+    'a,
+    A: AtomicWord,
+    R: RxInstance,
+    P: Platform,
+    const N: usize,
+    I: IdlePolicy = ModePolicy,
+> {
     shared: &'a Shared<A, N>,
     rx: &'a [R],
     platform: &'a P,
     config: Config,
+    policy: I,
     stats: PollerStats,
     instances: [InstanceStats; N],
-    last_work_ns: Option<Nanos>,
+    /// Each instance's weight (`config.weight` unless set).
+    weights: [u32; N],
+    /// Detached by [`Poller::detach`] while the poller owned it: released at its next
+    /// poll.
+    detaching: [bool; N],
 }
 
-impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A, R, P, N> {
-    /// A poller for instances `0..rx.len()` of `shared`. Nothing is attached yet.
+impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize>
+    Poller<'a, A, R, P, N, ModePolicy>
+{
+    /// A poller for instances `0..rx.len()` of `shared`, with the provided idle policy
+    /// that `config.idle` selects. Nothing is attached yet.
     pub fn new(
         shared: &'a Shared<A, N>,
         rx: &'a [R],
         platform: &'a P,
         config: Config,
+    ) -> Result<Self, ConfigError> {
+        Self::with_policy(shared, rx, platform, config, ModePolicy::from(config.idle))
+    }
+}
+
+impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize, I: IdlePolicy>
+    Poller<'a, A, R, P, N, I>
+{
+    /// A poller for instances `0..rx.len()` of `shared` with the idle policy `policy`
+    /// (`config.idle` is not used). Nothing is attached yet.
+    pub fn with_policy(
+        shared: &'a Shared<A, N>,
+        rx: &'a [R],
+        platform: &'a P,
+        config: Config,
+        policy: I,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         if rx.len() > N {
@@ -128,10 +166,42 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
             rx,
             platform,
             config,
+            policy,
             stats: PollerStats::default(),
             instances: [InstanceStats::default(); N],
-            last_work_ns: None,
+            weights: [config.weight; N],
+            detaching: [false; N],
         })
+    }
+
+    /// The idle policy.
+    pub fn policy(&self) -> &I {
+        &self.policy
+    }
+
+    /// Sets instance `id`'s weight (most packets one poll of it may process), in
+    /// [`Config::weight`]'s range; takes effect at its next poll.
+    pub fn set_weight(&mut self, id: usize, weight: u32) -> Result<(), ConfigError> {
+        let slot = self.weights.get_mut(id).filter(|_| id < self.rx.len());
+        match slot {
+            Some(slot) if (1..=Config::MAX_WEIGHT).contains(&weight) => {
+                *slot = weight;
+                Ok(())
+            }
+            Some(_) => Err(ConfigError {
+                param: "weight",
+                expected: "1..=4096 packets",
+            }),
+            None => Err(ConfigError {
+                param: "instance",
+                expected: "an instance of this poller",
+            }),
+        }
+    }
+
+    /// Instance `id`'s weight.
+    pub fn weight(&self, id: usize) -> Option<u32> {
+        self.weights.get(id).copied().filter(|_| id < self.rx.len())
     }
 
     /// The configuration.
@@ -150,8 +220,10 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
     }
 
     /// Attaches instance `id`: from now on an interrupt lists it on this poller's list.
-    /// In `Spin` mode the poller also takes an idle instance at once and masks its
-    /// interrupt. Returns false when the normal path owns it right now (retry later).
+    /// A spinning policy also takes an idle instance at once and masks its interrupt.
+    /// Returns false when the normal path owns it right now, or the poller still owns
+    /// it after a [`Poller::detach`] (retry later). May be called while the poller
+    /// runs (between steps).
     pub fn attach(&mut self, id: usize) -> bool {
         let Some(rx) = self.rx.get(id) else {
             return false;
@@ -159,7 +231,7 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
         if self.shared.attach(id) != Some(Attach::Attached) {
             return false;
         }
-        if self.config.idle == IdleMode::Spin {
+        if self.policy.spins() {
             if let Some(token) = self
                 .shared
                 .state(id)
@@ -177,6 +249,29 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
         true
     }
 
+    /// Detaches instance `id` while the poller runs: later interrupts take the normal
+    /// path (`Fallback`). If the poller owns the instance it polls it once more and
+    /// releases it (interrupt re-armed) at its next turn; until then
+    /// [`Poller::is_detaching`] is true and the poller may still call the instance.
+    /// Returns false when `id` was not attached.
+    pub fn detach(&mut self, id: usize) -> bool {
+        match self.shared.detach(id) {
+            Detach::Detached { listed } => {
+                if let Some(detaching) = self.detaching.get_mut(id) {
+                    *detaching = listed;
+                }
+                true
+            }
+            Detach::NotAttached => false,
+        }
+    }
+
+    /// True while a detached instance is still owned by the poller (see
+    /// [`Poller::detach`]): the poller may still call it.
+    pub fn is_detaching(&self, id: usize) -> bool {
+        self.detaching.get(id).copied().unwrap_or(false)
+    }
+
     /// Attaches every instance, yielding while the normal path still owns one.
     pub fn attach_all(&mut self) {
         for id in 0..self.rx.len() {
@@ -189,7 +284,7 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
     /// One unit of work: a drain round, the idle policy, a quiescent point.
     #[inline(always)]
     pub fn step(&mut self) -> StepOutcome {
-        if matches!(self.config.idle, IdleMode::Spin) && self.shared.list.is_empty() {
+        if self.policy.spins() && self.shared.list.is_empty() {
             // The hot path of a spinning poller with nothing listed: two loads, no call.
             self.platform.quiescent();
             return StepOutcome::Idle;
@@ -266,7 +361,7 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
         report: &mut RoundReport,
     ) -> Nanos {
         let id = token.id();
-        let weight = self.config.weight;
+        let weight = self.weights.get(id).copied().unwrap_or(self.config.weight);
         let work = match self.rx.get(id) {
             Some(rx) => {
                 let _softirqs_masked = self.platform.mask_softirqs();
@@ -289,22 +384,20 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
         }
         report.polls += 1;
         report.packets += work;
-        if work > 0 {
-            self.last_work_ns = Some(now);
-        }
+        self.policy.polled(id, work, now);
 
-        let disabling = self
-            .shared
-            .state(id)
-            .is_some_and(|state| state.flags().contains(StateFlags::DISABLE))
-            || self.rx.get(id).is_some_and(R::must_release);
+        let disabling = self.shared.state(id).is_some_and(|state| {
+            let flags = state.flags();
+            flags.contains(StateFlags::DISABLE) || !flags.contains(StateFlags::ATTACHED)
+        }) || self.rx.get(id).is_some_and(R::must_release);
         let keep = if disabling {
-            // A disabler waits: let go even with work left (`__napi_poll` does the same).
+            // A disabler waits, or the instance was detached: let go even with work
+            // left (`__napi_poll` does the same for a disable).
             Err(token)
         } else if work == weight {
             // Not finished: still owned, state untouched (NAPI's work == budget rule).
             Ok(token)
-        } else if self.wants_busy(now) {
+        } else if self.policy.keep_busy(id, now) {
             match self.shared.state(id) {
                 Some(state) => state.keep_busy(token),
                 None => Err(token),
@@ -329,17 +422,6 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
         now
     }
 
-    /// Inside the spin window (always, in `Spin`): keep owning instances with their
-    /// interrupt masked after a poll, and do not park.
-    fn wants_busy(&self, now: Nanos) -> bool {
-        match self.config.idle {
-            IdleMode::Spin => true,
-            IdleMode::Adaptive { window_ns } => self
-                .last_work_ns
-                .is_some_and(|last| now.saturating_sub(last) < window_ns),
-        }
-    }
-
     /// `napi_complete_done`: releases and re-arms the interrupt, or hands the token back
     /// when an event was missed (the instance must be listed again).
     fn release(&mut self, token: SchedToken) -> Result<(), SchedToken> {
@@ -352,8 +434,11 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
         if let Some(stats) = self.instances.get_mut(id) {
             stats.record_release();
         }
+        if let Some(detaching) = self.detaching.get_mut(id) {
+            *detaching = false;
+        }
         if let Some(rx) = self.rx.get(id) {
-            rx.rearm_irq();
+            rx.rearm_irq(id, &Producer::new(self.shared, &Running));
         }
         Ok(())
     }
@@ -378,17 +463,18 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
     /// The idle policy after a round without packets.
     #[inline]
     fn idle(&mut self) -> StepOutcome {
-        if self.config.idle == IdleMode::Spin
-            || !self.shared.list.is_empty()
-            || self.wants_busy(self.platform.now())
-        {
+        if self.policy.spins() || !self.shared.list.is_empty() {
             return StepOutcome::Idle;
         }
-        self.park()
+        match self.policy.idle(self.platform.now()) {
+            Idle::Stay => StepOutcome::Idle,
+            Idle::Park { deadline } => self.park(deadline),
+        }
     }
 
-    /// Parks until an interrupt lists an instance (see [`crate::park`]).
-    fn park(&mut self) -> StepOutcome {
+    /// Parks until an interrupt lists an instance or `deadline` passes (see
+    /// [`crate::park`]).
+    fn park(&mut self, deadline: Option<Nanos>) -> StepOutcome {
         let park = &self.shared.park;
         park.begin_idle_check();
         if !self.shared.list.is_empty() {
@@ -398,7 +484,7 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
             return StepOutcome::Idle;
         }
         self.stats.parks += 1;
-        self.platform.park(&|| park.is_parked());
+        self.platform.park(&|| park.is_parked(), deadline);
         let woken = park.finish_park();
         self.stats.wakes += u64::from(woken);
         StepOutcome::Parked { woken }
@@ -409,7 +495,8 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
     /// with its interrupt re-armed. Packets that arrive meanwhile are found by the
     /// re-arm's re-check and go to the normal path: none is lost.
     pub fn shutdown(&mut self) -> ShutdownReport {
-        let mut owed = 0u32;
+        // Instances detached earlier that the poller still owns are owed too.
+        let mut owed = self.detaching.iter().filter(|d| **d).count() as u32;
         for id in 0..N {
             if let Detach::Detached { listed: true } = self.shared.detach(id) {
                 owed += 1;
@@ -424,8 +511,9 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize> Poller<'a, A
             };
             let id = token.id();
             if let Some(rx) = self.rx.get(id) {
+                let weight = self.weights.get(id).copied().unwrap_or(self.config.weight);
                 let _softirqs_masked = self.platform.mask_softirqs();
-                report.packets += rx.poll(self.config.weight).min(self.config.weight);
+                report.packets += rx.poll(weight).min(weight);
             }
             match self.release(token) {
                 Ok(()) => report.released += 1,

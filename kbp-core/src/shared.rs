@@ -2,14 +2,15 @@
 //! park word. This is the only object other CPUs touch.
 //!
 //! An embedder calls [`Shared::schedule`] (and [`Shared::complete`] for a `Fallback`),
-//! [`Shared::disable`] and [`Shared::enable`]. The `model` feature adds read-only
+//! [`Shared::disable`] and [`Shared::enable`], directly or through a
+//! [`crate::Producer`] handle. The `model` feature adds read-only
 //! inspection (`flags`, `list`, `is_parked`) and the two halves of `disable`, for the
 //! model checker; the instances' state words themselves stay crate-private.
 
 use crate::atomic::AtomicWord;
 use crate::park::{Notify, ParkState};
 use crate::poll_list::PollList;
-use crate::rx::Platform;
+use crate::rx::Unpark;
 #[cfg(feature = "model")]
 use crate::state::StateFlags;
 use crate::state::{
@@ -82,14 +83,14 @@ impl<A: AtomicWord, const N: usize> Shared<A, N> {
     /// An event for instance `id` (interrupt context, any CPU): the NAPI
     /// `napi_schedule` analogue. The winner of SCHED lists the instance and wakes the
     /// poller if it sleeps.
-    pub fn schedule<P: Platform>(&self, id: usize, platform: &P) -> ScheduleOutcome {
+    pub fn schedule<W: Unpark + ?Sized>(&self, id: usize, waker: &W) -> ScheduleOutcome {
         let Some(state) = self.states.get(id) else {
             return ScheduleOutcome::Unknown;
         };
         match state.schedule() {
             (Schedule::Won, Some(token)) => match self.list.push(token) {
                 Ok(()) => ScheduleOutcome::Queued {
-                    woke: self.notify_poller(platform),
+                    woke: self.notify_poller(waker),
                 },
                 Err(token) => ScheduleOutcome::Fallback(token),
             },
@@ -163,10 +164,10 @@ impl<A: AtomicWord, const N: usize> Shared<A, N> {
     }
 
     /// Producer side of the park protocol; unparks the poller when it sleeps.
-    pub(crate) fn notify_poller<P: Platform>(&self, platform: &P) -> bool {
+    pub(crate) fn notify_poller<W: Unpark + ?Sized>(&self, waker: &W) -> bool {
         match self.park.notify() {
             Notify::Unpark => {
-                platform.unpark();
+                waker.unpark();
                 true
             }
             Notify::Running => false,

@@ -271,7 +271,7 @@ pub struct NapiWorld {
 
 /// kbp.ko's hook: [`on_schedule`] for the instance, with its current `napi->state`.
 pub fn kbp_hook(world: &NapiWorld, id: usize) -> Hook {
-    on_schedule(&world.shared, id, world.bits(id), &&world.platform)
+    on_schedule(&world.shared, id, world.bits(id), &world.platform)
 }
 
 impl NapiWorld {

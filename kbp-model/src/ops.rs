@@ -43,6 +43,10 @@ pub enum Op {
     /// A socket busy poller takes instance `id` if idle, polls it twice and stops
     /// (`napi_sim` only).
     BusyPoll { id: u8 },
+    /// `Poller::detach(id)` while the poller runs (the simulated NIC only).
+    Detach { id: u8 },
+    /// `Poller::attach(id)` while the poller runs (the simulated NIC only).
+    Attach { id: u8 },
 }
 
 /// A configuration, an instance count and operations.
@@ -111,7 +115,11 @@ impl Case {
                         Op::FinishDisable { id }
                     }
                 }
-                _ => Op::Enable { id },
+                _ => match c % 4 {
+                    0 => Op::Detach { id },
+                    1 => Op::Attach { id },
+                    _ => Op::Enable { id },
+                },
             });
         }
         Case {
@@ -315,7 +323,7 @@ pub fn run_with_coverage(case: &Case) -> Result<Coverage, Violation> {
                 let id = usize::from(id) % instances;
                 let real = nic.shared.enable(id) == kbp_core::state::Enable::Enabled;
                 if real {
-                    ports[id].rearm_irq();
+                    ports[id].rearm();
                 }
                 if real != reference.enable(id) {
                     return mismatch("enable", real, !real);
@@ -336,6 +344,27 @@ pub fn run_with_coverage(case: &Case) -> Result<Coverage, Violation> {
                 nic.inject_during_next_poll(id, inject);
                 reference.rx[id].inject = Some(inject);
             }
+            Op::Detach { id } => {
+                let id = usize::from(id) % instances;
+                let real = poller.detach(id);
+                if real != reference.detach(id) {
+                    return mismatch("detach", real, !real);
+                }
+                if poller.is_detaching(id) != reference.rx[id].detaching {
+                    return mismatch(
+                        "detaching",
+                        poller.is_detaching(id),
+                        reference.rx[id].detaching,
+                    );
+                }
+            }
+            Op::Attach { id } => {
+                let id = usize::from(id) % instances;
+                let real = poller.attach(id);
+                if real != reference.attach(id) {
+                    return mismatch("attach", real, !real);
+                }
+            }
             Op::Softirq | Op::BusyPoll { .. } => {}
         }
         invariants::shared(&nic.shared, instances)?;
@@ -344,7 +373,32 @@ pub fn run_with_coverage(case: &Case) -> Result<Coverage, Violation> {
         counters(&poller, &nic, &reference, instances)?;
     }
 
-    // Quiescence: finish pending disables, enable everything, and step until drained.
+    // Quiescence: attach what was detached (stepping while the poller still owns it),
+    // finish pending disables, enable everything, and step until drained.
+    for id in 0..instances {
+        if reference.rx[id].attached {
+            continue;
+        }
+        let mut attempts = 0;
+        loop {
+            let real = poller.attach(id);
+            if real != reference.attach(id) {
+                return mismatch("attach", real, !real);
+            }
+            if real {
+                break;
+            }
+            step(&mut poller, &mut reference, &mut starvation)?;
+            attempts += 1;
+            if attempts > 1000 {
+                return Err(Violation {
+                    property: 9,
+                    detail: format!("detached instance {id} never released"),
+                });
+            }
+        }
+        compare(&nic, &reference)?;
+    }
     for id in 0..instances {
         for attempt in 0.. {
             let real = nic.shared.try_finish_disable(id);
@@ -366,7 +420,7 @@ pub fn run_with_coverage(case: &Case) -> Result<Coverage, Violation> {
         }
         let real = nic.shared.enable(id) == kbp_core::state::Enable::Enabled;
         if real {
-            ports[id].rearm_irq();
+            ports[id].rearm();
         }
         if real != reference.enable(id) {
             return mismatch("enable", real, !real);
@@ -494,6 +548,8 @@ pub fn run_napi(case: &Case) -> Result<Coverage, Violation> {
             Op::BusyPoll { id } => {
                 let _ = world.busy_poll(usize::from(id) % instances, 2, 2);
             }
+            // kbp.ko never detaches an instance while its thread runs.
+            Op::Detach { .. } | Op::Attach { .. } => {}
         }
         check(&poller)?;
     }

@@ -29,6 +29,8 @@ pub struct RefRx {
     pub disabled: bool,
     /// Served by the poller.
     pub attached: bool,
+    /// Detached while the poller owned it: released at its next poll.
+    pub detaching: bool,
     /// A one-shot injection into the next poll.
     pub inject: Option<Inject>,
     /// Polls by the poller (its per-instance counter).
@@ -118,6 +120,35 @@ impl Reference {
                 self.list.push_back(id);
             }
         }
+    }
+
+    /// `Poller::detach`: false when not attached.
+    pub fn detach(&mut self, id: usize) -> bool {
+        let r = &mut self.rx[id];
+        if !r.attached {
+            return false;
+        }
+        r.attached = false;
+        r.detaching = r.sched && !r.disabled;
+        true
+    }
+
+    /// `Poller::attach`: refused while owned (not by a disabler); a spinning poller
+    /// takes an idle instance at once.
+    pub fn attach(&mut self, id: usize) -> bool {
+        let spin = self.config.idle == IdleMode::Spin;
+        let r = &mut self.rx[id];
+        if r.sched && !r.disabled {
+            return false;
+        }
+        r.attached = true;
+        if spin && !r.sched && !r.disabling && !r.disabled {
+            r.sched = true;
+            r.busy = true;
+            r.irq_armed = false;
+            self.list.push_back(id);
+        }
+        true
     }
 
     /// The NIC writes `n` packets.
@@ -214,6 +245,7 @@ impl Reference {
             return true;
         }
         r.sched = false;
+        r.detaching = false;
         r.releases += 1;
         self.rearm(id);
         false
@@ -239,7 +271,7 @@ impl Reference {
                 if work > 0 {
                     self.last_work = Some(now);
                 }
-                let keep = if self.rx[id].disabling {
+                let keep = if self.rx[id].disabling || !self.rx[id].attached {
                     self.release(id)
                 } else if work == w {
                     true
@@ -311,7 +343,7 @@ impl Reference {
 
     /// `Poller::shutdown`.
     pub fn shutdown(&mut self) {
-        let mut owed = 0;
+        let mut owed = self.rx.iter().filter(|r| r.detaching).count();
         for r in &mut self.rx {
             if r.attached {
                 r.attached = false;

@@ -15,7 +15,9 @@
 //! poller serves the instance) is processed right there by a plain NAPI loop, the
 //! "normal softirq path".
 
-use kbp_core::{Config, Nanos, Platform, RxInstance, SchedToken, ScheduleOutcome, Shared};
+use kbp_core::{
+    Config, Nanos, Platform, Reschedule, RxInstance, SchedToken, ScheduleOutcome, Shared, Unpark,
+};
 
 pub use crate::napi_sim::Inject;
 
@@ -150,9 +152,12 @@ impl<'p> Platform for &'p SimPlatform {
         loom::thread::yield_now();
     }
 
-    fn park(&self, still_parked: &dyn Fn() -> bool) {
+    fn park(&self, still_parked: &dyn Fn() -> bool, deadline: Option<Nanos>) {
         match &self.poller {
             None => {}
+            // A deadline on the simulated clock is reached at once: an early return,
+            // which the park protocol allows anyway (a spurious wake-up).
+            Some(_) if deadline.is_some() => {}
             Some(_) => {
                 while still_parked() {
                     crate::sync::thread::park();
@@ -160,7 +165,9 @@ impl<'p> Platform for &'p SimPlatform {
             }
         }
     }
+}
 
+impl Unpark for SimPlatform {
     fn unpark(&self) {
         self.unparks.fetch_add(1, Ordering::Relaxed);
         if let Some(thread) = &self.poller {
@@ -238,7 +245,12 @@ impl SimNic {
 
     /// The interrupt handler: schedule the instance, run the normal path on a fallback.
     fn raise_irq(&self, id: usize) {
-        match self.shared.schedule(id, &&self.platform) {
+        self.irq_outcome(self.shared.schedule(id, &self.platform));
+    }
+
+    /// What the interrupt handler does with the outcome of a schedule.
+    fn irq_outcome(&self, outcome: ScheduleOutcome) {
+        match outcome {
             ScheduleOutcome::Fallback(token) => self.normal_path(token),
             ScheduleOutcome::Missed => {
                 self.missed.fetch_add(1, Ordering::Relaxed);
@@ -290,7 +302,7 @@ impl SimNic {
                 Err(again) => token = again,
             }
         }
-        port.rearm_irq();
+        port.rearm();
     }
 
     /// A snapshot of instance `id`.
@@ -365,7 +377,26 @@ impl RxInstance for RxPort<'_> {
         true
     }
 
-    fn rearm_irq(&self) {
+    fn rearm_irq(&self, id: usize, irq: &dyn Reschedule) {
+        debug_assert_eq!(id, self.id);
+        if self.rearm_finds_work() {
+            self.nic.irq_outcome(irq.schedule(self.id));
+        }
+    }
+}
+
+impl RxPort<'_> {
+    /// Re-arms the interrupt from outside a poller (the normal path, a test): as
+    /// [`RxInstance::rearm_irq`] with the NIC's own interrupt handler.
+    pub fn rearm(&self) {
+        if self.rearm_finds_work() {
+            self.nic.raise_irq(self.id);
+        }
+    }
+
+    /// Arms the interrupt unless work is pending (then it stays masked and the caller
+    /// raises the interrupt path); a doorbell arms without looking.
+    fn rearm_finds_work(&self) -> bool {
         if self.nic.doorbell {
             let _ =
                 self.nic.rx[self.id]
@@ -373,7 +404,7 @@ impl RxInstance for RxPort<'_> {
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |hw| {
                         Some(hw | IRQ_ARMED)
                     });
-            return;
+            return false;
         }
         let mut raise = false;
         let _ = self.nic.rx[self.id]
@@ -386,8 +417,6 @@ impl RxInstance for RxPort<'_> {
                     hw | IRQ_ARMED
                 })
             });
-        if raise {
-            self.nic.raise_irq(self.id);
-        }
+        raise
     }
 }

@@ -22,7 +22,9 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (id.clone(), id.clone(), any::<u8>(), any::<bool>())
             .prop_map(|(id, target, n, irq)| Op::DuringPoll { id, target, n: n % 32, irq }),
         1 => Just(Op::Softirq),
-        1 => id.prop_map(|id| Op::BusyPoll { id }),
+        1 => id.clone().prop_map(|id| Op::BusyPoll { id }),
+        1 => id.clone().prop_map(|id| Op::Detach { id }),
+        1 => id.prop_map(|id| Op::Attach { id }),
     ]
 }
 
