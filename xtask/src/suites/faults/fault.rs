@@ -186,6 +186,9 @@ pub struct Fault<'a> {
     pub what: String,
     pub flows: usize,
     pub rate: u64,
+    /// Every operation's time bound is multiplied by this (1, or the debug kernel's
+    /// slowdown).
+    pub bound_scale: f64,
     pub bursts: Option<(u64, Duration)>,
     /// Check ownership resumed: a trailing window with no NET_RX growth.
     pub trailing: bool,
@@ -353,7 +356,7 @@ impl Fault<'_> {
                         count: v.len() as u32,
                         max_ms,
                         mean_ms,
-                        bound_ms: bound_ms(label),
+                        bound_ms: bound_ms(label) * self.bound_scale,
                     },
                 )
             })
