@@ -329,7 +329,16 @@ void kbp_quiescent(void)
 }
 void kbp_prepare_to_sleep(void) { set_current_state(TASK_INTERRUPTIBLE); }
 void kbp_sleep(void) { schedule(); }
-void kbp_sleep_for(u64 ns) { schedule_timeout(max(1UL, nsecs_to_jiffies(ns))); }
+/*
+ * An hrtimer, not jiffies: a park deadline is in nanoseconds, and schedule_timeout would
+ * round it to a tick (1-4 ms) or, for a short one, fire before it (sleep_timeout.c:93).
+ */
+void kbp_sleep_for(u64 ns)
+{
+	ktime_t t = ns_to_ktime(min_t(u64, ns, KTIME_MAX));
+
+	schedule_hrtimeout_range(&t, 10 * NSEC_PER_USEC, HRTIMER_MODE_REL);
+}
 void kbp_set_running(void) { __set_current_state(TASK_RUNNING); }
 void kbp_wake(struct task_struct *t) { wake_up_process(t); }
 

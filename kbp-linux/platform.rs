@@ -175,7 +175,11 @@ impl Platform for KernelPlatform<'_> {
                 _ => return,
             },
         };
-        sys::sleep_unless(still_parked, for_ns);
+        // SAFETY: only the poller parks, and a worker's poller runs on its own kthread
+        // (worker.rs, `serve`): process context, no spinlock held, BHs enabled (the
+        // poller masks them only around a poll). kbp-core's `still_parked` reads the
+        // park word only.
+        unsafe { sys::sleep_unless(still_parked, for_ns) };
     }
 }
 

@@ -361,17 +361,24 @@ pub(crate) unsafe fn quiescent() {
 
 /// The current kthread sleeps until woken (or for `for_ns`, if given), unless
 /// `still_wanted()` says otherwise after it armed its wake-up (set the task state,
-/// check, `schedule()`), or it is asked to stop. Process context (the kthread itself).
-pub(crate) fn sleep_unless(still_wanted: &dyn Fn() -> bool, for_ns: Option<u64>) {
-    // SAFETY: the calling kthread sets its own state.
+/// check, `schedule()`), or it is asked to stop.
+///
+/// # Safety
+/// The caller is one of the module's kthreads, in process context, holding no spinlock
+/// and with BHs enabled (it may sleep). `still_wanted` runs in TASK_INTERRUPTIBLE: it
+/// must not sleep.
+pub(crate) unsafe fn sleep_unless(still_wanted: &dyn Fn() -> bool, for_ns: Option<u64>) {
+    // SAFETY: the current task sets its own state; the caller may sleep.
     unsafe { ffi::kbp_prepare_to_sleep() };
-    // SAFETY: called from a kthread.
+    // SAFETY: the current task is a kthread (the caller's guarantee), which
+    // kthread_should_stop requires.
     if still_wanted() && !unsafe { ffi::kbp_should_stop() } {
         match for_ns {
-            // SAFETY: TASK_INTERRUPTIBLE is set; a wake_up_process or kthread_stop
-            // wakes us.
+            // SAFETY: process context, no spinlock held (the caller's guarantee), and
+            // TASK_INTERRUPTIBLE set, so a wake_up_process or kthread_stop after the
+            // check above ends the sleep.
             None => unsafe { ffi::kbp_sleep() },
-            // SAFETY: as above, and the timer ends the sleep too.
+            // SAFETY: as above; the hrtimer ends the sleep too.
             Some(ns) => unsafe { ffi::kbp_sleep_for(ns) },
         }
     }

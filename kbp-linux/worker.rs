@@ -194,7 +194,9 @@ extern "C" fn kbp_thread(data: *mut c_void) -> c_int {
             // Wait for kthread_stop, as a kthread must not return early and leave
             // its task to be reaped under the module (kthread_stop_put handles both).
             while !sys::should_stop() {
-                sys::sleep_unless(&|| true, None);
+                // SAFETY: this is the worker's kthread, in process context, holding no
+                // lock; the condition does not sleep.
+                unsafe { sys::sleep_unless(&|| true, None) };
             }
             e.to_errno()
         }

@@ -255,6 +255,9 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize, I: IdlePolic
     /// [`Poller::is_detaching`] is true and the poller may still call the instance.
     /// Returns false when `id` was not attached.
     pub fn detach(&mut self, id: usize) -> bool {
+        if id >= self.rx.len() {
+            return false;
+        }
         match self.shared.detach(id) {
             Detach::Detached { listed } => {
                 if let Some(detaching) = self.detaching.get_mut(id) {

@@ -90,7 +90,9 @@ pub trait Platform {
     /// futex, or `poll(2)` on the instances' file descriptors. A wait that learns of
     /// work itself (a descriptor became readable) calls [`crate::Shared::schedule`] for
     /// that instance right there, as its interrupt handler: that clears the park word,
-    /// and `still_parked()` turns false.
+    /// and `still_parked()` turns false. In a kernel thread that code runs after the
+    /// task state was set (between `set_current_state` and `schedule`), so it must not
+    /// sleep.
     fn park(&self, still_parked: &dyn Fn() -> bool, deadline: Option<Nanos>);
 }
 

@@ -70,6 +70,19 @@ pub fn build(tc: &Toolchain, kernel: &Kernel) -> Result<PathBuf> {
         Flavor::Debug => root.join("target/kbp/module-debug"),
     };
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    if out != dir && dir.join("kbp.o").exists() {
+        // Kbuild refuses `MO=` while the source directory holds an in-tree build ("The
+        // external module source tree is not clean"): the normal kernel's module is
+        // built there, so clear it (the next normal build redoes it).
+        let status = make(tc, &kernel.src, &kernel.build)
+            .arg(format!("M={}", dir.display()))
+            .arg("clean")
+            .status()
+            .map_err(|e| format!("make clean: {e}"))?;
+        if !status.success() {
+            return Err(format!("make M={} clean failed: {status}", dir.display()));
+        }
+    }
     let mut cmd = make(tc, &kernel.src, &kernel.build);
     cmd.arg(format!("M={}", dir.display()));
     if out != dir {
