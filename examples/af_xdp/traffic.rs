@@ -16,8 +16,9 @@ pub const PAYLOAD: usize = 16;
 
 /// Sends `rate` packets per second for `seconds` from the host end; returns how many.
 pub fn send(rate: u32, seconds: f64) -> io::Result<u64> {
-    // One flow per queue (source ports differ), packets alternating between them, so
-    // the veth's transmit hash can spread them over its queues.
+    // As many flows as queues (source ports differ), packets alternating between them.
+    // The veth picks a flow's queue by hashing the socket's random `sk_txhash`, so the
+    // flows spread over the queues or share one, differently in each trial.
     let flows = (0..QUEUES)
         .map(|_| {
             let sock = UdpSocket::bind(SocketAddrV4::new(HOST_ADDR, 0))?;
