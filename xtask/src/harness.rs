@@ -14,7 +14,7 @@ use crate::base::progress::{Stage, output};
 use crate::base::{Result, workspace_root};
 use crate::build::kernel::Flavor;
 use crate::build::{initramfs, kernel, module, toolchain};
-use crate::guest::vm::{Guest, QUEUE_PAIRS, Tcg, VCPUS};
+use crate::guest::vm::{Guest, Nic, QUEUE_PAIRS, Tcg, VCPUS};
 
 /// Where the module lives in the guest.
 pub const MODULE_PATH: &str = "/lib/modules/kbp.ko";
@@ -147,6 +147,7 @@ pub fn build_and_boot_flavor(log_name: &str, flavor: Flavor, tcg: Tcg) -> Result
                 Flavor::Debug => Duration::from_secs(900),
             },
             tcg,
+            Nic::Virtio,
         ) {
             Ok(guest) => break guest,
             Err(e) if attempt < 3 && e.contains("before the guest came up") => {
@@ -170,7 +171,12 @@ pub fn build_and_boot_flavor(log_name: &str, flavor: Flavor, tcg: Tcg) -> Result
 
 /// `cargo xtask guest-run CMD...`: boots the guest (module in the initramfs), runs each
 /// command through the agent and prints its output; for investigating by hand.
+/// `--nic NAME` first picks the guest's NIC model (virtio, e1000e, vmxnet3).
 pub fn run_commands(commands: &[String]) -> Result {
+    let (nic, commands) = match commands {
+        [flag, name, rest @ ..] if flag == "--nic" => (Nic::parse(name)?, rest),
+        _ => (Nic::Virtio, commands),
+    };
     let tc = toolchain::ensure()?;
     let k = kernel::build(&tc)?;
     let ko = module::build(&tc, &k)?;
@@ -182,6 +188,7 @@ pub fn run_commands(commands: &[String]) -> Result {
         &out_dir.join("guest-run.log"),
         Duration::from_secs(180),
         Tcg::MultiThread,
+        nic,
     )?;
     for command in commands {
         let (code, out) = guest.exec(command)?;

@@ -44,6 +44,45 @@ pub const WARNING_MARKERS: &[&str] = &[
     "Kernel panic",
 ];
 
+/// The guest's NIC model (`--nic`), each driven by the guest kernel's real driver.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Nic {
+    /// virtio-net with [`QUEUE_PAIRS`] queue pairs (`virtio_net`): the default.
+    Virtio,
+    /// Intel 82574L (`e1000e`): one RX and one TX queue, one NAPI for both.
+    E1000e,
+    /// VMware's paravirtual NIC (`vmxnet3`).
+    Vmxnet3,
+}
+
+impl Nic {
+    /// Parses `--nic`'s value.
+    pub fn parse(name: &str) -> Result<Nic> {
+        match name {
+            "virtio" => Ok(Nic::Virtio),
+            "e1000e" => Ok(Nic::E1000e),
+            "vmxnet3" => Ok(Nic::Vmxnet3),
+            other => Err(format!("--nic {other}: expected virtio, e1000e or vmxnet3")),
+        }
+    }
+
+    /// QEMU's `-netdev` and `-device` values for it on `tap0`.
+    fn qemu_args(self) -> (String, String) {
+        let tap = "tap,id=n0,ifname=tap0,script=no,downscript=no";
+        match self {
+            Nic::Virtio => (
+                format!("{tap},queues={QUEUE_PAIRS}"),
+                format!(
+                    "virtio-net-pci,netdev=n0,mq=on,vectors={}",
+                    2 * QUEUE_PAIRS + 2
+                ),
+            ),
+            Nic::E1000e => (tap.to_string(), "e1000e,netdev=n0".to_string()),
+            Nic::Vmxnet3 => (tap.to_string(), "vmxnet3,netdev=n0".to_string()),
+        }
+    }
+}
+
 /// How QEMU's TCG runs the vCPUs.
 ///
 /// `MultiThread` (MTTCG, one host thread per vCPU) is QEMU's default and the only mode
@@ -152,6 +191,7 @@ impl Guest {
         log: &Path,
         timeout: Duration,
         tcg: Tcg,
+        nic: Nic,
     ) -> Result<Guest> {
         let lock = lock_guest()?;
         let netns = format!("kbp-test-{}", std::process::id());
@@ -168,19 +208,16 @@ impl Guest {
         let ns_file = File::open(format!("/var/run/netns/{netns}")).map_err(|e| e.to_string())?;
         setns(&ns_file)?;
         run(Command::new("ip").args(["link", "set", "lo", "up"]))?;
-        run(Command::new("ip").args([
-            "tuntap",
-            "add",
-            "dev",
-            "tap0",
-            "mode",
-            "tap",
-            "multi_queue",
-        ]))?;
+        run(Command::new("ip")
+            .args(["tuntap", "add", "dev", "tap0", "mode", "tap"])
+            // A multi-queue tap only for virtio-net's queue pairs: QEMU opens the others'
+            // single queue without IFF_MULTI_QUEUE, which a multi-queue tap refuses.
+            .args((nic == Nic::Virtio).then_some("multi_queue")))?;
         run(Command::new("ip").args(["addr", "add", &format!("{HOST_ADDR}/24"), "dev", "tap0"]))?;
         run(Command::new("ip").args(["link", "set", "tap0", "up"]))?;
 
         let _ = std::fs::remove_file(log);
+        let (netdev, device) = nic.qemu_args();
         let start = Instant::now();
         let qemu = Command::new("qemu-system-x86_64")
             .args([
@@ -213,17 +250,7 @@ impl Guest {
             .args(["-append", "console=ttyS0 panic=-1 loglevel=6 tsc=reliable"])
             .arg("-serial")
             .arg(format!("file:{}", log.display()))
-            .args([
-                "-netdev",
-                &format!("tap,id=n0,ifname=tap0,script=no,downscript=no,queues={QUEUE_PAIRS}"),
-            ])
-            .args([
-                "-device",
-                &format!(
-                    "virtio-net-pci,netdev=n0,mq=on,vectors={}",
-                    2 * QUEUE_PAIRS + 2
-                ),
-            ])
+            .args(["-netdev", &netdev, "-device", &device])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
