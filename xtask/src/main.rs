@@ -17,7 +17,7 @@
 //!                            (`guest-test --faults` is an alias; --debug-kernel: on the
 //!                            debug kernel -> target/kbp/faults-debug.json)
 //! cargo xtask guest-run CMD  boot the guest and run shell commands in it
-//! cargo xtask bench [--quick] [--modes LIST]
+//! cargo xtask bench [--quick] [--modes LIST] [--host-cpus LIST]
 //!                            napi / threaded / busy-poll / kbp-spin / kbp-adaptive side
 //!                            by side -> target/kbp/bench/{report.md,results.json,*.svg}
 //! cargo xtask clean-cache    remove ~/.cache/kbp (the kernel build tree)
@@ -48,7 +48,7 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <toolchain|kernel [--debug]|module [--debug]|initramfs|guest-test|faults [--soak-minutes M] [--cycles N] [--debug-kernel]|guest-run CMD...|bench [--quick]|clean-cache>"
+        "usage: cargo xtask <toolchain|kernel [--debug]|module [--debug]|initramfs|guest-test|faults [--soak-minutes M] [--cycles N] [--debug-kernel]|guest-run CMD...|bench [--quick] [--modes LIST] [--host-cpus LIST]|clean-cache>"
     );
     ExitCode::from(2)
 }

@@ -56,6 +56,7 @@ use kbp_traffic::{TrialSpec, run_trial, zero_loss_search};
 
 use crate::base::progress::{Stage, output};
 use crate::base::{Result, workspace_root};
+use crate::guest::host_cpus::{self, allowed_cpus, cpu_list_text, parse_cpu_list, set_affinity};
 use crate::guest::probes::{cpu_between, cpu_sample};
 use crate::guest::stats_file::{StatsFile, gap_bucket_text, gap_percentile_bucket};
 use crate::guest::tracing::{trace_read, trace_start};
@@ -78,6 +79,8 @@ struct Options {
     seconds: f64,
     reps: u32,
     modes: Vec<String>,
+    /// The host cores the guest may use (`--host-cpus`, default: the xtask's affinity).
+    host_cpus: Vec<usize>,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -89,6 +92,7 @@ fn parse(args: &[String]) -> Result<Options> {
         seconds: 10.0,
         reps: 3,
         modes: MODES.iter().map(|m| m.to_string()).collect(),
+        host_cpus: allowed_cpus()?,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -107,9 +111,21 @@ fn parse(args: &[String]) -> Result<Options> {
                     return Err(format!("unknown mode {bad} (modes: {})", MODES.join(",")));
                 }
             }
+            "--host-cpus" => {
+                let list = it.next().ok_or("--host-cpus needs a CPU list (e.g. 2-7)")?;
+                let cpus = parse_cpu_list(list)?;
+                let allowed = allowed_cpus()?;
+                if let Some(bad) = cpus.iter().find(|c| !allowed.contains(c)) {
+                    return Err(format!(
+                        "--host-cpus {list}: CPU {bad} is not one this process may use ({})",
+                        cpu_list_text(&allowed)
+                    ));
+                }
+                o.host_cpus = cpus;
+            }
             other => {
                 return Err(format!(
-                    "unknown flag {other} (flags: --quick, --modes LIST)"
+                    "unknown flag {other} (flags: --quick, --modes LIST, --host-cpus LIST)"
                 ));
             }
         }
@@ -120,8 +136,21 @@ fn parse(args: &[String]) -> Result<Options> {
 /// Everything for one mode, in one boot.
 fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
     let stage = Stage::start(format!("bench mode {mode}"));
+    // QEMU inherits this thread's affinity: every core of the run until it is laid out.
+    set_affinity(0, &o.host_cpus)?;
     let (release, guest) = build_and_boot(&format!("bench-{mode}.log"), Tcg::MultiThread)?;
     results.guest_kernel = release;
+    let qemu = guest.qemu_pid().ok_or("no QEMU process")?;
+    let layout = host_cpus::apply(qemu, VCPUS, &o.host_cpus)?;
+    println!("[xtask]   host: {}", layout.line);
+    results.oversubscribed |= layout.oversubscribed;
+    if !results.host_layout.contains(&layout.line) {
+        results.host_layout.push(layout.line.clone());
+    }
+    // The load generator (this thread and the threads it starts) on the spare cores.
+    if !layout.spare.is_empty() {
+        set_affinity(0, &layout.spare)?;
+    }
     let pinning = set_up(&guest, mode)?;
     for line in pinning.lines() {
         println!("[xtask]   poller {line}");
@@ -328,6 +357,8 @@ pub fn run(args: &[String]) -> Result {
         date,
         machine: host_description(),
         guest_kernel: String::new(),
+        host_layout: Vec::new(),
+        oversubscribed: false,
         setup: format!(
             "QEMU TCG guest, {VCPUS} vCPUs, 1 GiB, virtio-net with {QUEUE_PAIRS} queue pairs on a multi-queue tap; every virtio-net IRQ on CPU {IRQ_CPU}, \
              echo server pinned to CPU {ECHO_CPU}, every polling thread pinned to CPU {POLL_CPU}; competition load: a loopback UDP flood \

@@ -70,6 +70,13 @@ pub struct Results {
     pub machine: String,
     /// The guest kernel release.
     pub guest_kernel: String,
+    /// Whether the run was oversubscribed: the host cores it used, QEMU's vCPU and I/O
+    /// threads, and where they were pinned (one line per mode's boot, deduplicated;
+    /// [`crate::guest::host_cpus`]).
+    pub host_layout: Vec<String>,
+    /// The run was oversubscribed (any mode's boot): wall-clock figures are the
+    /// emulator's as much as the guest's.
+    pub oversubscribed: bool,
     /// The guest's shape and the CPU plan.
     pub setup: String,
     /// `--quick` was given.

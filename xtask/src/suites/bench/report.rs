@@ -172,6 +172,11 @@ pub fn write(dir: &Path, results: &Results) -> Result {
 fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# KBP bench report\n");
+    // First, so that no figure below is read as a property of KBP when the emulator
+    // shared too few cores out.
+    for line in &r.host_layout {
+        let _ = writeln!(s, "**Host: {line}.**\n");
+    }
     let _ = writeln!(
         s,
         "- date: {}\n- machine: {}\n- guest: Linux {}; {}",
