@@ -16,7 +16,8 @@
 //!
 //! ```text
 //! CPU 0      every virtio-net interrupt (set so in every mode); in `napi` mode
-//!            NET_RX runs here; the competition load runs here
+//!            NET_RX runs here; the competition loads run here
+//! CPU 1      the `deferral` load's flood threads (RPS sends their packets to CPU 0)
 //! CPU 2      the echo server (kbp-echo, plain UdpSocket), pinned
 //! CPU 3      every polling thread: napi/eth0-* (threaded, busy-poll), kbp/3 (KBP)
 //! ```
@@ -39,9 +40,10 @@
 //! | echo | `trials`, `base` | low and high fixed rate x 64/512/1518-byte frames x repetitions | `bench_mode`, `trial::trial` |
 //! | zero-loss | `zero_loss` | binary search up to [`ZERO_LOSS_CEILING_PPS`] | `bench_mode` |
 //! | many queues | `trials`, `many-queues` | 16 flows over both queue pairs (XPS off), polling CPU measured | `bench_mode` |
-//! | competition | `trials`, `competition` | a loopback UDP flood on CPU 0 (`kbp-ctl flood`), so NET_RX there has other work | `setup::start_load` |
+//! | competition | `trials`, `competition` | a loopback UDP flood on CPU 0 (`kbp-ctl flood`), so NET_RX there has other work | `setup::start_load`, `Load::Flood` |
+//! | deferral | `trials`, `deferral` | the paper's mechanism: a flood on CPU 1 steered by RPS into CPU 0's backlog (softirq work beyond `__do_softirq`'s limits: NET_RX deferred to `ksoftirqd/0`) and CPU-bound threads on CPU 0 at `ksoftirqd`'s priority (`kbp-ctl spin`) | `setup::start_load`, `Load::Deferral` |
 //! | container | `trials`, `container` | an echo server in a network namespace behind a veth pair, a bridge and NAT on a published port, as Docker lays out a bridge network (`nft` in the guest) | `setup::set_up_container` |
-//! | traced delay | `delays` (and `traced` trials, not in the tables) | in-guest delay from hist triggers, without and with the flood; KBP modes add kbp.ko's poll-gap histogram | [`crate::guest::tracing`] |
+//! | traced delay | `delays` (and `traced` trials, not in the tables) | in-guest delay from hist triggers, without load and under each load; KBP modes add kbp.ko's poll-gap histogram; every mode adds `ksoftirqd/0`'s wake to run | [`crate::guest::tracing`] |
 
 mod model;
 mod report;
@@ -64,9 +66,12 @@ use crate::guest::vm::{QUEUE_PAIRS, Tcg, VCPUS};
 use crate::harness::{ZERO_LOSS_CEILING_PPS, build_and_boot};
 use crate::suites::bench::model::{Idle, Results, ZeroLoss};
 use crate::suites::bench::setup::{
-    ECHO_CPU, IRQ_CPU, POLL_CPU, set_up, set_up_container, start_load, stop_load,
+    ECHO_CPU, IRQ_CPU, Load, POLL_CPU, set_up, set_up_container, start_load, stop_load,
 };
 use crate::suites::bench::trial::{TrialPlan, target, trial};
+
+/// The competition loads, in the order they run (each a trial `variant`).
+const LOADS: [Load; 2] = [Load::Flood, Load::Deferral];
 
 /// The modes, in report order.
 pub const MODES: [&str; 5] = ["napi", "threaded", "busy-poll", "kbp-spin", "kbp-adaptive"];
@@ -236,16 +241,18 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
         )?);
     }
 
-    start_load(&guest)?;
-    for &frame in &o.frames {
-        for rep in 0..o.reps {
-            results.trials.push(trial(
-                &guest,
-                &plan("competition", frame, o.rates[0], rep, 1, false),
-            )?);
+    for load in LOADS {
+        start_load(&guest, load)?;
+        for &frame in &o.frames {
+            for rep in 0..o.reps {
+                results.trials.push(trial(
+                    &guest,
+                    &plan(load.variant(), frame, o.rates[0], rep, 1, false),
+                )?);
+            }
         }
+        stop_load(&guest)?;
     }
-    stop_load(&guest)?;
 
     let container = set_up_container(&guest)?;
     for &frame in &o.frames {
@@ -261,9 +268,10 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
     }
 
     // Last, because tracing costs: the delay distributions, without and with load.
-    for variant in ["base", "competition"] {
-        if variant == "competition" {
-            start_load(&guest)?;
+    for load in [None, Some(Load::Flood), Some(Load::Deferral)] {
+        let variant = load.map_or("base", Load::variant);
+        if let Some(load) = load {
+            start_load(&guest, load)?;
         }
         let kbp_stats = || -> Result<Option<StatsFile>> {
             if !mode.starts_with("kbp") {
@@ -275,9 +283,9 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
                 .ok_or_else(|| format!("unreadable kbp stats: {text}"))
         };
         let before = kbp_stats()?;
-        let what = trace_start(&guest, mode)?;
+        let what = trace_start(&guest, mode, IRQ_CPU)?;
         trial(&guest, &plan("traced", 64, o.rates[0], 0, 1, false))?;
-        let mut d = trace_read(&guest, mode, variant, what)?;
+        let [mut d, ksoftirqd] = trace_read(&guest, mode, variant, what, IRQ_CPU)?;
         if let (Some(before), Some(after)) = (before, kbp_stats()?) {
             let mut gaps = after.poll_gaps();
             gaps.iter_mut()
@@ -293,8 +301,18 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
             "[xtask]   delay {variant}: {} over {} events: p50 {:?} p99 {:?} p99.9 {:?} max {:?} us; kbp poll gaps {:?} (p99 {gap_p99:?})",
             d.what, d.count, d.p50_us, d.p99_us, d.p99_9_us, d.max_us, d.kbp_poll_gaps
         );
+        println!(
+            "[xtask]   delay {variant}: {} over {} events: p50 {:?} p99 {:?} p99.9 {:?} max {:?} us",
+            ksoftirqd.what,
+            ksoftirqd.count,
+            ksoftirqd.p50_us,
+            ksoftirqd.p99_us,
+            ksoftirqd.p99_9_us,
+            ksoftirqd.max_us
+        );
         results.delays.push(d);
-        if variant == "competition" {
+        results.delays.push(ksoftirqd);
+        if load.is_some() {
             stop_load(&guest)?;
         }
     }
@@ -361,8 +379,8 @@ pub fn run(args: &[String]) -> Result {
         oversubscribed: false,
         setup: format!(
             "QEMU TCG guest, {VCPUS} vCPUs, 1 GiB, virtio-net with {QUEUE_PAIRS} queue pairs on a multi-queue tap; every virtio-net IRQ on CPU {IRQ_CPU}, \
-             echo server pinned to CPU {ECHO_CPU}, every polling thread pinned to CPU {POLL_CPU}; competition load: a loopback UDP flood \
-             pinned to CPU {IRQ_CPU} (kbp-ctl flood)"
+             echo server pinned to CPU {ECHO_CPU}, every polling thread pinned to CPU {POLL_CPU}; competition loads: {}",
+            LOADS.map(Load::describe).join("; ")
         ),
         quick: o.quick,
         rates_pps: o.rates,
