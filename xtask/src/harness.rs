@@ -168,9 +168,15 @@ pub fn build_and_boot_flavor(log_name: &str, flavor: Flavor, tcg: Tcg) -> Result
     Ok((k.release, guest))
 }
 
-/// `cargo xtask guest-run CMD...`: boots the guest (module in the initramfs), runs each
-/// command through the agent and prints its output; for investigating by hand.
-pub fn run_commands(commands: &[String]) -> Result {
+/// `cargo xtask guest-run [--icount] CMD...`: boots the guest (module in the
+/// initramfs), runs each command through the agent and prints its output; for
+/// investigating by hand. `--icount`: under [`Tcg::Icount`] (virtual time counts
+/// instructions).
+pub fn run_commands(args: &[String]) -> Result {
+    let (tcg, commands) = match args.split_first() {
+        Some((flag, rest)) if flag == "--icount" => (Tcg::Icount, rest),
+        _ => (Tcg::MultiThread, args),
+    };
     let tc = toolchain::ensure()?;
     let k = kernel::build(&tc)?;
     let ko = module::build(&tc, &k)?;
@@ -181,7 +187,7 @@ pub fn run_commands(commands: &[String]) -> Result {
         &image,
         &out_dir.join("guest-run.log"),
         Duration::from_secs(180),
-        Tcg::MultiThread,
+        tcg,
     )?;
     for command in commands {
         let (code, out) = guest.exec(command)?;
