@@ -61,7 +61,7 @@ use crate::base::{Result, workspace_root};
 use crate::guest::host_cpus::{self, allowed_cpus, cpu_list_text, parse_cpu_list, set_affinity};
 use crate::guest::probes::{cpu_between, cpu_sample};
 use crate::guest::stats_file::{StatsFile, gap_bucket_text, gap_percentile_bucket};
-use crate::guest::tracing::{trace_read, trace_start};
+use crate::guest::tracing::{ksoftirqd_sample, ksoftirqd_since, trace_read, trace_start};
 use crate::guest::vm::{QUEUE_PAIRS, Tcg, VCPUS};
 use crate::harness::{ZERO_LOSS_CEILING_PPS, build_and_boot};
 use crate::suites::bench::model::{Idle, Results, ZeroLoss};
@@ -284,8 +284,11 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
         };
         let before = kbp_stats()?;
         let what = trace_start(&guest, mode, IRQ_CPU)?;
+        let ksd_before = ksoftirqd_sample(&guest, IRQ_CPU)?;
         trial(&guest, &plan("traced", 64, o.rates[0], 0, 1, false))?;
-        let [mut d, ksoftirqd] = trace_read(&guest, mode, variant, what, IRQ_CPU)?;
+        let ksd = ksoftirqd_since(&ksd_before, &ksoftirqd_sample(&guest, IRQ_CPU)?);
+        let [mut d, mut ksoftirqd] = trace_read(&guest, mode, variant, what, IRQ_CPU)?;
+        ksoftirqd.ksoftirqd = Some(ksd);
         if let (Some(before), Some(after)) = (before, kbp_stats()?) {
             let mut gaps = after.poll_gaps();
             gaps.iter_mut()
@@ -302,13 +305,18 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
             d.what, d.count, d.p50_us, d.p99_us, d.p99_9_us, d.max_us, d.kbp_poll_gaps
         );
         println!(
-            "[xtask]   delay {variant}: {} over {} events: p50 {:?} p99 {:?} p99.9 {:?} max {:?} us",
+            "[xtask]   delay {variant}: {} over {} events: p50 {:?} p99 {:?} p99.9 {:?} max {:?} us; over the trial it ran {} ms, waited {} ms in {} slices; CPU {IRQ_CPU} NET_RX +{}, time_squeeze +{}",
             ksoftirqd.what,
             ksoftirqd.count,
             ksoftirqd.p50_us,
             ksoftirqd.p99_us,
             ksoftirqd.p99_9_us,
-            ksoftirqd.max_us
+            ksoftirqd.max_us,
+            ksd.ran_ms,
+            ksd.waited_ms,
+            ksd.slices,
+            ksd.net_rx,
+            ksd.time_squeeze
         );
         results.delays.push(d);
         results.delays.push(ksoftirqd);

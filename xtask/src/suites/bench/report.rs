@@ -182,6 +182,7 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
     for line in &r.host_layout {
         let _ = writeln!(s, "**Host: {line}.**\n");
     }
+    let _ = writeln!(s, "{}", short_answer(r, tables));
     let _ = writeln!(
         s,
         "- date: {}\n- machine: {}\n- guest: Linux {}; {}",
@@ -376,6 +377,34 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
 
     let _ = writeln!(
         s,
+        "\n### ksoftirqd/0 over the traced trials (`/proc/PID/schedstat`, `/proc/softirqs`, `/proc/net/softnet_stat`)\n\n\
+         How much of CPU 0's softirq work ran in ksoftirqd, and how long ksoftirqd waited for the CPU while runnable (woken or \
+         preempted; the wake-to-run histogram above sees only wakes, and a ksoftirqd with work left is rarely asleep).\n\n\
+         | mode | variant | ran | waited (runnable) | slices | mean wait per slice | CPU 0 NET_RX | time_squeeze |\n\
+         |---|---|---|---|---|---|---|---|"
+    );
+    for d in &r.delays {
+        let Some(k) = d.ksoftirqd else { continue };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} ms | {} ms | {} | {} | {} | {} |",
+            d.mode,
+            d.variant,
+            k.ran_ms,
+            k.waited_ms,
+            k.slices,
+            if k.slices > 0 {
+                format!("{:.2} ms", k.waited_ms as f64 / k.slices as f64)
+            } else {
+                "-".into()
+            },
+            k.net_rx,
+            k.time_squeeze
+        );
+    }
+
+    let _ = writeln!(
+        s,
         "\n## Idle cost (no traffic, 3 s)\n\n| mode | polling threads | whole guest |\n|---|---|---|"
     );
     for i in &r.idle {
@@ -426,6 +455,89 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
         s,
         "Plots: `fig8-max-rtt.svg`, `fig8-max-rtt-competition.svg`, `fig8-max-rtt-deferral.svg`, `fig9-zero-loss.svg`. Every figure: `results.json`."
     );
+    s
+}
+
+/// The report's opening: does the paper's mechanism (NET_RX deferred to a ksoftirqd
+/// that waits for the CPU) appear in this run, and what does each mode do under it?
+/// From `napi`'s traced delays and ksoftirqd counters under the `deferral` load and the
+/// `deferral` RTT tables.
+fn short_answer(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String {
+    let mut s = String::from(
+        "## Short answer: does the paper's mechanism appear, and what does each mode do under it?\n\n",
+    );
+    let find = |variant: &str, ksoftirqd: bool| {
+        r.delays.iter().find(|d| {
+            d.mode == "napi" && d.variant == variant && d.ksoftirqd.is_some() == ksoftirqd
+        })
+    };
+    let us = |v: Option<u64>| v.map_or("-".to_string(), |v| ms(v as f64));
+    match (
+        find("deferral", false),
+        find("deferral", true),
+        find("base", false),
+    ) {
+        (Some(net_rx), Some(ksd), base) => {
+            let k = ksd.ksoftirqd.unwrap_or_default();
+            let appears = net_rx.max_us.unwrap_or(0) >= 1_000 && k.waited_ms > 0;
+            let _ = writeln!(
+                s,
+                "- {}: under the `deferral` load, `napi`'s NET_RX raise-to-run on the IRQ CPU was p99 {}, p99.9 {}, max {} over {} events{}; \
+                 over the same trial ksoftirqd/0 ran {} ms and waited {} ms for the CPU in {} slices (time_squeeze +{}).",
+                if appears {
+                    "Yes, NET_RX waits for a contended ksoftirqd"
+                } else {
+                    "Not in this run (no millisecond NET_RX delay with a waiting ksoftirqd)"
+                },
+                us(net_rx.p99_us),
+                us(net_rx.p99_9_us),
+                us(net_rx.max_us),
+                net_rx.count,
+                base.map_or(String::new(), |b| format!(
+                    " (without load: p99.9 {}, max {})",
+                    us(b.p99_9_us),
+                    us(b.max_us)
+                )),
+                k.ran_ms,
+                k.waited_ms,
+                k.slices,
+                k.time_squeeze
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                s,
+                "- `napi` was not traced under the `deferral` load in this run: no answer."
+            );
+        }
+    }
+    let low = r.rates_pps[0];
+    if let Some(modes) = tables.get(&("deferral".to_string(), 64, low)) {
+        let napi = modes.get("napi");
+        let cells: Vec<String> = r
+            .modes
+            .iter()
+            .filter_map(|m| {
+                let a = modes.get(m)?;
+                Some(format!(
+                    "{m} p99 {} / max {}{}",
+                    ms(a.p99),
+                    ms(a.max),
+                    napi.filter(|_| m != "napi")
+                        .map_or(String::new(), |n| format!(
+                            " ({:.2}x / {:.2}x napi)",
+                            a.p99 / n.p99,
+                            a.max / n.max
+                        ))
+                ))
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "- Host-side echo RTT under it (64 B, {low} pps, medians): {}.",
+            cells.join("; ")
+        );
+    }
     s
 }
 
@@ -501,4 +613,108 @@ fn bars(
         .draw()
         .map_err(|e| err(&e))?;
     root.present().map_err(|e| err(&e))
+}
+
+#[cfg(test)]
+mod tests {
+    use kbp_traffic::RttSummary;
+
+    use super::*;
+    use crate::guest::tracing::{Delay, KsoftirqdStats};
+
+    fn delay(mode: &str, variant: &str, max_us: u64, ksoftirqd: Option<KsoftirqdStats>) -> Delay {
+        Delay {
+            mode: mode.into(),
+            variant: variant.into(),
+            what: "x".into(),
+            count: 100,
+            p50_us: Some(10),
+            p99_us: Some(max_us / 2),
+            p99_9_us: Some(max_us),
+            max_us: Some(max_us),
+            kbp_poll_gaps: None,
+            dropped: 0,
+            ksoftirqd,
+        }
+    }
+
+    fn trial(mode: &str, p99: f64, max: f64) -> Trial {
+        Trial {
+            mode: mode.into(),
+            variant: "deferral".into(),
+            frame_bytes: 64,
+            rate_pps: 1000,
+            rep: 0,
+            flows: 1,
+            sent: 10,
+            received: 10,
+            lost: 0,
+            rtt_us: RttSummary {
+                p99,
+                max,
+                ..RttSummary::default()
+            },
+            net_rx_softirq_delta: 0,
+            poller_cpu_percent: None,
+        }
+    }
+
+    fn results(napi_deferral_max_us: u64) -> Results {
+        let k = KsoftirqdStats {
+            ran_ms: 3245,
+            waited_ms: 6529,
+            slices: 525,
+            net_rx: 3086,
+            time_squeeze: 1218,
+        };
+        Results {
+            date: String::new(),
+            machine: String::new(),
+            guest_kernel: String::new(),
+            host_layout: vec!["oversubscribed: 2 host cores (0-1) for 4 vCPUs".into()],
+            oversubscribed: true,
+            setup: String::new(),
+            quick: true,
+            rates_pps: [1000, 5000],
+            trial_seconds: 4.0,
+            reps: 1,
+            warmup: String::new(),
+            modes: vec!["napi".into(), "kbp-spin".into()],
+            trials: vec![
+                trial("napi", 9000.0, 24000.0),
+                trial("kbp-spin", 4500.0, 6000.0),
+            ],
+            zero_loss: Vec::new(),
+            idle: Vec::new(),
+            delays: vec![
+                delay("napi", "base", 447, None),
+                delay("napi", "deferral", napi_deferral_max_us, None),
+                delay("napi", "deferral", 18173, Some(k)),
+            ],
+            userspace_example: String::new(),
+            engine_bench: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_report_opens_with_the_host_and_the_answer() {
+        let r = results(24245);
+        let text = report(&r, &table(&r));
+        let host = text.find("**Host: oversubscribed").expect("host line");
+        let answer = text.find("## Short answer").expect("short answer");
+        assert!(host < answer && answer < text.find("- date:").unwrap());
+        assert!(
+            text.contains("- Yes, NET_RX waits for a contended ksoftirqd: under the `deferral` load, `napi`'s NET_RX raise-to-run on the IRQ CPU was p99 12.12 ms, p99.9 24.25 ms, max 24.25 ms over 100 events (without load: p99.9 447 µs, max 447 µs); over the same trial ksoftirqd/0 ran 3245 ms and waited 6529 ms for the CPU in 525 slices (time_squeeze +1218)."),
+            "{text}"
+        );
+        assert!(
+            text.contains("napi p99 9.00 ms / max 24.00 ms; kbp-spin p99 4.50 ms / max 6.00 ms (0.50x / 0.25x napi)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| napi | deferral | 3245 ms | 6529 ms | 525 | 12.44 ms | 3086 | 1218 |")
+        );
+        let no = results(900);
+        assert!(report(&no, &table(&no)).contains("- Not in this run"));
+    }
 }
