@@ -538,6 +538,47 @@ fn short_answer(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> S
             cells.join("; ")
         );
     }
+    // Side by side: each mode's in-guest delay under the load and its RTT.
+    let deferral = |m: &String, ksoftirqd: bool| {
+        r.delays
+            .iter()
+            .find(|d| &d.mode == m && d.variant == "deferral" && d.ksoftirqd.is_some() == ksoftirqd)
+    };
+    let _ = writeln!(
+        s,
+        "\n| mode (under `deferral`) | in-guest delay measured | p99.9 / max | ksoftirqd/0 waited / ran | RTT p99 / max (64 B, {low} pps) |\n|---|---|---|---|---|"
+    );
+    for m in &r.modes {
+        let delay = deferral(m, false);
+        let k = deferral(m, true).and_then(|d| d.ksoftirqd);
+        let rtt = tables
+            .get(&("deferral".to_string(), 64, low))
+            .and_then(|t| t.get(m));
+        if delay.is_none() && rtt.is_none() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "| {m} | {} | {} | {} | {} |",
+            delay.map_or("-".to_string(), |d| d.what.clone()),
+            delay.map_or("-".to_string(), |d| {
+                if d.count == 0 {
+                    "no events".to_string()
+                } else {
+                    format!("{} / {}", us(d.p99_9_us), us(d.max_us))
+                }
+            }),
+            k.map_or("-".to_string(), |k| format!(
+                "{} / {} ms",
+                k.waited_ms, k.ran_ms
+            )),
+            rtt.map_or("-".to_string(), |a| format!(
+                "{} / {}",
+                ms(a.p99),
+                ms(a.max)
+            ))
+        );
+    }
     s
 }
 
@@ -713,6 +754,16 @@ mod tests {
         );
         assert!(
             text.contains("| napi | deferral | 3245 ms | 6529 ms | 525 | 12.44 ms | 3086 | 1218 |")
+        );
+        assert!(
+            text.contains(
+                "| napi | x | 24.25 ms / 24.25 ms | 6529 / 3245 ms | 9.00 ms / 24.00 ms |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("| kbp-spin | - | - | - | 4.50 ms / 6.00 ms |"),
+            "{text}"
         );
         let no = results(900);
         assert!(report(&no, &table(&no)).contains("- Not in this run"));
