@@ -10,6 +10,7 @@
 //! | `setup.rs` | a mode's configuration and the CPU plan, the container behind NAT, the competition load |
 //! | `trial.rs` | one echo trial: load generator, NET_RX count, polling CPU |
 //! | `report.rs` | `report.md` and the plots, from `Results` |
+//! | `cost.rs` | guest CPU per received packet, in instructions: one icount boot per mode, one vCPU (after the modes; `--no-cost`, `--cost-only`) |
 //!
 //! One fresh guest boot per mode (`setup::set_up`); in every mode the same CPUs do the
 //! same jobs:
@@ -45,6 +46,7 @@
 //! | container | `trials`, `container` | an echo server in a network namespace behind a veth pair, a bridge and NAT on a published port, as Docker lays out a bridge network (`nft` in the guest) | `setup::set_up_container` |
 //! | traced delay | `delays` (and `traced` trials, not in the tables) | in-guest delay from hist triggers, without load and under each load; KBP modes add kbp.ko's poll-gap histogram; every mode adds `ksoftirqd/0`'s wake to run | [`crate::guest::tracing`] |
 
+mod cost;
 mod model;
 mod report;
 mod setup;
@@ -86,6 +88,10 @@ struct Options {
     modes: Vec<String>,
     /// The host cores the guest may use (`--host-cpus`, default: the xtask's affinity).
     host_cpus: Vec<usize>,
+    /// Run the per-packet cost stage (`--no-cost`: not).
+    cost: bool,
+    /// Run only the per-packet cost stage (`--cost-only`).
+    cost_only: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -98,6 +104,8 @@ fn parse(args: &[String]) -> Result<Options> {
         reps: 3,
         modes: MODES.iter().map(|m| m.to_string()).collect(),
         host_cpus: allowed_cpus()?,
+        cost: true,
+        cost_only: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -116,6 +124,8 @@ fn parse(args: &[String]) -> Result<Options> {
                     return Err(format!("unknown mode {bad} (modes: {})", MODES.join(",")));
                 }
             }
+            "--no-cost" => o.cost = false,
+            "--cost-only" => o.cost_only = true,
             "--host-cpus" => {
                 let list = it.next().ok_or("--host-cpus needs a CPU list (e.g. 2-7)")?;
                 let cpus = parse_cpu_list(list)?;
@@ -130,7 +140,7 @@ fn parse(args: &[String]) -> Result<Options> {
             }
             other => {
                 return Err(format!(
-                    "unknown flag {other} (flags: --quick, --modes LIST, --host-cpus LIST)"
+                    "unknown flag {other} (flags: --quick, --modes LIST, --host-cpus LIST, --no-cost, --cost-only)"
                 ));
             }
         }
@@ -400,13 +410,31 @@ pub fn run(args: &[String]) -> Result {
         zero_loss: Vec::new(),
         idle: Vec::new(),
         delays: Vec::new(),
+        costs: Vec::new(),
+        cost_errors: Vec::new(),
         userspace_example,
         engine_bench,
     };
-    for mode in &o.modes {
-        bench_mode(mode, &o, &mut results)?;
-        // Written after every mode, so an interrupted run keeps what it measured.
-        report::write(&dir, &results)?;
+    if !o.cost_only {
+        for mode in &o.modes {
+            bench_mode(mode, &o, &mut results)?;
+            // Written after every mode, so an interrupted run keeps what it measured.
+            report::write(&dir, &results)?;
+        }
+    }
+    if o.cost || o.cost_only {
+        for mode in &o.modes {
+            set_affinity(0, &o.host_cpus)?;
+            // A failed cost stage is reported, not fatal: the figures above stand.
+            match cost::cost_mode(mode) {
+                Ok(c) => results.costs.extend(c),
+                Err(e) => {
+                    println!("[xtask]   cost {mode} failed: {e}");
+                    results.cost_errors.push(format!("{mode}: {e}"));
+                }
+            }
+            report::write(&dir, &results)?;
+        }
     }
     println!(
         "[xtask] wrote {}/report.md, results.json, fig8-max-rtt*.svg, fig9-zero-loss.svg",
