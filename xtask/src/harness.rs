@@ -169,13 +169,18 @@ pub fn build_and_boot_flavor(log_name: &str, flavor: Flavor, tcg: Tcg) -> Result
     Ok((k.release, guest))
 }
 
-/// `cargo xtask guest-run CMD...`: boots the guest (module in the initramfs), runs each
-/// command through the agent and prints its output; for investigating by hand.
-/// `--nic NAME` first picks the guest's NIC model (virtio, e1000e, vmxnet3).
-pub fn run_commands(commands: &[String]) -> Result {
-    let (nic, commands) = match commands {
+/// `cargo xtask guest-run [--icount] [--nic NAME] CMD...`: boots the guest (module in
+/// the initramfs), runs each command through the agent and prints its output; for
+/// investigating by hand. `--icount`: under [`Tcg::Icount`] (virtual time counts
+/// instructions); `--nic NAME`: the guest's NIC model (virtio, e1000e, vmxnet3).
+pub fn run_commands(args: &[String]) -> Result {
+    let (tcg, args) = match args.split_first() {
+        Some((flag, rest)) if flag == "--icount" => (Tcg::Icount, rest),
+        _ => (Tcg::MultiThread, args),
+    };
+    let (nic, commands) = match args {
         [flag, name, rest @ ..] if flag == "--nic" => (Nic::parse(name)?, rest),
-        _ => (Nic::Virtio, commands),
+        _ => (Nic::Virtio, args),
     };
     let tc = toolchain::ensure()?;
     let k = kernel::build(&tc)?;
@@ -187,7 +192,7 @@ pub fn run_commands(commands: &[String]) -> Result {
         &image,
         &out_dir.join("guest-run.log"),
         Duration::from_secs(180),
-        Tcg::MultiThread,
+        tcg,
         nic,
     )?;
     for command in commands {

@@ -16,8 +16,10 @@
 //!                            faults and a soak under traffic -> target/kbp/faults.json
 //!                            (`guest-test --faults` is an alias; --debug-kernel: on the
 //!                            debug kernel -> target/kbp/faults-debug.json)
-//! cargo xtask guest-run CMD  boot the guest and run shell commands in it
-//! cargo xtask bench [--quick] [--modes LIST]
+//! cargo xtask guest-run [--icount] CMD
+//!                            boot the guest and run shell commands in it (--icount:
+//!                            virtual time counts instructions, vm::Tcg::Icount)
+//! cargo xtask bench [--quick] [--modes LIST] [--host-cpus LIST]
 //!                            napi / threaded / busy-poll / kbp-spin / kbp-adaptive side
 //!                            by side -> target/kbp/bench/{report.md,results.json,*.svg}
 //! cargo xtask clean-cache    remove ~/.cache/kbp (the kernel build tree)
@@ -48,7 +50,7 @@ use std::process::ExitCode;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cargo xtask <toolchain|kernel [--debug]|module [--debug]|initramfs|guest-test|faults [--soak-minutes M] [--cycles N] [--debug-kernel]|guest-run CMD...|bench [--quick]|clean-cache>"
+        "usage: cargo xtask <toolchain|kernel [--debug]|module [--debug]|initramfs|guest-test|faults [--soak-minutes M] [--cycles N] [--debug-kernel]|guest-run [--icount] CMD...|bench [--quick] [--modes LIST] [--host-cpus LIST]|clean-cache>"
     );
     ExitCode::from(2)
 }

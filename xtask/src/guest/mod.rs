@@ -2,11 +2,13 @@
 //! namespace and multi-queue tap, QEMU, the agent client `Guest::exec`/`check`, the
 //! serial log's kernel warnings), [`probes`] (NET_RX softirq counts, the CPU sampler),
 //! [`tracing`] (the in-guest delay from hist triggers), [`host_wait`] (how long QEMU's
-//! threads waited for a host CPU), [`stats_file`] (the parser of kbp.ko's debugfs
+//! threads waited for a host CPU), [`host_cpus`] (QEMU's threads on the host's cores:
+//! the oversubscription line and the pinning), [`stats_file`] (the parser of kbp.ko's debugfs
 //! counters) and [`tcp`] (TCP request/response and bulk against the guest's `kbp-tcp`,
 //! with both sides' TCP counters). Uses [`crate::base`] and [`crate::build`] (the guest's
 //! addresses and ports).
 
+pub mod host_cpus;
 pub mod host_wait;
 pub mod probes;
 pub mod stats_file;

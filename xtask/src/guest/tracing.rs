@@ -1,6 +1,10 @@
 //! Kernel tracing in the guest: hist triggers feeding a synthetic event `kbp_lat`, the
 //! inside-the-guest delay KBP exists to remove (NET_RX raise to softirq entry for
-//! `napi`, wake to run of a polling thread otherwise), read back as a distribution.
+//! `napi`, wake to run of a polling thread otherwise), read back as a distribution;
+//! and a second one, `kbp_ksd`, in every mode: the wake to run of the NIC's interrupt
+//! CPU's `ksoftirqd`, the thread NET_RX is deferred to when `__do_softirq` gives up
+//! (kernel/softirq.c:543-544, `MAX_SOFTIRQ_TIME` 2 ms and `MAX_SOFTIRQ_RESTART` 10;
+//! the `wakeup_softirqd()` at :645), which is how the paper's delay arises.
 
 use serde::Serialize;
 
@@ -35,6 +39,75 @@ pub struct Delay {
     /// of an owned instance, so the bound on how long a packet waits for a spinning
     /// poller.
     pub kbp_poll_gaps: Option<[u64; GAP_BUCKETS]>,
+    /// Events the histogram had no room for (more distinct values than its size): the
+    /// percentiles are then of the others only.
+    pub dropped: u64,
+    /// The `ksoftirqd` rows: that thread's scheduling over the same trial, from
+    /// `/proc/PID/schedstat`, with the CPU's NET_RX count and time squeezes.
+    pub ksoftirqd: Option<KsoftirqdStats>,
+}
+
+/// What the IRQ CPU's `ksoftirqd` did over a trial, and how long it waited for the CPU:
+/// the deltas of `/proc/PID/schedstat` (time on the CPU, time runnable but waiting,
+/// times run), of the CPU's NET_RX count (`/proc/softirqs`) and of its `time_squeeze`
+/// (`/proc/net/softnet_stat`: `net_rx_action` out of budget or time with work left).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KsoftirqdStats {
+    /// Milliseconds on the CPU.
+    pub ran_ms: u64,
+    /// Milliseconds runnable but waiting for the CPU.
+    pub waited_ms: u64,
+    /// Times it was given the CPU.
+    pub slices: u64,
+    /// NET_RX softirqs run on the CPU.
+    pub net_rx: u64,
+    /// `net_rx_action` rounds that ended with work left.
+    pub time_squeeze: u64,
+}
+
+/// Shell command printing `run_ns wait_ns slices net_rx time_squeeze` for CPU `cpu`.
+fn ksoftirqd_probe(cpu: u32) -> String {
+    // softnet_stat has one row per online CPU; the third column (hex) is time_squeeze.
+    format!(
+        "for c in /proc/[0-9]*/comm; do read -r n < $c; [ \"$n\" = ksoftirqd/{cpu} ] && k=${{c%/comm}}; done; \
+         read -r r w s < $k/schedstat; \
+         x=$(awk '/NET_RX:/{{print ${col}}}' /proc/softirqs); \
+         q=$(awk 'NR=={row}{{print $3}}' /proc/net/softnet_stat); echo $r $w $s $x $((0x$q))",
+        col = cpu + 2,
+        row = cpu + 1
+    )
+}
+
+/// Parses [`ksoftirqd_probe`]'s output.
+fn parse_probe(text: &str) -> Option<[u64; 5]> {
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    v.try_into().ok()
+}
+
+/// A reading of the IRQ CPU's `ksoftirqd` and NET_RX counters, for [`ksoftirqd_since`].
+pub struct KsoftirqdSample([u64; 5]);
+
+/// Reads the counters of `ksoftirqd/<cpu>` and of CPU `cpu`.
+pub fn ksoftirqd_sample(guest: &Guest, cpu: u32) -> Result<KsoftirqdSample> {
+    let text = guest.check(&ksoftirqd_probe(cpu))?;
+    parse_probe(&text)
+        .map(KsoftirqdSample)
+        .ok_or_else(|| format!("ksoftirqd probe: unreadable {text:?}"))
+}
+
+/// What happened between two samples.
+pub fn ksoftirqd_since(before: &KsoftirqdSample, after: &KsoftirqdSample) -> KsoftirqdStats {
+    let d = |i: usize| after.0[i].saturating_sub(before.0[i]);
+    KsoftirqdStats {
+        ran_ms: d(0) / 1_000_000,
+        waited_ms: d(1) / 1_000_000,
+        slices: d(2),
+        net_rx: d(3),
+        time_squeeze: d(4),
+    }
 }
 
 const TRACING: &str = "/sys/kernel/tracing";
@@ -43,7 +116,7 @@ const TRACING: &str = "/sys/kernel/tracing";
 /// from raising NET_RX on a CPU to the softirq's entry there; for polling-thread modes
 /// the time from waking a `kbp/*` or `napi/*` thread to it running. Clears the
 /// histogram (a trial may have run before).
-pub fn trace_start(guest: &Guest, mode: &str) -> Result<&'static str> {
+pub fn trace_start(guest: &Guest, mode: &str, ksoftirqd_cpu: u32) -> Result<&'static str> {
     let (what, arm) = if mode == "napi" {
         (
             "NET_RX raise -> softirq entry",
@@ -64,19 +137,38 @@ pub fn trace_start(guest: &Guest, mode: &str) -> Result<&'static str> {
     if first {
         // The mono clock is comparable across CPUs (the wake and the run of a thread may
         // be on different CPUs); the default local clock is not.
+        // The ksoftirqd triggers have variables of their own names: two hist triggers
+        // of one event may not define the same variable.
+        let ksoftirqd = format!("ksoftirqd/{ksoftirqd_cpu}");
         guest.check(&format!(
             "cd {TRACING} && echo mono > trace_clock && echo 'kbp_lat u64 lat' >> synthetic_events && {arm} && \
-             echo 'hist:keys=lat:sort=lat:size=4096' > events/synthetic/kbp_lat/trigger"
+             echo 'hist:keys=lat:sort=lat:size=16384' > events/synthetic/kbp_lat/trigger && \
+             echo 'kbp_ksd u64 lat' >> synthetic_events && \
+             echo 'hist:keys=pid:kts0=common_timestamp.usecs if comm == \"{ksoftirqd}\"' >> events/sched/sched_waking/trigger && \
+             echo 'hist:keys=next_pid:klat=common_timestamp.usecs-$kts0:onmatch(sched.sched_waking).trace(kbp_ksd,$klat) if next_comm == \"{ksoftirqd}\"' >> events/sched/sched_switch/trigger && \
+             echo 'hist:keys=lat:sort=lat:size=16384' > events/synthetic/kbp_ksd/trigger"
         ))?;
     } else {
-        guest.check(&format!("echo 'hist:keys=lat:sort=lat:size=4096:clear' >> {TRACING}/events/synthetic/kbp_lat/trigger"))?;
+        guest.check(&format!(
+            "for e in kbp_lat kbp_ksd; do echo 'hist:keys=lat:sort=lat:size=16384:clear' >> {TRACING}/events/synthetic/$e/trigger; done"
+        ))?;
     }
     Ok(what)
 }
 
-/// Reads the `kbp_lat` histogram (`{ lat: N } hitcount: C` lines).
-pub fn trace_read(guest: &Guest, mode: &str, variant: &str, what: &str) -> Result<Delay> {
-    let text = guest.check(&format!("cat {TRACING}/events/synthetic/kbp_lat/hist"))?;
+/// A latency histogram's distribution: (events, p50, p99, p99.9, max), microseconds.
+type Distribution = (u64, Option<u64>, Option<u64>, Option<u64>, Option<u64>);
+
+/// The `Dropped: N` of a hist trigger's totals.
+fn dropped(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("Dropped:"))
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .sum()
+}
+
+/// Parses a hist trigger's `{ lat: N } hitcount: C` lines into a [`Distribution`].
+fn distribution(text: &str) -> Distribution {
     let mut buckets: Vec<(u64, u64)> = Vec::new();
     for line in text
         .lines()
@@ -96,7 +188,9 @@ pub fn trace_read(guest: &Guest, mode: &str, variant: &str, what: &str) -> Resul
     buckets.sort_unstable();
     let count: u64 = buckets.iter().map(|b| b.1).sum();
     let pick = |p: f64| -> Option<u64> {
-        let rank = ((p / 100.0) * count as f64).ceil().max(1.0) as u64;
+        // p * count first: (99.9 / 100.0) * 1000.0 is 999.0000000000001, one past
+        // rank 999.
+        let rank = (p * count as f64 / 100.0).ceil().max(1.0) as u64;
         let mut seen = 0;
         buckets
             .iter()
@@ -106,15 +200,93 @@ pub fn trace_read(guest: &Guest, mode: &str, variant: &str, what: &str) -> Resul
             })
             .map(|b| b.0)
     };
-    Ok(Delay {
-        mode: mode.into(),
-        variant: variant.into(),
-        what: what.into(),
+    (
         count,
-        p50_us: pick(50.0),
-        p99_us: pick(99.0),
-        p99_9_us: pick(99.9),
-        max_us: buckets.last().map(|b| b.0),
-        kbp_poll_gaps: None,
-    })
+        pick(50.0),
+        pick(99.0),
+        pick(99.9),
+        buckets.last().map(|b| b.0),
+    )
+}
+
+/// Reads the `kbp_lat` histogram and the `kbp_ksd` one: the mode's delay, then the
+/// wake to run of `ksoftirqd/<ksoftirqd_cpu>`.
+pub fn trace_read(
+    guest: &Guest,
+    mode: &str,
+    variant: &str,
+    what: &str,
+    ksoftirqd_cpu: u32,
+) -> Result<[Delay; 2]> {
+    let read = |event: &str, what: String| -> Result<Delay> {
+        let text = guest.check(&format!("cat {TRACING}/events/synthetic/{event}/hist"))?;
+        let (count, p50_us, p99_us, p99_9_us, max_us) = distribution(&text);
+        Ok(Delay {
+            mode: mode.into(),
+            variant: variant.into(),
+            what,
+            count,
+            p50_us,
+            p99_us,
+            p99_9_us,
+            max_us,
+            kbp_poll_gaps: None,
+            dropped: dropped(&text),
+            ksoftirqd: None,
+        })
+    };
+    Ok([
+        read("kbp_lat", what.into())?,
+        read(
+            "kbp_ksd",
+            format!("ksoftirqd/{ksoftirqd_cpu} wake -> running"),
+        )?,
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_give_percentiles() {
+        let text = "# event histogram\n#\n{ lat:          3 } hitcount:        980\n\
+                    { lat:         40 } hitcount:         15\n{ lat:        400 } hitcount:          4\n\
+                    { lat:       5000 } hitcount:          1\n\
+                    { lat: 18446744073709551615 } hitcount:          2\n\nTotals:\n    Hits: 1002\n";
+        // Ranks 500, 990, 999 and 1000 of 1000 (the wrapped difference is not counted).
+        assert_eq!(
+            distribution(text),
+            (1000, Some(3), Some(40), Some(400), Some(5000))
+        );
+        assert_eq!(distribution("Totals:\n"), (0, None, None, None, None));
+        assert_eq!(dropped(text), 0);
+        assert_eq!(
+            dropped("Totals:\n    Hits: 10\n    Entries: 3\n    Dropped: 7\n"),
+            7
+        );
+    }
+
+    #[test]
+    fn ksoftirqd_probe_reads_its_cpu() {
+        let probe = ksoftirqd_probe(0);
+        assert!(probe.contains("ksoftirqd/0 ]"), "{probe}");
+        assert!(probe.contains("print $2"), "{probe}");
+        assert!(probe.contains("NR==1"), "{probe}");
+        assert!(ksoftirqd_probe(3).contains("print $5"));
+        let a = KsoftirqdSample(parse_probe("1000000 5000000 3 10 2").unwrap());
+        let b = KsoftirqdSample(parse_probe("3500000 9000000 7 25 2\n").unwrap());
+        assert_eq!(
+            ksoftirqd_since(&a, &b),
+            KsoftirqdStats {
+                ran_ms: 2,
+                waited_ms: 4,
+                slices: 4,
+                net_rx: 15,
+                time_squeeze: 0
+            }
+        );
+        assert!(parse_probe("1 2 3").is_none());
+        assert!(parse_probe("1 2 3 4 x").is_none());
+    }
 }

@@ -101,13 +101,37 @@ pub enum Tcg {
     MultiThread,
     /// `-accel tcg,thread=single`.
     SingleThread,
+    /// `-accel tcg,thread=single -icount shift=0,sleep=off`: virtual time counts
+    /// instructions (one per nanosecond), so the guest's own clock measures the work it
+    /// did, exactly, whatever the host's load; while every vCPU idles, the clock jumps
+    /// to the next timer instead of sleeping. icount serializes the vCPUs (one thread),
+    /// and a guest with more than one vCPU hangs at boot under it: the kernel boots with
+    /// `maxcpus=1` and [`Guest::boot`] brings the other vCPUs online once the agent
+    /// answers.
+    Icount,
 }
 
 impl Tcg {
     fn accel(self) -> &'static str {
         match self {
             Tcg::MultiThread => "tcg",
-            Tcg::SingleThread => "tcg,thread=single",
+            Tcg::SingleThread | Tcg::Icount => "tcg,thread=single",
+        }
+    }
+
+    /// QEMU arguments beyond `-accel`.
+    fn extra_args(self) -> &'static [&'static str] {
+        match self {
+            Tcg::Icount => &["-icount", "shift=0,sleep=off"],
+            Tcg::MultiThread | Tcg::SingleThread => &[],
+        }
+    }
+
+    /// Kernel command line beyond the common one.
+    fn extra_append(self) -> &'static str {
+        match self {
+            Tcg::Icount => " maxcpus=1",
+            Tcg::MultiThread | Tcg::SingleThread => "",
         }
     }
 }
@@ -247,7 +271,14 @@ impl Guest {
             // Declaring it unstable from the start avoids the flip but leaves the HPET as
             // clocksource, an emulated MMIO read per clock read; TCG's TSC is derived from
             // the host clock and monotonic, so it is declared reliable (no watchdog).
-            .args(["-append", "console=ttyS0 panic=-1 loglevel=6 tsc=reliable"])
+            .args([
+                "-append",
+                &format!(
+                    "console=ttyS0 panic=-1 loglevel=6 tsc=reliable{}",
+                    tcg.extra_append()
+                ),
+            ])
+            .args(tcg.extra_args())
             .arg("-serial")
             .arg(format!("file:{}", log.display()))
             .args(["-netdev", &netdev, "-device", &device])
@@ -294,7 +325,16 @@ impl Guest {
         let mut last = String::new();
         for _ in 0..50 {
             match guest.exec("true") {
-                Ok(_) => return Ok(guest),
+                Ok(_) => {
+                    if tcg == Tcg::Icount {
+                        guest.check(&format!(
+                            "for c in $(seq 1 {}); do echo 1 > /sys/devices/system/cpu/cpu$c/online; done; \
+                             test $(grep -c ^processor /proc/cpuinfo) = {VCPUS}",
+                            VCPUS - 1
+                        ))?;
+                    }
+                    return Ok(guest);
+                }
                 Err(e) => last = e,
             }
             std::thread::sleep(Duration::from_millis(200));

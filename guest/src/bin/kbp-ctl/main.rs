@@ -27,6 +27,9 @@
 //! kbp-ctl flood CPU...        softirq competition: per CPU, a pinned thread sending UDP
 //!                             datagrams to 127.0.0.1:9 without pause (loopback delivery
 //!                             runs in NET_RX on that CPU); runs until killed
+//! kbp-ctl spin CPU COUNT NICE COUNT CPU-bound threads pinned to CPU at nice NICE (-20..19),
+//!                             each in a loop without system calls; runs until killed
+//!                             (the bench's competition for the CPU's ksoftirqd)
 //! ```
 
 use std::os::fd::AsRawFd;
@@ -38,7 +41,7 @@ mod netlink;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: kbp-ctl time LABEL CMD | channels DEV [N] | rings DEV [RX [TX]] | xdp DEV on|off | bpf-probe | napi-ids DEV | napi-threaded ID MODE | veth NAME PEER PID | pin CPU PID... | flood CPU..."
+        "usage: kbp-ctl time LABEL CMD | channels DEV [N] | rings DEV [RX [TX]] | xdp DEV on|off | bpf-probe | napi-ids DEV | napi-threaded ID MODE | veth NAME PEER PID | pin CPU PID... | flood CPU... | spin CPU COUNT NICE"
     );
     ExitCode::from(2)
 }
@@ -282,6 +285,35 @@ fn flood(cpus: &[usize]) -> std::io::Result<()> {
     Ok(())
 }
 
+fn spin(cpu: usize, count: usize, nice: i32) -> std::io::Result<()> {
+    let mut threads = Vec::new();
+    for _ in 0..count {
+        threads.push(std::thread::spawn(move || {
+            if let Err(e) = pin(cpu, 0) {
+                eprintln!("kbp-ctl spin: pin to CPU {cpu}: {e}");
+            }
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            // Linux's setpriority(PRIO_PROCESS, tid) sets one thread's nice value.
+            // SAFETY: plain system call on this thread's id.
+            if unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice) } != 0 {
+                eprintln!(
+                    "kbp-ctl spin: nice {nice}: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            let mut x = 0u64;
+            loop {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
 fn report(result: std::io::Result<String>, what: &str) -> ExitCode {
     match result {
         Ok(text) => {
@@ -412,6 +444,18 @@ fn main() -> ExitCode {
                 .collect();
             let Some(cpus) = cpus else { return usage() };
             report(flood(&cpus).map(|()| String::new()), "flood")
+        }
+        ["spin", cpu, count, nice] => {
+            let cpu = cpu
+                .parse::<usize>()
+                .ok()
+                .filter(|&c| c < libc::CPU_SETSIZE as usize);
+            let count = count.parse::<usize>().ok().filter(|&n| n > 0);
+            let nice = nice.parse::<i32>().ok().filter(|n| (-20..=19).contains(n));
+            let (Some(cpu), Some(count), Some(nice)) = (cpu, count, nice) else {
+                return usage();
+            };
+            report(spin(cpu, count, nice).map(|()| String::new()), "spin")
         }
         _ => usage(),
     }

@@ -10,13 +10,15 @@
 //! | `setup.rs` | a mode's configuration and the CPU plan, the container behind NAT, the competition load |
 //! | `trial.rs` | one echo trial: load generator, NET_RX count, polling CPU |
 //! | `report.rs` | `report.md` and the plots, from `Results` |
+//! | `cost.rs` | guest CPU per received packet, in instructions: one icount boot per mode, one vCPU (after the modes; `--no-cost`, `--cost-only`) |
 //!
 //! One fresh guest boot per mode (`setup::set_up`); in every mode the same CPUs do the
 //! same jobs:
 //!
 //! ```text
 //! CPU 0      every virtio-net interrupt (set so in every mode); in `napi` mode
-//!            NET_RX runs here; the competition load runs here
+//!            NET_RX runs here; the competition loads run here
+//! CPU 1      the `deferral` load's flood threads (RPS sends their packets to CPU 0)
 //! CPU 2      the echo server (kbp-echo, plain UdpSocket), pinned
 //! CPU 3      every polling thread: napi/eth0-* (threaded, busy-poll), kbp/3 (KBP)
 //! ```
@@ -39,10 +41,12 @@
 //! | echo | `trials`, `base` | low and high fixed rate x 64/512/1518-byte frames x repetitions | `bench_mode`, `trial::trial` |
 //! | zero-loss | `zero_loss` | binary search up to [`ZERO_LOSS_CEILING_PPS`] | `bench_mode` |
 //! | many queues | `trials`, `many-queues` | 16 flows over both queue pairs (XPS off), polling CPU measured | `bench_mode` |
-//! | competition | `trials`, `competition` | a loopback UDP flood on CPU 0 (`kbp-ctl flood`), so NET_RX there has other work | `setup::start_load` |
+//! | competition | `trials`, `competition` | a loopback UDP flood on CPU 0 (`kbp-ctl flood`), so NET_RX there has other work | `setup::start_load`, `Load::Flood` |
+//! | deferral | `trials`, `deferral` | the paper's mechanism: a flood on CPU 1 steered by RPS into CPU 0's backlog (softirq work beyond `__do_softirq`'s limits: NET_RX deferred to `ksoftirqd/0`) and CPU-bound threads on CPU 0 at `ksoftirqd`'s priority (`kbp-ctl spin`) | `setup::start_load`, `Load::Deferral` |
 //! | container | `trials`, `container` | an echo server in a network namespace behind a veth pair, a bridge and NAT on a published port, as Docker lays out a bridge network (`nft` in the guest) | `setup::set_up_container` |
-//! | traced delay | `delays` (and `traced` trials, not in the tables) | in-guest delay from hist triggers, without and with the flood; KBP modes add kbp.ko's poll-gap histogram | [`crate::guest::tracing`] |
+//! | traced delay | `delays` (and `traced` trials, not in the tables) | in-guest delay from hist triggers, without load and under each load; KBP modes add kbp.ko's poll-gap histogram; every mode adds `ksoftirqd/0`'s wake to run | [`crate::guest::tracing`] |
 
+mod cost;
 mod model;
 mod report;
 mod setup;
@@ -56,16 +60,20 @@ use kbp_traffic::{TrialSpec, run_trial, zero_loss_search};
 
 use crate::base::progress::{Stage, output};
 use crate::base::{Result, workspace_root};
+use crate::guest::host_cpus::{self, allowed_cpus, cpu_list_text, parse_cpu_list, set_affinity};
 use crate::guest::probes::{cpu_between, cpu_sample};
 use crate::guest::stats_file::{StatsFile, gap_bucket_text, gap_percentile_bucket};
-use crate::guest::tracing::{trace_read, trace_start};
+use crate::guest::tracing::{ksoftirqd_sample, ksoftirqd_since, trace_read, trace_start};
 use crate::guest::vm::{QUEUE_PAIRS, Tcg, VCPUS};
 use crate::harness::{ZERO_LOSS_CEILING_PPS, build_and_boot};
 use crate::suites::bench::model::{Idle, Results, ZeroLoss};
 use crate::suites::bench::setup::{
-    ECHO_CPU, IRQ_CPU, POLL_CPU, set_up, set_up_container, start_load, stop_load,
+    ECHO_CPU, IRQ_CPU, Load, POLL_CPU, set_up, set_up_container, start_load, stop_load,
 };
 use crate::suites::bench::trial::{TrialPlan, target, trial};
+
+/// The competition loads, in the order they run (each a trial `variant`).
+const LOADS: [Load; 2] = [Load::Flood, Load::Deferral];
 
 /// The modes, in report order.
 pub const MODES: [&str; 5] = ["napi", "threaded", "busy-poll", "kbp-spin", "kbp-adaptive"];
@@ -78,6 +86,12 @@ struct Options {
     seconds: f64,
     reps: u32,
     modes: Vec<String>,
+    /// The host cores the guest may use (`--host-cpus`, default: the xtask's affinity).
+    host_cpus: Vec<usize>,
+    /// Run the per-packet cost stage (`--no-cost`: not).
+    cost: bool,
+    /// Run only the per-packet cost stage (`--cost-only`).
+    cost_only: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -89,6 +103,9 @@ fn parse(args: &[String]) -> Result<Options> {
         seconds: 10.0,
         reps: 3,
         modes: MODES.iter().map(|m| m.to_string()).collect(),
+        host_cpus: allowed_cpus()?,
+        cost: true,
+        cost_only: false,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -107,9 +124,23 @@ fn parse(args: &[String]) -> Result<Options> {
                     return Err(format!("unknown mode {bad} (modes: {})", MODES.join(",")));
                 }
             }
+            "--no-cost" => o.cost = false,
+            "--cost-only" => o.cost_only = true,
+            "--host-cpus" => {
+                let list = it.next().ok_or("--host-cpus needs a CPU list (e.g. 2-7)")?;
+                let cpus = parse_cpu_list(list)?;
+                let allowed = allowed_cpus()?;
+                if let Some(bad) = cpus.iter().find(|c| !allowed.contains(c)) {
+                    return Err(format!(
+                        "--host-cpus {list}: CPU {bad} is not one this process may use ({})",
+                        cpu_list_text(&allowed)
+                    ));
+                }
+                o.host_cpus = cpus;
+            }
             other => {
                 return Err(format!(
-                    "unknown flag {other} (flags: --quick, --modes LIST)"
+                    "unknown flag {other} (flags: --quick, --modes LIST, --host-cpus LIST, --no-cost, --cost-only)"
                 ));
             }
         }
@@ -120,8 +151,21 @@ fn parse(args: &[String]) -> Result<Options> {
 /// Everything for one mode, in one boot.
 fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
     let stage = Stage::start(format!("bench mode {mode}"));
+    // QEMU inherits this thread's affinity: every core of the run until it is laid out.
+    set_affinity(0, &o.host_cpus)?;
     let (release, guest) = build_and_boot(&format!("bench-{mode}.log"), Tcg::MultiThread)?;
     results.guest_kernel = release;
+    let qemu = guest.qemu_pid().ok_or("no QEMU process")?;
+    let layout = host_cpus::apply(qemu, VCPUS, &o.host_cpus)?;
+    println!("[xtask]   host: {}", layout.line);
+    results.oversubscribed |= layout.oversubscribed;
+    if !results.host_layout.contains(&layout.line) {
+        results.host_layout.push(layout.line.clone());
+    }
+    // The load generator (this thread and the threads it starts) on the spare cores.
+    if !layout.spare.is_empty() {
+        set_affinity(0, &layout.spare)?;
+    }
     let pinning = set_up(&guest, mode)?;
     for line in pinning.lines() {
         println!("[xtask]   poller {line}");
@@ -207,16 +251,18 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
         )?);
     }
 
-    start_load(&guest)?;
-    for &frame in &o.frames {
-        for rep in 0..o.reps {
-            results.trials.push(trial(
-                &guest,
-                &plan("competition", frame, o.rates[0], rep, 1, false),
-            )?);
+    for load in LOADS {
+        start_load(&guest, load)?;
+        for &frame in &o.frames {
+            for rep in 0..o.reps {
+                results.trials.push(trial(
+                    &guest,
+                    &plan(load.variant(), frame, o.rates[0], rep, 1, false),
+                )?);
+            }
         }
+        stop_load(&guest)?;
     }
-    stop_load(&guest)?;
 
     let container = set_up_container(&guest)?;
     for &frame in &o.frames {
@@ -232,9 +278,10 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
     }
 
     // Last, because tracing costs: the delay distributions, without and with load.
-    for variant in ["base", "competition"] {
-        if variant == "competition" {
-            start_load(&guest)?;
+    for load in [None, Some(Load::Flood), Some(Load::Deferral)] {
+        let variant = load.map_or("base", Load::variant);
+        if let Some(load) = load {
+            start_load(&guest, load)?;
         }
         let kbp_stats = || -> Result<Option<StatsFile>> {
             if !mode.starts_with("kbp") {
@@ -246,9 +293,12 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
                 .ok_or_else(|| format!("unreadable kbp stats: {text}"))
         };
         let before = kbp_stats()?;
-        let what = trace_start(&guest, mode)?;
+        let what = trace_start(&guest, mode, IRQ_CPU)?;
+        let ksd_before = ksoftirqd_sample(&guest, IRQ_CPU)?;
         trial(&guest, &plan("traced", 64, o.rates[0], 0, 1, false))?;
-        let mut d = trace_read(&guest, mode, variant, what)?;
+        let ksd = ksoftirqd_since(&ksd_before, &ksoftirqd_sample(&guest, IRQ_CPU)?);
+        let [mut d, mut ksoftirqd] = trace_read(&guest, mode, variant, what, IRQ_CPU)?;
+        ksoftirqd.ksoftirqd = Some(ksd);
         if let (Some(before), Some(after)) = (before, kbp_stats()?) {
             let mut gaps = after.poll_gaps();
             gaps.iter_mut()
@@ -264,8 +314,23 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
             "[xtask]   delay {variant}: {} over {} events: p50 {:?} p99 {:?} p99.9 {:?} max {:?} us; kbp poll gaps {:?} (p99 {gap_p99:?})",
             d.what, d.count, d.p50_us, d.p99_us, d.p99_9_us, d.max_us, d.kbp_poll_gaps
         );
+        println!(
+            "[xtask]   delay {variant}: {} over {} events: p50 {:?} p99 {:?} p99.9 {:?} max {:?} us; over the trial it ran {} ms, waited {} ms in {} slices; CPU {IRQ_CPU} NET_RX +{}, time_squeeze +{}",
+            ksoftirqd.what,
+            ksoftirqd.count,
+            ksoftirqd.p50_us,
+            ksoftirqd.p99_us,
+            ksoftirqd.p99_9_us,
+            ksoftirqd.max_us,
+            ksd.ran_ms,
+            ksd.waited_ms,
+            ksd.slices,
+            ksd.net_rx,
+            ksd.time_squeeze
+        );
         results.delays.push(d);
-        if variant == "competition" {
+        results.delays.push(ksoftirqd);
+        if load.is_some() {
             stop_load(&guest)?;
         }
     }
@@ -328,10 +393,12 @@ pub fn run(args: &[String]) -> Result {
         date,
         machine: host_description(),
         guest_kernel: String::new(),
+        host_layout: Vec::new(),
+        oversubscribed: false,
         setup: format!(
             "QEMU TCG guest, {VCPUS} vCPUs, 1 GiB, virtio-net with {QUEUE_PAIRS} queue pairs on a multi-queue tap; every virtio-net IRQ on CPU {IRQ_CPU}, \
-             echo server pinned to CPU {ECHO_CPU}, every polling thread pinned to CPU {POLL_CPU}; competition load: a loopback UDP flood \
-             pinned to CPU {IRQ_CPU} (kbp-ctl flood)"
+             echo server pinned to CPU {ECHO_CPU}, every polling thread pinned to CPU {POLL_CPU}; competition loads: {}",
+            LOADS.map(Load::describe).join("; ")
         ),
         quick: o.quick,
         rates_pps: o.rates,
@@ -343,13 +410,31 @@ pub fn run(args: &[String]) -> Result {
         zero_loss: Vec::new(),
         idle: Vec::new(),
         delays: Vec::new(),
+        costs: Vec::new(),
+        cost_errors: Vec::new(),
         userspace_example,
         engine_bench,
     };
-    for mode in &o.modes {
-        bench_mode(mode, &o, &mut results)?;
-        // Written after every mode, so an interrupted run keeps what it measured.
-        report::write(&dir, &results)?;
+    if !o.cost_only {
+        for mode in &o.modes {
+            bench_mode(mode, &o, &mut results)?;
+            // Written after every mode, so an interrupted run keeps what it measured.
+            report::write(&dir, &results)?;
+        }
+    }
+    if o.cost || o.cost_only {
+        for mode in &o.modes {
+            set_affinity(0, &o.host_cpus)?;
+            // A failed cost stage is reported, not fatal: the figures above stand.
+            match cost::cost_mode(mode) {
+                Ok(c) => results.costs.extend(c),
+                Err(e) => {
+                    println!("[xtask]   cost {mode} failed: {e}");
+                    results.cost_errors.push(format!("{mode}: {e}"));
+                }
+            }
+            report::write(&dir, &results)?;
+        }
     }
     println!(
         "[xtask] wrote {}/report.md, results.json, fig8-max-rtt*.svg, fig9-zero-loss.svg",

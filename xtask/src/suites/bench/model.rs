@@ -61,6 +61,26 @@ pub struct Idle {
     pub poller_percent: f64,
 }
 
+/// One trial of the per-packet cost stage (`cost.rs`), or its baseline.
+#[derive(Clone, Debug, Serialize)]
+pub struct Cost {
+    /// Mode.
+    pub mode: String,
+    /// Repetition index (`None`: the baseline without traffic).
+    pub rep: Option<u32>,
+    /// Echoes received by the host.
+    pub received: u64,
+    /// The guest clock's advance, ns (instructions, plus jumps while idle).
+    pub clock_ns: u64,
+    /// Busy: clock advance minus the idle task's time, ns (instructions).
+    pub busy_ns: u64,
+    /// kbp.ko's empty polls over the trial (kbp modes).
+    pub empty_polls: Option<u64>,
+    /// `(busy - baseline busy per clock ns x clock_ns) / received`, ns; None for the
+    /// baseline.
+    pub net_busy_per_packet_ns: Option<f64>,
+}
+
 /// Everything measured; `results.json`.
 #[derive(Serialize)]
 pub struct Results {
@@ -70,6 +90,13 @@ pub struct Results {
     pub machine: String,
     /// The guest kernel release.
     pub guest_kernel: String,
+    /// Whether the run was oversubscribed: the host cores it used, QEMU's vCPU and I/O
+    /// threads, and where they were pinned (one line per mode's boot, deduplicated;
+    /// [`crate::guest::host_cpus`]).
+    pub host_layout: Vec<String>,
+    /// The run was oversubscribed (any mode's boot): wall-clock figures are the
+    /// emulator's as much as the guest's.
+    pub oversubscribed: bool,
     /// The guest's shape and the CPU plan.
     pub setup: String,
     /// `--quick` was given.
@@ -92,6 +119,11 @@ pub struct Results {
     pub idle: Vec<Idle>,
     /// Inside-the-guest delays per mode (traced trials, not in the RTT tables).
     pub delays: Vec<Delay>,
+    /// Guest CPU per received packet under icount, per mode: a baseline and the
+    /// repetitions (`cost.rs`).
+    pub costs: Vec<Cost>,
+    /// Modes whose cost stage failed, with the error.
+    pub cost_errors: Vec<String>,
     /// `cargo run --release --example simulated_nic` output (this machine, same run).
     pub userspace_example: String,
     /// `cargo bench -p kbp-examples --bench engine` output (same run).

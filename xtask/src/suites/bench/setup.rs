@@ -1,5 +1,5 @@
 //! The guest's configuration for a bench mode: the CPU plan and the mode itself, the
-//! container behind NAT, and the softirq-competition load.
+//! container behind NAT, and the softirq-competition loads ([`Load`]).
 
 use std::net::SocketAddr;
 
@@ -13,7 +13,7 @@ use crate::harness::MODULE_PATH;
 pub const POLL_CPU: u32 = 3;
 /// The echo server's CPU.
 pub const ECHO_CPU: u32 = 2;
-/// The CPU of the NIC's interrupts and of the competition load.
+/// The CPU of the NIC's interrupts and of the competition loads.
 pub const IRQ_CPU: u32 = 0;
 
 /// Puts the guest into `mode` and pins the echo server and the polling threads.
@@ -107,14 +107,78 @@ pub fn set_up_container(guest: &Guest) -> Result<SocketAddr> {
         .expect("address"))
 }
 
-pub fn start_load(guest: &Guest) -> Result {
+/// The CPU of the `deferral` load's flood threads (no other job in any mode).
+pub const FLOOD_CPU: u32 = 1;
+/// CPU-bound threads of the `deferral` load on [`IRQ_CPU`].
+pub const SPINNERS: u32 = 2;
+/// Their nice value: `ksoftirqd`'s own (it runs at nice 0, SCHED_OTHER).
+pub const SPIN_NICE: i32 = 0;
+
+/// A competition load on the NIC's interrupt CPU ([`IRQ_CPU`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Load {
+    /// `competition`: a loopback UDP flood from a thread pinned to [`IRQ_CPU`]. Its
+    /// NET_RX work runs inline, at the flood's own `local_bh_enable`, so it keeps the
+    /// CPU busy but rarely defers anything to `ksoftirqd`.
+    Flood,
+    /// `deferral`, the paper's mechanism: softirq work on [`IRQ_CPU`] beyond
+    /// `__do_softirq`'s limits, plus CPU-bound tasks there at `ksoftirqd`'s priority.
+    /// The loopback flood runs on [`FLOOD_CPU`] and RPS steers its packets into
+    /// [`IRQ_CPU`]'s backlog (`rps_cpus` of `lo`), so they are received in softirq
+    /// context there, raised by RPS's IPI: a backlog that never empties, so
+    /// `net_rx_action` runs out of budget (time_squeeze) and re-raises NET_RX, and
+    /// `handle_softirqs` stops after `MAX_SOFTIRQ_TIME` (2 ms) or `MAX_SOFTIRQ_RESTART`
+    /// (10) rounds and wakes `ksoftirqd` (kernel/softirq.c:543-544, :640-645).
+    /// [`SPINNERS`] threads at nice [`SPIN_NICE`] on [`IRQ_CPU`] then compete with
+    /// `ksoftirqd` for the CPU.
+    Deferral,
+}
+
+impl Load {
+    /// The trials' `variant`.
+    pub fn variant(self) -> &'static str {
+        match self {
+            Load::Flood => "competition",
+            Load::Deferral => "deferral",
+        }
+    }
+
+    /// One line for the report's setup.
+    pub fn describe(self) -> String {
+        match self {
+            Load::Flood => format!(
+                "`competition`: a loopback UDP flood pinned to CPU {IRQ_CPU} (kbp-ctl flood; its NET_RX runs inline in the flood thread)"
+            ),
+            Load::Deferral => format!(
+                "`deferral`: a loopback UDP flood on CPU {FLOOD_CPU} steered by RPS into CPU {IRQ_CPU}'s backlog (softirq work there beyond \
+                 __do_softirq's 2 ms / 10-restart limits, so NET_RX is deferred to ksoftirqd/{IRQ_CPU}), plus {SPINNERS} CPU-bound threads \
+                 on CPU {IRQ_CPU} at nice {SPIN_NICE}, ksoftirqd's own priority (kbp-ctl spin)"
+            ),
+        }
+    }
+}
+
+/// `rps_cpus` of `lo`'s receive queue.
+const LO_RPS: &str = "/sys/class/net/lo/queues/rx-0/rps_cpus";
+
+pub fn start_load(guest: &Guest, load: Load) -> Result {
+    let start = match load {
+        Load::Flood => format!("(kbp-ctl flood {IRQ_CPU} > /dev/null 2>&1 &)"),
+        Load::Deferral => format!(
+            "echo {:x} > {LO_RPS} && (kbp-ctl flood {FLOOD_CPU} {FLOOD_CPU} > /dev/null 2>&1 &) && \
+             (kbp-ctl spin {IRQ_CPU} {SPINNERS} {SPIN_NICE} > /dev/null 2>&1 &)",
+            1u64 << IRQ_CPU
+        ),
+    };
     guest
-        .check(&format!(
-            "(kbp-ctl flood {IRQ_CPU} > /dev/null 2>&1 &) ; sleep 1; pidof kbp-ctl"
-        ))
+        .check(&format!("{start}; sleep 1; pidof kbp-ctl"))
         .map(drop)
 }
 
 pub fn stop_load(guest: &Guest) -> Result {
-    guest.check("kill $(pidof kbp-ctl); true").map(drop)
+    guest
+        .check(&format!(
+            "kill $(pidof kbp-ctl); echo 0 > {LO_RPS}; sleep 0.2; true"
+        ))
+        .map(drop)
 }
