@@ -28,8 +28,9 @@ use crate::base::Result;
 use crate::base::progress::Stage;
 use crate::guest::stats_file::StatsFile;
 use crate::guest::vm::{Guest, Tcg, VCPUS};
-use crate::harness::{MODULE_PATH, build_and_boot};
+use crate::harness::build_and_boot;
 use crate::suites::bench::model::Cost;
+use crate::suites::bench::setup::enter_mode;
 use crate::suites::bench::trial::target;
 
 /// Offered rate of a cost trial.
@@ -99,23 +100,7 @@ fn set_up_on_cpu0(guest: &Guest, mode: &str) -> Result {
         "for c in $(seq 1 {}); do echo 0 > /sys/devices/system/cpu/cpu$c/online; done; test $(cat /sys/devices/system/cpu/online) = 0",
         VCPUS - 1
     ))?;
-    match mode {
-        "napi" => {}
-        "threaded" => {
-            guest.check("echo 1 > /sys/class/net/eth0/threaded")?;
-        }
-        "busy-poll" => {
-            guest.check("echo 1 > /sys/class/net/eth0/threaded")?;
-            guest.check("for c in /proc/[0-9]*/comm; do read -r n < $c; case $n in napi/eth0-*) id=${n#napi/eth0-}; [ $id != 0 ] && kbp-ctl napi-threaded $id busy-poll;; esac; done; true")?;
-        }
-        "kbp-spin" | "kbp-adaptive" => {
-            guest.check(&format!(
-                "insmod {MODULE_PATH} ifaces=eth0 cpus=0 mode={}",
-                mode.trim_start_matches("kbp-")
-            ))?;
-        }
-        _ => return Err(format!("unknown mode {mode}")),
-    }
+    enter_mode(guest, mode, 0)?;
     guest.check(IDLE_ARM).map(drop)
 }
 

@@ -20,6 +20,16 @@ pub const IRQ_CPU: u32 = 0;
 pub fn set_up(guest: &Guest, mode: &str) -> Result<String> {
     guest.check(&format!("kbp-ctl pin {ECHO_CPU} $(pidof kbp-echo)"))?;
     guest.check(&format!("for i in $(grep virtio0- /proc/interrupts | cut -d: -f1); do echo {IRQ_CPU} > /proc/irq/$i/smp_affinity_list; done"))?;
+    enter_mode(guest, mode, POLL_CPU)?;
+    if mode != "napi" && !mode.starts_with("kbp") {
+        guest.check(&format!("{POLLER_PIDS}; kbp-ctl pin {POLL_CPU} $(pollers)"))?;
+    }
+    guest.check(&format!("{POLLER_PIDS}; for p in $(pollers); do echo $(cat /proc/$p/comm) $(grep Cpus_allowed_list /proc/$p/status); done"))
+}
+
+/// Switches eth0 into `mode` (napi, threaded, busy-poll, kbp-spin, kbp-adaptive), with
+/// kbp.ko's thread on `poll_cpu`.
+pub fn enter_mode(guest: &Guest, mode: &str, poll_cpu: u32) -> Result {
     match mode {
         "napi" => {}
         "threaded" => {
@@ -40,20 +50,17 @@ pub fn set_up(guest: &Guest, mode: &str) -> Result<String> {
         }
         "kbp-spin" => {
             guest.check(&format!(
-                "insmod {MODULE_PATH} ifaces=eth0 cpus={POLL_CPU} mode=spin"
+                "insmod {MODULE_PATH} ifaces=eth0 cpus={poll_cpu} mode=spin"
             ))?;
         }
         "kbp-adaptive" => {
             guest.check(&format!(
-                "insmod {MODULE_PATH} ifaces=eth0 cpus={POLL_CPU} mode=adaptive"
+                "insmod {MODULE_PATH} ifaces=eth0 cpus={poll_cpu} mode=adaptive"
             ))?;
         }
         _ => return Err(format!("unknown mode {mode}")),
     }
-    if mode != "napi" && !mode.starts_with("kbp") {
-        guest.check(&format!("{POLLER_PIDS}; kbp-ctl pin {POLL_CPU} $(pollers)"))?;
-    }
-    guest.check(&format!("{POLLER_PIDS}; for p in $(pollers); do echo $(cat /proc/$p/comm) $(grep Cpus_allowed_list /proc/$p/status); done"))
+    Ok(())
 }
 
 /// The container's address (inside the guest, behind a bridge on 10.78.0.0/24).
