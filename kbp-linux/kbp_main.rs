@@ -274,7 +274,19 @@ impl Kbp {
             let dev = ctx.devs[d].load(ordering::Acquire);
             // SAFETY: `dev` is referenced by the module; process context, no lock held.
             let n = unsafe { sys::DevLock::new(dev) }.napis(&mut scratch);
-            if n == 0 || count + n > MAX_NAPIS {
+            if n == 0 {
+                // Nothing to own: the driver hands packets to the per-CPU backlog
+                // (netif_rx: loopback, tun, a veth without GRO or XDP), or polls a NAPI
+                // registered on another device. Refused rather than half-served.
+                pr_err!(
+                    "invalid parameter ifaces: {} has no NAPI instance: its driver does not \
+                     receive through NAPI (netif_rx and the backlog, which KBP cannot take \
+                     over; a veth has NAPI only with GRO or XDP on)\n",
+                    &BStrText(params.iface(d))
+                );
+                return Err(EINVAL);
+            }
+            if count + n > MAX_NAPIS {
                 pr_err!(
                     "invalid parameter ifaces: {} has {} NAPI instances (1 to {} in all)\n",
                     &BStrText(params.iface(d)),

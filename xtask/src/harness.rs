@@ -1,7 +1,8 @@
 //! Layer 3, what every suite shares: [`build_and_boot`] (toolchain, kernel, module,
 //! initramfs, then a booted guest), `cargo xtask guest-run` ([`run_commands`]), and the
 //! constants and types more than one suite uses: where the module lives in the guest
-//! ([`MODULE_PATH`]), the loads that must be refused ([`BAD_PARAMS`]), the drop
+//! ([`MODULE_PATH`]), the loads that must be refused ([`BAD_PARAMS`]), how to find the
+//! NIC's device and driver for an unbind ([`DEVICE_AND_DRIVER`]), the drop
 //! counters read around traffic ([`Drops`]) and the zero-loss search's ceiling
 //! ([`ZERO_LOSS_CEILING_PPS`]). Uses [`crate::base`], [`crate::build`] and
 //! [`crate::guest`]; the suites above it use it.
@@ -23,6 +24,8 @@ pub const MODULE_PATH: &str = "/lib/modules/kbp.ko";
 pub const BAD_PARAMS: &[(&str, &str)] = &[
     ("ifaces", "ifaces=nosuch0"),
     ("ifaces", "ifaces="),
+    // No NAPI instance to own: loopback receives through the backlog (netif_rx).
+    ("ifaces", "ifaces=lo"),
     ("cpus", "ifaces=eth0 cpus=99"),
     ("cpus", "ifaces=eth0 cpus=3,3"),
     ("cpus", "ifaces=eth0 cpus=1-x"),
@@ -35,6 +38,12 @@ pub const BAD_PARAMS: &[(&str, &str)] = &[
         "ifaces=eth0 mode=adaptive spin_window_us=99999999",
     ),
 ];
+
+/// Shell: `dev` is eth0's bus device (`virtio0`, a PCI address) and `drv` its driver's
+/// sysfs directory (`/sys/bus/virtio/drivers/virtio_net`, `/sys/bus/pci/drivers/igb`),
+/// for `echo $dev > $drv/unbind` on any NIC model.
+pub const DEVICE_AND_DRIVER: &str = "dev=$(basename $(readlink /sys/class/net/eth0/device)); \
+    drv=$(readlink -f /sys/class/net/eth0/device/driver)";
 
 /// The zero-loss search's upper bound: above what this emulated guest sustains (56 kpps
 /// of 64 B echo in `napi` mode, measured once the meter's own sockets stopped dropping
@@ -118,12 +127,17 @@ impl Drops {
 /// returns the kernel release and the running guest. The serial log is
 /// `target/kbp/<log_name>`.
 pub fn build_and_boot(log_name: &str, tcg: Tcg) -> Result<(String, Guest)> {
-    build_and_boot_flavor(log_name, Flavor::Normal, tcg)
+    build_and_boot_with(log_name, Flavor::Normal, tcg, Nic::Virtio)
 }
 
-/// [`build_and_boot`] on the kernel of `flavor`; the debug kernel (lockdep and the
-/// other checkers, under TCG) gets a longer boot timeout.
-pub fn build_and_boot_flavor(log_name: &str, flavor: Flavor, tcg: Tcg) -> Result<(String, Guest)> {
+/// [`build_and_boot`] on the kernel of `flavor` with the NIC model `nic`; the debug
+/// kernel (lockdep and the other checkers, under TCG) gets a longer boot timeout.
+pub fn build_and_boot_with(
+    log_name: &str,
+    flavor: Flavor,
+    tcg: Tcg,
+    nic: Nic,
+) -> Result<(String, Guest)> {
     let tc = toolchain::ensure()?;
     let k = kernel::build_flavor(&tc, flavor)?;
     let ko = module::build(&tc, &k)?;
@@ -131,9 +145,12 @@ pub fn build_and_boot_flavor(log_name: &str, flavor: Flavor, tcg: Tcg) -> Result
     let out_dir = workspace_root().join("target/kbp");
     std::fs::create_dir_all(&out_dir).map_err(|e| e.to_string())?;
 
-    let stage = Stage::start(format!(
-        "boot guest ({VCPUS} vCPUs, virtio-net {QUEUE_PAIRS} queue pairs, TCG)"
-    ));
+    let stage = Stage::start(match nic {
+        Nic::Virtio => {
+            format!("boot guest ({VCPUS} vCPUs, virtio-net {QUEUE_PAIRS} queue pairs, TCG)")
+        }
+        other => format!("boot guest ({VCPUS} vCPUs, {} NIC, TCG)", other.name()),
+    });
     // TCG with several vCPUs occasionally trips over the kernel's boot-time code
     // patching (an int3 Oops before userspace); such a boot is retried, and said so.
     let mut attempt = 1;
@@ -147,7 +164,7 @@ pub fn build_and_boot_flavor(log_name: &str, flavor: Flavor, tcg: Tcg) -> Result
                 Flavor::Debug => Duration::from_secs(900),
             },
             tcg,
-            Nic::Virtio,
+            nic,
         ) {
             Ok(guest) => break guest,
             Err(e) if attempt < 3 && e.contains("before the guest came up") => {
@@ -164,7 +181,10 @@ pub fn build_and_boot_flavor(log_name: &str, flavor: Flavor, tcg: Tcg) -> Result
             Err(e) => return Err(e),
         }
     };
-    println!("[xtask]   guest up in {:.1} s", guest.boot_seconds);
+    println!(
+        "[xtask]   guest up in {:.1} s ({})",
+        guest.boot_seconds, guest.qemu_version
+    );
     stage.done();
     Ok((k.release, guest))
 }

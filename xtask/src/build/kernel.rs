@@ -25,9 +25,11 @@ use std::process::Command;
 
 use crate::base::progress::{Stage, fnv1a, output, run, run_long};
 use crate::base::{Result, cache_dir, workspace_root};
+use crate::build::apt::PrivateApt;
 use crate::build::toolchain::Toolchain;
 
-const SUITE_LINE: &str = "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie-backports main\n";
+/// The Debian suite that carries linux-source-7.2.
+const SUITE: &str = "trixie-backports";
 const PACKAGE: &str = "linux-source-7.2";
 
 /// Which guest kernel.
@@ -102,32 +104,11 @@ pub struct Kernel {
     pub flavor: Flavor,
 }
 
-fn apt_options(apt: &Path) -> Vec<String> {
-    vec![
-        format!(
-            "-o=Dir::Etc::SourceList={}",
-            apt.join("sources.list").display()
-        ),
-        "-o=Dir::Etc::SourceParts=/dev/null".into(),
-        format!("-o=Dir::State::Lists={}", apt.join("lists").display()),
-        format!("-o=Dir::Cache={}", apt.join("cache").display()),
-        "-o=APT::Sandbox::User=root".into(),
-        "-q".into(),
-    ]
-}
-
 /// Downloads (once) and extracts (once) the kernel source; returns the tree.
 fn source() -> Result<PathBuf> {
     let cache = cache_dir();
-    let apt = cache.join("apt");
-    let debs = apt.join("deb");
-    for dir in [
-        apt.join("lists/partial"),
-        apt.join("cache/archives/partial"),
-        debs.clone(),
-    ] {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
+    let apt = PrivateApt::new(cache.join("apt"), SUITE)?;
+    let debs = cache.join("apt/deb");
     let find_deb = || -> Option<PathBuf> {
         std::fs::read_dir(&debs)
             .ok()?
@@ -138,14 +119,8 @@ fn source() -> Result<PathBuf> {
     };
     if find_deb().is_none() {
         let stage = Stage::start(format!("download {PACKAGE} from Debian trixie-backports"));
-        std::fs::write(apt.join("sources.list"), SUITE_LINE).map_err(|e| e.to_string())?;
-        run(Command::new("apt-get")
-            .args(apt_options(&apt))
-            .arg("update"))?;
-        run(Command::new("apt-get")
-            .current_dir(&debs)
-            .args(apt_options(&apt))
-            .args(["download", PACKAGE]))?;
+        apt.update()?;
+        apt.download(&debs, &[PACKAGE])?;
         stage.done();
     }
     let deb = find_deb().ok_or("the linux-source .deb did not download")?;

@@ -1,6 +1,7 @@
-//! A running test guest: a network namespace of our own holding a multi-queue tap, QEMU
-//! (TCG, 4 vCPUs, virtio-net with 2 queue pairs) on that tap, and a TCP client for the
-//! guest's agent. No traffic leaves the namespace.
+//! A running test guest: a network namespace of our own holding a tap, QEMU (TCG, 4
+//! vCPUs, by default virtio-net with 2 queue pairs on a multi-queue tap; [`Nic`] for the
+//! other models) on that tap, and a TCP client for the guest's agent. No traffic leaves
+//! the namespace.
 //!
 //! The xtask process itself enters the namespace (`setns`) before booting, so its
 //! sockets (the load generator, the agent client) and its children (QEMU) live there.
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::base::Result;
 use crate::base::progress::run;
 use crate::build::initramfs::{AGENT_PORT, GUEST_ADDR, HOST_ADDR};
+use crate::build::qemu::{self, Qemu};
 
 /// Queue pairs of the guest's virtio-net.
 pub const QUEUE_PAIRS: u32 = 2;
@@ -53,16 +55,59 @@ pub enum Nic {
     E1000e,
     /// VMware's paravirtual NIC (`vmxnet3`).
     Vmxnet3,
+    /// Intel 82576 (`igb`): multi-queue with MSI-X, a NAPI per queue vector; needs
+    /// QEMU 8.0 or later ([`crate::build::qemu::backports`]).
+    Igb,
 }
 
 impl Nic {
+    /// Every model, in `--nic`'s order.
+    pub const ALL: [Nic; 4] = [Nic::Virtio, Nic::E1000e, Nic::Vmxnet3, Nic::Igb];
+
     /// Parses `--nic`'s value.
     pub fn parse(name: &str) -> Result<Nic> {
-        match name {
-            "virtio" => Ok(Nic::Virtio),
-            "e1000e" => Ok(Nic::E1000e),
-            "vmxnet3" => Ok(Nic::Vmxnet3),
-            other => Err(format!("--nic {other}: expected virtio, e1000e or vmxnet3")),
+        Nic::ALL
+            .into_iter()
+            .find(|n| n.name() == name)
+            .ok_or_else(|| format!("--nic {name}: expected virtio, e1000e, vmxnet3 or igb"))
+    }
+
+    /// `--nic`'s value for it, also the guest driver's name except for virtio.
+    pub fn name(self) -> &'static str {
+        match self {
+            Nic::Virtio => "virtio",
+            Nic::E1000e => "e1000e",
+            Nic::Vmxnet3 => "vmxnet3",
+            Nic::Igb => "igb",
+        }
+    }
+
+    /// The QEMU that models it: the system's, or the backport for igb.
+    pub fn qemu(self) -> Result<Qemu> {
+        match self {
+            Nic::Igb => qemu::backports(),
+            Nic::Virtio | Nic::E1000e | Nic::Vmxnet3 => qemu::system(),
+        }
+    }
+
+    /// RX queues the guest's driver must show, where the model fixes it: virtio-net's
+    /// [`QUEUE_PAIRS`]; the others choose by vector and CPU count (recorded, not
+    /// checked).
+    pub fn expected_rx_queues(self) -> Option<u32> {
+        match self {
+            Nic::Virtio => Some(QUEUE_PAIRS),
+            Nic::E1000e | Nic::Vmxnet3 | Nic::Igb => None,
+        }
+    }
+
+    /// An extended regular expression matching its interrupts' names in the guest's
+    /// `/proc/interrupts` (virtio-net's are `virtio0-input.0` and so on; the Intel and
+    /// VMware drivers name theirs after the interface, `eth0-rx-0`, `eth0-TxRx-0`,
+    /// `eth0-rxtx-0`, `eth0`).
+    pub fn irq_names(self) -> &'static str {
+        match self {
+            Nic::Virtio => "virtio0-",
+            Nic::E1000e | Nic::Vmxnet3 | Nic::Igb => "eth0",
         }
     }
 
@@ -77,8 +122,9 @@ impl Nic {
                     2 * QUEUE_PAIRS + 2
                 ),
             ),
-            Nic::E1000e => (tap.to_string(), "e1000e,netdev=n0".to_string()),
-            Nic::Vmxnet3 => (tap.to_string(), "vmxnet3,netdev=n0".to_string()),
+            Nic::E1000e | Nic::Vmxnet3 | Nic::Igb => {
+                (tap.to_string(), format!("{},netdev=n0", self.name()))
+            }
         }
     }
 }
@@ -147,6 +193,10 @@ pub struct Guest {
     pub log: PathBuf,
     /// Seconds from starting QEMU to the agent answering.
     pub boot_seconds: f64,
+    /// The NIC model the guest was given.
+    pub nic: Nic,
+    /// The QEMU that runs it (`--version`'s first line).
+    pub qemu_version: String,
 }
 
 /// One guest at a time on this machine: the suites time operations and count losses,
@@ -217,6 +267,9 @@ impl Guest {
         tcg: Tcg,
         nic: Nic,
     ) -> Result<Guest> {
+        // Before entering the namespace, which has no route out: the backported QEMU
+        // may have to be downloaded.
+        let qemu_build = nic.qemu()?;
         let lock = lock_guest()?;
         let netns = format!("kbp-test-{}", std::process::id());
         let home_netns = File::open("/proc/self/ns/net").map_err(|e| e.to_string())?;
@@ -228,6 +281,8 @@ impl Guest {
             _lock: lock,
             log: log.to_path_buf(),
             boot_seconds: 0.0,
+            nic,
+            qemu_version: qemu_build.version.clone(),
         };
         let ns_file = File::open(format!("/var/run/netns/{netns}")).map_err(|e| e.to_string())?;
         setns(&ns_file)?;
@@ -243,7 +298,8 @@ impl Guest {
         let _ = std::fs::remove_file(log);
         let (netdev, device) = nic.qemu_args();
         let start = Instant::now();
-        let qemu = Command::new("qemu-system-x86_64")
+        let qemu = Command::new(&qemu_build.binary)
+            .args(&qemu_build.firmware_args)
             .args([
                 "-name",
                 "kbp-guest,debug-threads=on",
@@ -286,7 +342,7 @@ impl Guest {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot start qemu-system-x86_64: {e}"))?;
+            .map_err(|e| format!("cannot start {}: {e}", qemu_build.binary.display()))?;
         guest.qemu = Some(qemu);
 
         loop {
@@ -413,7 +469,25 @@ impl Drop for Guest {
 
 #[cfg(test)]
 mod tests {
-    use super::count_warnings;
+    use super::{Nic, count_warnings};
+
+    #[test]
+    fn every_nic_model_parses_from_its_name_and_no_other_does() {
+        for nic in Nic::ALL {
+            assert_eq!(Nic::parse(nic.name()), Ok(nic));
+        }
+        assert!(Nic::parse("e1000").is_err());
+        assert!(Nic::parse("virtio-net").is_err());
+        // Only virtio-net is on a multi-queue tap with a fixed queue count.
+        assert!(Nic::Virtio.qemu_args().0.contains("queues="));
+        assert_eq!(
+            Nic::Igb.qemu_args(),
+            (
+                "tap,id=n0,ifname=tap0,script=no,downscript=no".into(),
+                "igb,netdev=n0".into()
+            )
+        );
+    }
 
     #[test]
     fn debug_kernel_reports_count_as_warnings() {

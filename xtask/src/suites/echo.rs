@@ -34,11 +34,14 @@ use serde::Serialize;
 use crate::base::progress::Stage;
 use crate::base::{Result, workspace_root};
 use crate::build::initramfs::{ECHO_PORT, GUEST_ADDR};
+use crate::build::kernel::Flavor;
 use crate::guest::probes::{cpu_between, cpu_sample, net_rx_softirqs};
 use crate::guest::stats_file::{StatsFile, THREAD_HANDBACK, THREAD_PACKETS};
 use crate::guest::tcp::{Direction, TcpOptions, TcpRun, measure, shown};
-use crate::guest::vm::{Guest, QUEUE_PAIRS, Tcg, VCPUS, count_warnings};
-use crate::harness::{BAD_PARAMS, Drops, MODULE_PATH, ZERO_LOSS_CEILING_PPS, build_and_boot};
+use crate::guest::vm::{Guest, Nic, Tcg, VCPUS, count_warnings};
+use crate::harness::{
+    BAD_PARAMS, DEVICE_AND_DRIVER, Drops, MODULE_PATH, ZERO_LOSS_CEILING_PPS, build_and_boot_with,
+};
 
 /// Frame sizes of every scenario (Ethernet, with FCS).
 pub const FRAMES: [usize; 3] = [64, 512, 1518];
@@ -318,9 +321,15 @@ struct TcpReport {
 #[derive(Serialize)]
 struct Report {
     kernel: String,
+    /// The NIC model (`--nic`) and the QEMU that modelled it.
+    nic: &'static str,
+    qemu: String,
     vcpus: u32,
-    queue_pairs: u32,
+    /// RX queues the model must show (virtio-net's queue pairs), if it fixes them.
+    expected_rx_queues: Option<u32>,
     guest_rx_queues: u32,
+    /// Scenarios not run on this NIC, each with why.
+    not_run: Vec<String>,
     /// The guest's XPS maps at boot (`tx-N/xps_cpus`, `tx-N/xps_rxqs`).
     xps: String,
     boot_seconds: f64,
@@ -336,7 +345,7 @@ struct Report {
     passed: bool,
 }
 
-/// Unbinds the owned virtio-net device while the module serves it (the device is
+/// Unbinds the owned device from its driver while the module serves it (the device is
 /// unregistered), unloads the module, binds the device again and restores its
 /// address. One agent command does it all: the agent is reached through that device.
 fn unregister_while_owned(guest: &Guest, cpus: &str) -> Result<Unregister> {
@@ -345,11 +354,11 @@ fn unregister_while_owned(guest: &Guest, cpus: &str) -> Result<Unregister> {
         "insmod {MODULE_PATH} ifaces=eth0 cpus={cpus} mode=spin"
     ))?;
     let script = format!(
-        "dev=$(basename $(readlink /sys/class/net/eth0/device)); \
-         t0=$(cut -d' ' -f1 /proc/uptime); echo $dev > /sys/bus/virtio/drivers/virtio_net/unbind; \
+        "{DEVICE_AND_DRIVER}; \
+         t0=$(cut -d' ' -f1 /proc/uptime); echo $dev > $drv/unbind; \
          t1=$(cut -d' ' -f1 /proc/uptime); sleep 1; \
          rmmod kbp && echo UNLOADED; \
-         echo $dev > /sys/bus/virtio/drivers/virtio_net/bind; sleep 1; \
+         echo $dev > $drv/bind; sleep 1; \
          ip addr add {GUEST_ADDR}/24 dev eth0; ip link set eth0 up; sleep 1; \
          echo UNBIND $t0 $t1; dmesg | grep 'kbp: device .* unregistered' | tail -n 1"
     );
@@ -407,6 +416,8 @@ struct Options {
     /// `--mttcg`: boot with multi-threaded TCG (as the bench does) instead of
     /// single-threaded.
     mttcg: bool,
+    /// `--nic NAME`: the guest's NIC model.
+    nic: Nic,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -426,6 +437,7 @@ fn parse(args: &[String]) -> Result<Options> {
         tcp_modes: Vec::new(),
         guest_setup: None,
         mttcg: false,
+        nic: Nic::Virtio,
     };
     let mut tcp_seconds = None;
     let mut it = args.iter();
@@ -451,6 +463,7 @@ fn parse(args: &[String]) -> Result<Options> {
                 o.guest_setup = Some(it.next().ok_or("--guest-setup needs a command")?.clone());
             }
             "--tcp-seconds" => tcp_seconds = Some(num()?),
+            "--nic" => o.nic = Nic::parse(it.next().ok_or("--nic needs a model name")?)?,
             "--quick" => {
                 o.packets = 10_000;
                 o.warmup = 2_000;
@@ -461,7 +474,7 @@ fn parse(args: &[String]) -> Result<Options> {
             }
             other => {
                 return Err(format!(
-                    "unknown flag {other} (flags: --rate PPS --packets N --warmup N --no-search --quick --tcp-only --tcp-seconds S --tcp-mode NAME=ARGS --guest-setup CMD --mttcg)"
+                    "unknown flag {other} (flags: --rate PPS --packets N --warmup N --no-search --quick --tcp-only --tcp-seconds S --tcp-mode NAME=ARGS --guest-setup CMD --mttcg --nic virtio|e1000e|vmxnet3|igb)"
                 ));
             }
         }
@@ -473,6 +486,15 @@ fn parse(args: &[String]) -> Result<Options> {
         return Err("--rate and --packets must be positive".into());
     }
     Ok(o)
+}
+
+/// RX queues of the guest's eth0.
+fn rx_queues(guest: &Guest) -> Result<u32> {
+    guest
+        .check("ls -d /sys/class/net/eth0/queues/rx-* | wc -l")?
+        .trim()
+        .parse()
+        .map_err(|e| format!("RX queue count: {e}"))
 }
 
 /// Packets processed by each KBP thread so far, by CPU (the `thread` records of
@@ -612,8 +634,17 @@ fn scenario_with(
     Ok(s)
 }
 
-/// The kbp modes the test loads the module in: (mode, insmod arguments).
-fn module_modes() -> [(&'static str, String); 3] {
+/// The kbp modes the test loads the module in: (mode, insmod arguments). One thread
+/// per queue pair (`kbp-spin-2-threads`) needs at least two RX queues: it is left out
+/// on a NIC with one, and said so in the report's `not_run`.
+fn module_modes(rx_queues: u32) -> Vec<(&'static str, String)> {
+    let mut modes = all_module_modes().to_vec();
+    modes.retain(|(mode, _)| *mode != "kbp-spin-2-threads" || rx_queues >= 2);
+    modes
+}
+
+/// Every kbp mode of the test.
+fn all_module_modes() -> [(&'static str, String); 3] {
     let last_cpu = VCPUS - 1;
     [
         ("kbp-spin", format!("ifaces=eth0 cpus={last_cpu} mode=spin")),
@@ -631,7 +662,7 @@ fn module_modes() -> [(&'static str, String); 3] {
 /// `--tcp-only`: the TCP measurement in napi and in each kbp mode, nothing else.
 fn run_tcp_only(o: &Options, release: String, guest: Guest) -> Result {
     let modes: Vec<(String, String)> = if o.tcp_modes.is_empty() {
-        module_modes()
+        module_modes(rx_queues(&guest)?)
             .into_iter()
             .map(|(m, a)| (m.to_string(), a))
             .collect()
@@ -684,18 +715,30 @@ pub fn run(args: &[String]) -> Result {
     } else {
         Tcg::SingleThread
     };
-    let (release, guest) = build_and_boot("guest.log", tcg)?;
+    let (release, guest) = build_and_boot_with(
+        &match o.nic {
+            Nic::Virtio => "guest.log".to_string(),
+            nic => format!("guest-{}.log", nic.name()),
+        },
+        Flavor::Normal,
+        tcg,
+        o.nic,
+    )?;
+    let qemu_version = guest.qemu_version.clone();
     if let Some(setup) = &o.guest_setup {
         println!("[xtask] guest setup: {}", guest.check(setup)?);
     }
     if o.tcp_only {
         return run_tcp_only(&o, release, guest);
     }
-    let rx_queues: u32 = guest
-        .check("ls -d /sys/class/net/eth0/queues/rx-* | wc -l")?
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    let rx_queues = rx_queues(&guest)?;
+    let mut not_run = Vec::new();
+    if rx_queues < 2 {
+        not_run.push(format!(
+            "kbp-spin-2-threads: eth0 ({}) has {rx_queues} RX queue, so one NAPI takes its receive traffic and a second thread would have nothing to poll",
+            o.nic.name()
+        ));
+    }
     let xps = guest.check("grep . /sys/class/net/eth0/queues/tx-*/xps_*")?;
     println!(
         "[xtask] XPS: {}",
@@ -725,7 +768,7 @@ pub fn run(args: &[String]) -> Result {
         ..o.clone()
     };
     let mut module_cycles = Vec::new();
-    for (mode, args) in module_modes() {
+    for (mode, args) in module_modes(rx_queues) {
         let stage = Stage::start(format!("{mode}: insmod kbp.ko {args}"));
         let t = Instant::now();
         guest.check(&format!("insmod {MODULE_PATH} {args}"))?;
@@ -831,10 +874,12 @@ pub fn run(args: &[String]) -> Result {
     }
     stage.done();
 
-    let unregister = Some(unregister_while_owned(
-        &guest,
-        &format!("{},{last_cpu}", last_cpu - 1),
-    )?);
+    let unregister_cpus = if rx_queues >= 2 {
+        format!("{},{last_cpu}", last_cpu - 1)
+    } else {
+        last_cpu.to_string()
+    };
+    let unregister = Some(unregister_while_owned(&guest, &unregister_cpus)?);
     scenarios.push(scenario(&guest, "napi-after-rebind", 64, &short)?);
 
     let search = if o.search {
@@ -856,6 +901,7 @@ pub fn run(args: &[String]) -> Result {
 
     let tcp_goal = tcp_summary(&tcp);
     let boot_seconds = guest.boot_seconds;
+    let rx_queues_as_expected = o.nic.expected_rx_queues().is_none_or(|n| n == rx_queues);
     let log = guest.power_off(Duration::from_secs(60))?;
     let total_warnings = count_warnings(&log);
     let passed = scenarios.iter().all(|s| s.passed)
@@ -865,12 +911,15 @@ pub fn run(args: &[String]) -> Result {
             .is_some_and(|u| u.unloaded && !u.dmesg.is_empty())
         && tcp.iter().all(|t| t.passed)
         && total_warnings == 0
-        && rx_queues == QUEUE_PAIRS;
+        && rx_queues_as_expected;
     let report = Report {
         kernel: release,
+        nic: o.nic.name(),
+        qemu: qemu_version,
         vcpus: VCPUS,
-        queue_pairs: QUEUE_PAIRS,
+        expected_rx_queues: o.nic.expected_rx_queues(),
         guest_rx_queues: rx_queues,
+        not_run,
         xps,
         boot_seconds,
         warmup_packets: o.warmup,
@@ -884,16 +933,20 @@ pub fn run(args: &[String]) -> Result {
         kernel_warnings_total: total_warnings,
         passed,
     };
-    let json = out_dir.join("guest-test.json");
+    let json = out_dir.join(match o.nic {
+        Nic::Virtio => "guest-test.json".to_string(),
+        nic => format!("guest-test-{}.json", nic.name()),
+    });
     std::fs::write(
         &json,
         serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
     )
     .map_err(|e| e.to_string())?;
     println!("[xtask] wrote {}", json.display());
-    if rx_queues != QUEUE_PAIRS {
+    if !rx_queues_as_expected {
         return Err(format!(
-            "the guest's eth0 has {rx_queues} RX queues, expected {QUEUE_PAIRS}"
+            "the guest's eth0 has {rx_queues} RX queues, expected {:?}",
+            o.nic.expected_rx_queues()
         ));
     }
     if passed {

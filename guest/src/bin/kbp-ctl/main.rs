@@ -137,9 +137,10 @@ fn channels(dev: &str, set: Option<u32>) -> std::io::Result<String> {
             combined_count: n,
             ..get
         };
+        // Combined channels only; `other_count` stays as the driver reports it (igb
+        // refuses any value but its one link vector, virtio-net has none).
         req.rx_count = 0;
         req.tx_count = 0;
-        req.other_count = 0;
         ethtool(dev, &mut req)?;
     }
     let mut get = EthtoolChannels {

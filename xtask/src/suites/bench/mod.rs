@@ -60,12 +60,13 @@ use kbp_traffic::{TrialSpec, run_trial, zero_loss_search};
 
 use crate::base::progress::{Stage, output};
 use crate::base::{Result, workspace_root};
+use crate::build::kernel::Flavor;
 use crate::guest::host_cpus::{self, allowed_cpus, cpu_list_text, parse_cpu_list, set_affinity};
 use crate::guest::probes::{cpu_between, cpu_sample};
 use crate::guest::stats_file::{StatsFile, gap_bucket_text, gap_percentile_bucket};
 use crate::guest::tracing::{ksoftirqd_sample, ksoftirqd_since, trace_read, trace_start};
-use crate::guest::vm::{QUEUE_PAIRS, Tcg, VCPUS};
-use crate::harness::{ZERO_LOSS_CEILING_PPS, build_and_boot};
+use crate::guest::vm::{Nic, QUEUE_PAIRS, Tcg, VCPUS};
+use crate::harness::{ZERO_LOSS_CEILING_PPS, build_and_boot_with};
 use crate::suites::bench::model::{Idle, Results, ZeroLoss};
 use crate::suites::bench::setup::{
     ECHO_CPU, IRQ_CPU, Load, POLL_CPU, set_up, set_up_container, start_load, stop_load,
@@ -92,6 +93,8 @@ struct Options {
     cost: bool,
     /// Run only the per-packet cost stage (`--cost-only`).
     cost_only: bool,
+    /// `--nic NAME`: the guest's NIC model (the cost stage stays on virtio-net).
+    nic: Nic,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -106,6 +109,7 @@ fn parse(args: &[String]) -> Result<Options> {
         host_cpus: allowed_cpus()?,
         cost: true,
         cost_only: false,
+        nic: Nic::Virtio,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -125,6 +129,7 @@ fn parse(args: &[String]) -> Result<Options> {
                 }
             }
             "--no-cost" => o.cost = false,
+            "--nic" => o.nic = Nic::parse(it.next().ok_or("--nic needs a model name")?)?,
             "--cost-only" => o.cost_only = true,
             "--host-cpus" => {
                 let list = it.next().ok_or("--host-cpus needs a CPU list (e.g. 2-7)")?;
@@ -140,7 +145,7 @@ fn parse(args: &[String]) -> Result<Options> {
             }
             other => {
                 return Err(format!(
-                    "unknown flag {other} (flags: --quick, --modes LIST, --host-cpus LIST, --no-cost, --cost-only)"
+                    "unknown flag {other} (flags: --quick, --modes LIST, --host-cpus LIST, --no-cost, --cost-only, --nic virtio|e1000e|vmxnet3|igb)"
                 ));
             }
         }
@@ -148,12 +153,25 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(o)
 }
 
+/// The log-name prefix of a NIC model other than virtio-net (`igb-`).
+fn nic_prefix(nic: Nic) -> String {
+    match nic {
+        Nic::Virtio => String::new(),
+        nic => format!("{}-", nic.name()),
+    }
+}
+
 /// Everything for one mode, in one boot.
 fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
     let stage = Stage::start(format!("bench mode {mode}"));
     // QEMU inherits this thread's affinity: every core of the run until it is laid out.
     set_affinity(0, &o.host_cpus)?;
-    let (release, guest) = build_and_boot(&format!("bench-{mode}.log"), Tcg::MultiThread)?;
+    let (release, guest) = build_and_boot_with(
+        &format!("bench-{}{mode}.log", nic_prefix(o.nic)),
+        Flavor::Normal,
+        Tcg::MultiThread,
+        o.nic,
+    )?;
     results.guest_kernel = release;
     let qemu = guest.qemu_pid().ok_or("no QEMU process")?;
     let layout = host_cpus::apply(qemu, VCPUS, &o.host_cpus)?;
@@ -373,7 +391,10 @@ fn userspace(args: &[&str]) -> Result<String> {
 /// `cargo xtask bench`.
 pub fn run(args: &[String]) -> Result {
     let o = parse(args)?;
-    let dir: PathBuf = workspace_root().join("target/kbp/bench");
+    let dir: PathBuf = workspace_root().join(match o.nic {
+        Nic::Virtio => "target/kbp/bench".to_string(),
+        nic => format!("target/kbp/bench-{}", nic.name()),
+    });
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     // Userspace figures first, while no guest competes for the two cores.
     let userspace_example = userspace(&[
@@ -396,8 +417,12 @@ pub fn run(args: &[String]) -> Result {
         host_layout: Vec::new(),
         oversubscribed: false,
         setup: format!(
-            "QEMU TCG guest, {VCPUS} vCPUs, 1 GiB, virtio-net with {QUEUE_PAIRS} queue pairs on a multi-queue tap; every virtio-net IRQ on CPU {IRQ_CPU}, \
+            "QEMU TCG guest, {VCPUS} vCPUs, 1 GiB, {}; every NIC IRQ on CPU {IRQ_CPU}, \
              echo server pinned to CPU {ECHO_CPU}, every polling thread pinned to CPU {POLL_CPU}; competition loads: {}",
+            match o.nic {
+                Nic::Virtio => format!("virtio-net with {QUEUE_PAIRS} queue pairs on a multi-queue tap"),
+                nic => format!("{} NIC on a single-queue tap", nic.name()),
+            },
             LOADS.map(Load::describe).join("; ")
         ),
         quick: o.quick,
@@ -422,7 +447,12 @@ pub fn run(args: &[String]) -> Result {
             report::write(&dir, &results)?;
         }
     }
-    if o.cost || o.cost_only {
+    if o.nic != Nic::Virtio && (o.cost || o.cost_only) {
+        println!(
+            "[xtask] the per-packet cost stage runs on virtio-net only; not run with --nic {}",
+            o.nic.name()
+        );
+    } else if o.cost || o.cost_only {
         for mode in &o.modes {
             set_affinity(0, &o.host_cpus)?;
             // A failed cost stage is reported, not fatal: the figures above stand.

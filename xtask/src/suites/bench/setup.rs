@@ -19,7 +19,10 @@ pub const IRQ_CPU: u32 = 0;
 /// Puts the guest into `mode` and pins the echo server and the polling threads.
 pub fn set_up(guest: &Guest, mode: &str) -> Result<String> {
     guest.check(&format!("kbp-ctl pin {ECHO_CPU} $(pidof kbp-echo)"))?;
-    guest.check(&format!("for i in $(grep virtio0- /proc/interrupts | cut -d: -f1); do echo {IRQ_CPU} > /proc/irq/$i/smp_affinity_list; done"))?;
+    guest.check(&format!(
+        "for i in $(grep -E '{}' /proc/interrupts | cut -d: -f1); do echo {IRQ_CPU} > /proc/irq/$i/smp_affinity_list; done",
+        guest.nic.irq_names()
+    ))?;
     enter_mode(guest, mode, POLL_CPU)?;
     if mode != "napi" && !mode.starts_with("kbp") {
         guest.check(&format!("{POLLER_PIDS}; kbp-ctl pin {POLL_CPU} $(pollers)"))?;

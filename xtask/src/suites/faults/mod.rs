@@ -67,8 +67,8 @@ use crate::base::{Result, workspace_root};
 use crate::build::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::build::kernel::Flavor;
 use crate::guest::stats_file::{StatsFile, THREAD_PARKS};
-use crate::guest::vm::{Guest, Tcg, count_warnings};
-use crate::harness::{BAD_PARAMS, MODULE_PATH, build_and_boot_flavor};
+use crate::guest::vm::{Guest, Nic, Tcg, count_warnings};
+use crate::harness::{BAD_PARAMS, DEVICE_AND_DRIVER, MODULE_PATH, build_and_boot_with};
 use crate::suites::faults::fault::{Fault, FaultRecord, Ops};
 
 /// Echo rate during the faults (the moderate rate of the guest test).
@@ -83,11 +83,87 @@ const RATE: u64 = 2_000;
 const DEBUG_SLOWDOWN: u64 = 10;
 
 /// The module's modes for the reconfiguration faults: (record suffix, insmod arguments
-/// after `ifaces=eth0`).
-const MODES: [(&str, &str); 2] = [
-    ("spin", "cpus=2,3 mode=spin"),
-    ("adaptive", "cpus=2,3 mode=adaptive spin_window_us=200"),
-];
+/// after `ifaces=eth0`), with the threads on `cpus` (see [`thread_cpus`]).
+fn modes(cpus: &str) -> [(&'static str, String); 2] {
+    [
+        ("spin", format!("cpus={cpus} mode=spin")),
+        (
+            "adaptive",
+            format!("cpus={cpus} mode=adaptive spin_window_us=200"),
+        ),
+    ]
+}
+
+/// The KBP threads' CPUs for the faults run with two threads: 2 and 3, or only 3 on a
+/// NIC with one RX queue (one NAPI takes all receive traffic: e1000e), where kbp.ko
+/// refuses a thread without an instance.
+fn thread_cpus(rx_queues: u32) -> &'static str {
+    if rx_queues >= 2 { "2,3" } else { "3" }
+}
+
+/// What the NIC's driver supports, asked once without kbp.ko loaded: an operation the
+/// driver refuses on its own is not a fault of KBP's, so its record says why it was
+/// not run.
+struct DriverOps {
+    /// `ethtool -L` (combined channels): the count before, or why not.
+    channels: std::result::Result<u32, String>,
+    /// `ethtool -G`: `Err` says why not.
+    rings: std::result::Result<(), String>,
+    /// XDP in driver mode: `Err` says why not.
+    xdp: std::result::Result<(), String>,
+}
+
+impl DriverOps {
+    fn probe(guest: &Guest, nic: Nic) -> Result<DriverOps> {
+        let refused = |what: &str, out: &str| {
+            format!(
+                "the {} driver refuses {what} without kbp.ko loaded: {}",
+                nic.name(),
+                out.trim()
+            )
+        };
+        let channels = match guest.exec("kbp-ctl channels eth0")? {
+            (0, out) => {
+                let n = out
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .ok_or_else(|| format!("kbp-ctl channels: {out}"))?;
+                // Setting the count it already has checks that the driver can set it.
+                match guest.exec(&format!("kbp-ctl channels eth0 {n}"))? {
+                    (0, _) if n >= 2 => Ok(n),
+                    (0, _) => Err(format!(
+                        "eth0 ({}) has {n} combined channel and no more",
+                        nic.name()
+                    )),
+                    (_, out) => Err(refused("ethtool -L", &out)),
+                }
+            }
+            (_, out) => Err(refused("ethtool -l", &out)),
+        };
+        let rings = match guest.exec("kbp-ctl rings eth0")? {
+            (0, out) if parse_rings(&out).is_some() => Ok(()),
+            (_, out) => Err(refused("ethtool -g", &out)),
+        };
+        let xdp = match guest.exec("kbp-ctl bpf-probe")? {
+            (EXIT_NO_BPF, out) => Err(format!(
+                "the guest kernel has no bpf(2): CONFIG_BPF_SYSCALL is off (x86_64_defconfig leaves it off and xtask/kernel/kbp-guest.config does not turn it on); kbp-ctl says: {out}"
+            )),
+            _ => match guest.exec("kbp-ctl xdp eth0 on")? {
+                (0, _) => {
+                    guest.check("kbp-ctl xdp eth0 off")?;
+                    Ok(())
+                }
+                (_, out) => Err(refused("an XDP program in driver mode", &out)),
+            },
+        };
+        Ok(DriverOps {
+            channels,
+            rings,
+            xdp,
+        })
+    }
+}
 
 /// `kbp-ctl bpf-probe`'s exit code when the kernel has no bpf(2).
 const EXIT_NO_BPF: i32 = 3;
@@ -150,6 +226,7 @@ fn parse_rings(out: &str) -> Option<(u32, u32, u32, u32)> {
 fn reconfiguration_faults<'a>(
     guest: &Guest,
     fault: &impl Fn(&str, String) -> Fault<'a>,
+    driver: &DriverOps,
     mode: &str,
     args: Option<&str>,
     cycles: u32,
@@ -163,11 +240,12 @@ fn reconfiguration_faults<'a>(
         None => fault(name, what),
     };
 
-    records.push(
-        fault(
-            &name("ring-resize"),
-            format!("{cycles} x ethtool -G eth0 rx/tx to half the maximum and back (kbp-ctl rings), {mode}, 8 flows"),
-        )
+    let rings_what = format!(
+        "{cycles} x ethtool -G eth0 rx/tx to half the maximum and back (kbp-ctl rings), {mode}, 8 flows"
+    );
+    records.push(match &driver.rings {
+        Err(why) => FaultRecord::not_possible(&name("ring-resize"), rings_what, why.clone()),
+        Ok(()) => fault(&name("ring-resize"), rings_what)
         .with_flows(8)
         .run(|g, ops| {
             let now = g.check("kbp-ctl rings eth0")?;
@@ -193,26 +271,20 @@ fn reconfiguration_faults<'a>(
             }
             Ok(())
         })?,
-    );
+    });
 
     let xdp_what = format!(
         "{cycles} x attach/detach of an XDP_PASS program in driver mode (kbp-ctl xdp), {mode}, 8 flows"
     );
-    records.push(match guest.exec("kbp-ctl bpf-probe")? {
-        (EXIT_NO_BPF, out) => FaultRecord::not_possible(
-            &name("xdp"),
-            xdp_what,
-            format!(
-                "the guest kernel has no bpf(2): CONFIG_BPF_SYSCALL is off (x86_64_defconfig leaves it off and xtask/kernel/kbp-guest.config does not turn it on); kbp-ctl says: {out}"
-            ),
-        ),
+    records.push(match &driver.xdp {
+        Err(why) => FaultRecord::not_possible(&name("xdp"), xdp_what, why.clone()),
         // virtio-net drops the RX buffers it posted before the program changed
         // (counted in eth0's rx_dropped): the `xdp/napi` baseline, without kbp.ko,
         // loses them too (12 packets, 12 rx_dropped, in one run).
-        _ => fault(&name("xdp"), xdp_what)
+        Ok(()) => fault(&name("xdp"), xdp_what)
             .excusing_driver_drops()
             .with_flows(8)
-                .run(|g, ops| {
+            .run(|g, ops| {
                 for _ in 0..cycles {
                     // virtnet_xdp_set pauses and resumes every RX NAPI (napi_disable /
                     // napi_enable) and the TX NAPIs; no queue is reset: only the
@@ -327,6 +399,12 @@ fn reconfiguration_faults<'a>(
 #[derive(Serialize)]
 struct Report {
     kernel: String,
+    /// The NIC model (`--nic`) and the QEMU that modelled it.
+    nic: &'static str,
+    qemu: String,
+    /// RX queues of the guest's eth0, and the CPUs of the two-thread loads.
+    rx_queues: u32,
+    thread_cpus: &'static str,
     rate_pps: u64,
     /// `normal`, or `debug` for `--debug-kernel`.
     kernel_flavor: &'static str,
@@ -348,6 +426,8 @@ struct Options {
     soak_minutes: f64,
     cycles: u32,
     debug_kernel: bool,
+    /// `--nic NAME`: the guest's NIC model.
+    nic: Nic,
     /// `--only NAME,..`: run just these faults (a name without `/MODE` selects every
     /// mode of it); the others are left out of the report.
     only: Option<Vec<String>>,
@@ -367,6 +447,7 @@ fn parse(args: &[String]) -> Result<Options> {
         soak_minutes: 10.0,
         cycles: 20,
         debug_kernel: false,
+        nic: Nic::Virtio,
         only: None,
     };
     let mut it = args.iter();
@@ -380,13 +461,14 @@ fn parse(args: &[String]) -> Result<Options> {
             "--soak-minutes" => o.soak_minutes = num()?,
             "--cycles" => o.cycles = num()? as u32,
             "--debug-kernel" => o.debug_kernel = true,
+            "--nic" => o.nic = Nic::parse(it.next().ok_or("--nic needs a model name")?)?,
             "--only" => {
                 let names = it.next().ok_or("--only needs NAME[,NAME..]")?;
                 o.only = Some(names.split(',').map(str::to_string).collect());
             }
             other => {
                 return Err(format!(
-                    "unknown flag {other} (faults flags: --soak-minutes M --cycles N --debug-kernel --only NAME[,NAME..])"
+                    "unknown flag {other} (faults flags: --soak-minutes M --cycles N --debug-kernel --nic virtio|e1000e|vmxnet3|igb --only NAME[,NAME..])"
                 ));
             }
         }
@@ -397,13 +479,28 @@ fn parse(args: &[String]) -> Result<Options> {
 /// Runs every fault.
 pub fn run(args: &[String]) -> Result {
     let o = parse(args)?;
-    let (flavor, suffix, slowdown) = if o.debug_kernel {
-        (Flavor::Debug, "-debug", DEBUG_SLOWDOWN)
+    let (flavor, mut suffix, slowdown) = if o.debug_kernel {
+        (Flavor::Debug, "-debug".to_string(), DEBUG_SLOWDOWN)
     } else {
-        (Flavor::Normal, "", 1)
+        (Flavor::Normal, String::new(), 1)
     };
-    let (release, guest) =
-        build_and_boot_flavor(&format!("faults{suffix}.log"), flavor, Tcg::SingleThread)?;
+    if o.nic != Nic::Virtio {
+        suffix = format!("-{}{suffix}", o.nic.name());
+    }
+    let (release, guest) = build_and_boot_with(
+        &format!("faults{suffix}.log"),
+        flavor,
+        Tcg::SingleThread,
+        o.nic,
+    )?;
+    let rx_queues: u32 = guest
+        .check("ls -d /sys/class/net/eth0/queues/rx-* | wc -l")?
+        .trim()
+        .parse()
+        .map_err(|e| format!("RX queue count: {e}"))?;
+    let two = thread_cpus(rx_queues);
+    let driver = DriverOps::probe(&guest, o.nic)?;
+    let qemu = guest.qemu_version.clone();
     let mut faults = Vec::new();
     let fault = |name: &str, what: String| Fault {
         guest: &guest,
@@ -426,10 +523,10 @@ pub fn run(args: &[String]) -> Result {
         )
         .run(|g, ops| {
             let variants = [
-                "cpus=3 mode=spin",
-                "cpus=2,3 mode=adaptive spin_window_us=200",
-                "cpus=2,3 mode=spin",
-                "cpus=3 mode=adaptive",
+                "cpus=3 mode=spin".to_string(),
+                format!("cpus={two} mode=adaptive spin_window_us=200"),
+                format!("cpus={two} mode=spin"),
+                "cpus=3 mode=adaptive".to_string(),
             ];
             for i in 0..cycles as usize {
                 ops.run(
@@ -447,9 +544,9 @@ pub fn run(args: &[String]) -> Result {
     );
 
     guest.check(&format!(
-        "insmod {MODULE_PATH} ifaces=eth0 cpus=2,3 mode=spin"
+        "insmod {MODULE_PATH} ifaces=eth0 cpus={two} mode=spin"
     ))?;
-    faults.push(fault("link-flap", format!("{cycles} x ip link set eth0 down/up while owned (spin, 2 threads)")).run(|g, ops| {
+    faults.push(fault("link-flap", format!("{cycles} x ip link set eth0 down/up while owned (spin, threads on CPUs {two})")).run(|g, ops| {
         let mut before = stats(g)?;
         for _ in 0..cycles {
             let script = format!("{}; {}", Ops::timed("link-down", "ip link set eth0 down"), Ops::timed("link-up", "ip link set eth0 up"));
@@ -467,36 +564,36 @@ pub fn run(args: &[String]) -> Result {
         Ok(())
     })?);
 
-    faults.push(
-        fault(
-            "channels",
-            "ethtool -L eth0 combined 1 then 2, 5 x while owned (kbp-ctl channels)".into(),
-        )
-        .with_flows(8)
-        .run(|g, ops| {
-            let mut before = stats(g)?;
-            for _ in 0..5 {
-                for n in [1, 2] {
-                    let out = ops.run(
-                        g,
-                        &Ops::timed(
-                            &format!("channels-{n}"),
-                            &format!("kbp-ctl channels eth0 {n}"),
-                        ),
-                        false,
-                    )?;
-                    if !out.contains(&format!("combined {n} ")) {
-                        ops.failures.push(format!("channel count not {n}: {out}"));
+    let channels_what =
+        |n: u32| format!("ethtool -L eth0 combined 1 then {n}, 5 x while owned (kbp-ctl channels)");
+    faults.push(match driver.channels.clone() {
+        Err(why) => FaultRecord::not_possible("channels", channels_what(2), why),
+        Ok(channels) => fault("channels", channels_what(channels))
+            .with_flows(8)
+            .run(|g, ops| {
+                let mut before = stats(g)?;
+                for _ in 0..5 {
+                    for n in [1, channels] {
+                        let out = ops.run(
+                            g,
+                            &Ops::timed(
+                                &format!("channels-{n}"),
+                                &format!("kbp-ctl channels eth0 {n}"),
+                            ),
+                            false,
+                        )?;
+                        if !out.contains(&format!("combined {n} ")) {
+                            ops.failures.push(format!("channel count not {n}: {out}"));
+                        }
+                        std::thread::sleep(Duration::from_millis(500));
                     }
-                    std::thread::sleep(Duration::from_millis(500));
+                    let now = stats(g)?;
+                    ops.check_stats(&now, Some(&before));
+                    before = now;
                 }
-                let now = stats(g)?;
-                ops.check_stats(&now, Some(&before));
-                before = now;
-            }
-            Ok(())
-        })?,
-    );
+                Ok(())
+            })?,
+    });
 
     faults.push(fault("cpu-hotplug", "CPU 3 (a KBP thread's CPU) offline and online again, 3 x while owned".into()).run(|g, ops| {
         let mut before = stats(g)?;
@@ -522,13 +619,13 @@ pub fn run(args: &[String]) -> Result {
         Ok(())
     })?);
 
-    faults.push(fault("unbind", "virtio-net unbind/rebind while owned (2 threads), then reload to own the new device, 3 x".into()).run(|g, ops| {
+    faults.push(fault("unbind", format!("{} unbind/rebind while owned (threads on CPUs {two}), then reload to own the new device, 3 x", o.nic.name())).run(|g, ops| {
         for _ in 0..3 {
             let script = format!(
-                "export dev=$(basename $(readlink /sys/class/net/eth0/device)); {}; sleep 1; {}; \
+                "export {DEVICE_AND_DRIVER}; {}; sleep 1; {}; \
                  ip addr add {GUEST_ADDR}/24 dev eth0; ip link set eth0 up; dmesg | grep 'kbp: device .* unregistered' | tail -n 1",
-                Ops::timed("unbind", "echo $dev > /sys/bus/virtio/drivers/virtio_net/unbind"),
-                Ops::timed("bind", "echo $dev > /sys/bus/virtio/drivers/virtio_net/bind")
+                Ops::timed("unbind", "echo $dev > $drv/unbind"),
+                Ops::timed("bind", "echo $dev > $drv/bind")
             );
             let out = ops.run(g, &script, true)?;
             if !(out.contains("kbp: device") && out.contains(" unregistered")) {
@@ -540,7 +637,7 @@ pub fn run(args: &[String]) -> Result {
             if !s.contains("(gone)") {
                 ops.failures.push(format!("the stats file does not show the device gone: {s}"));
             }
-            ops.run(g, &format!("{}; {}", Ops::timed("unload", "rmmod kbp"), insmod("ifaces=eth0 cpus=2,3 mode=spin")), false)?;
+            ops.run(g, &format!("{}; {}", Ops::timed("unload", "rmmod kbp"), insmod(&format!("ifaces=eth0 cpus={two} mode=spin"))), false)?;
         }
         Ok(())
     })?);
@@ -551,7 +648,7 @@ pub fn run(args: &[String]) -> Result {
             // A second instance of the module is refused as a duplicate before its
             // parameters are parsed, so the loaded one goes away for each attempt.
             let script = format!(
-                "rmmod kbp; insmod {MODULE_PATH} {args} && echo LOADED; dmesg | grep 'invalid parameter' | tail -n 1; dmesg -c > /dev/null; insmod {MODULE_PATH} ifaces=eth0 cpus=2,3 mode=spin"
+                "rmmod kbp; insmod {MODULE_PATH} {args} && echo LOADED; dmesg | grep 'invalid parameter' | tail -n 1; dmesg -c > /dev/null; insmod {MODULE_PATH} ifaces=eth0 cpus={two} mode=spin"
             );
             let out = ops.run(g, &script, false)?;
             if out.contains("LOADED") || !out.contains(&format!("invalid parameter {param}")) {
@@ -585,17 +682,19 @@ pub fn run(args: &[String]) -> Result {
     faults.extend(reconfiguration_faults(
         &guest,
         &fault,
+        &driver,
         "napi",
         None,
         reconfig_cycles,
     )?);
-    for (mode, args) in MODES {
+    for (mode, args) in modes(two) {
         guest.check(&format!("insmod {MODULE_PATH} ifaces=eth0 {args}"))?;
         faults.extend(reconfiguration_faults(
             &guest,
             &fault,
+            &driver,
             mode,
-            Some(args),
+            Some(&args),
             reconfig_cycles,
         )?);
         guest.check("rmmod kbp")?;
@@ -611,6 +710,10 @@ pub fn run(args: &[String]) -> Result {
     let passed = faults.iter().all(|f| f.passed) && kernel_warnings_total == 0;
     let report = Report {
         kernel: release,
+        nic: o.nic.name(),
+        qemu,
+        rx_queues,
+        thread_cpus: two,
         rate_pps: RATE / slowdown,
         kernel_flavor: if o.debug_kernel { "debug" } else { "normal" },
         faults,
