@@ -63,6 +63,9 @@ pub const SHOWN_COUNTERS: &[&str] = &[
     "TcpExt.TCPRcvQDrop",
     "TcpExt.TCPZeroWindowDrop",
     "Dev.eth0_rx_dropped",
+    "Dev.eth0_rx_missed_errors",
+    "Dev.eth0_rx_fifo_errors",
+    "Dev.eth0_rx_over_errors",
     "Dev.tap0_tx_dropped",
     "Dev.tap0_rx_dropped",
 ];
@@ -96,13 +99,30 @@ pub struct TcpRun {
     pub from_guest: Direction,
 }
 
-/// The guest's TCP counters, eth0 `rx_dropped` and, with kbp.ko loaded, the packets
-/// of each instance it serves (`Kbp.napi_<cpu>_<index>`: which queues a flow took).
+/// eth0's receive drop counters read with the TCP counters: `rx_dropped` (the stack's
+/// and virtio-net's), and the NIC's own: frames it had no descriptor for
+/// (`rx_missed_errors`, the Intel models' MPC) or no FIFO room for.
+const ETH0_RX_DROPS: [&str; 4] = [
+    "rx_dropped",
+    "rx_missed_errors",
+    "rx_fifo_errors",
+    "rx_over_errors",
+];
+
+/// The guest's TCP counters, eth0's [`ETH0_RX_DROPS`] and, with kbp.ko loaded, the
+/// packets of each instance it serves (`Kbp.napi_<cpu>_<index>`: which queues a flow
+/// took).
 fn guest_counters(guest: &Guest) -> Result<BTreeMap<String, u64>> {
-    let text = guest.check(
-        "cat /proc/net/netstat /proc/net/snmp; \
-         echo \"Dev: eth0_rx_dropped\"; echo \"Dev: $(cat /sys/class/net/eth0/statistics/rx_dropped)\"",
-    )?;
+    let names: Vec<String> = ETH0_RX_DROPS.iter().map(|c| format!("eth0_{c}")).collect();
+    let values: Vec<String> = ETH0_RX_DROPS
+        .iter()
+        .map(|c| format!("$(cat /sys/class/net/eth0/statistics/{c})"))
+        .collect();
+    let text = guest.check(&format!(
+        "cat /proc/net/netstat /proc/net/snmp; echo \"Dev: {}\"; echo \"Dev: {}\"",
+        names.join(" "),
+        values.join(" ")
+    ))?;
     let mut m = parse_nstat(&text);
     let (code, stats) = guest.exec("cat /sys/kernel/debug/kbp/stats")?;
     if code == 0
