@@ -20,6 +20,7 @@
 #include <linux/vmalloc.h>
 #include <net/gro.h>
 #include <net/netdev_lock.h>
+#include <net/netdev_rx_queue.h>
 #include <trace/events/napi.h>
 #include <net/net_namespace.h>
 
@@ -95,6 +96,22 @@ int kbp_dev_napis(struct net_device *dev, struct napi_struct **out, int max)
 		count++;
 	}
 	return count;
+}
+
+/*
+ * Whether `n` is the NAPI of one of the device's RX queues, as the driver declared it
+ * with netif_queue_set_napi() (net/core/dev.c): virtio-net, igb and e1000e do. Used
+ * only to deal instances over the threads, so a racy read is harmless (the pointer is
+ * compared, never followed).
+ */
+bool kbp_napi_serves_rx(struct net_device *dev, const struct napi_struct *n)
+{
+	unsigned int i;
+
+	for (i = 0; i < dev->real_num_rx_queues; i++)
+		if (READ_ONCE(__netif_get_rx_queue(dev, i)->napi) == n)
+			return true;
+	return false;
 }
 
 /* The device's instance lock, held while KBP reads and records its instances. */

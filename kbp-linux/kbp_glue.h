@@ -30,6 +30,7 @@ const char *kbp_dev_name(const struct net_device *dev);
 void kbp_dev_lock(struct net_device *dev);
 void kbp_dev_unlock(struct net_device *dev);
 int kbp_dev_napis(struct net_device *dev, struct napi_struct **out, int max);
+bool kbp_napi_serves_rx(struct net_device *dev, const struct napi_struct *n);
 int kbp_napi_id(const struct napi_struct *n);
 struct net_device *kbp_napi_dev(const struct napi_struct *n);
 

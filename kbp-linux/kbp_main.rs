@@ -262,18 +262,32 @@ fn hook_error(what: &str, rc: i32) -> Error {
 }
 
 impl Kbp {
-    /// Reads the devices' instances and deals them to the workers in contiguous runs;
-    /// returns how many there are. Each device's instances are read and put into slots
-    /// under its instance lock, with the delete observer registered: one deleted later
-    /// is forgotten, none is missed in between. A first pass counts them for the plan.
+    /// Reads the devices' instances and deals them to the workers; returns how many
+    /// there are. Each device's instances are read and put into slots under its
+    /// instance lock, with the delete observer registered: one deleted later is
+    /// forgotten, none is missed in between. A first pass counts them for the plan.
+    ///
+    /// The instances of RX queues and the others (TX completion, or undeclared) are
+    /// dealt separately, each class in contiguous runs: every thread gets its share of
+    /// receive traffic whatever order the driver registered its instances in. (igb
+    /// with separate RX and TX vectors lists its four TX instances before its four RX
+    /// ones; one contiguous deal gave one of two threads every RX queue. virtio-net's
+    /// pairs deal as before: thread A gets rx1 and tx1, thread B rx0 and tx0.)
     fn deal_instances(&self, params: &Params) -> Result<usize> {
         let ctx = &*self.ctx;
         let mut scratch = [core::ptr::null_mut(); MAX_NAPIS];
         let mut count = 0usize;
+        let mut count_rx = 0usize;
         for d in 0..ctx.ndevs {
             let dev = ctx.devs[d].load(ordering::Acquire);
             // SAFETY: `dev` is referenced by the module; process context, no lock held.
-            let n = unsafe { sys::DevLock::new(dev) }.napis(&mut scratch);
+            let lock = unsafe { sys::DevLock::new(dev) };
+            let n = lock.napis(&mut scratch);
+            count_rx += scratch[..n.min(MAX_NAPIS)]
+                .iter()
+                .filter(|&&napi| lock.serves_rx(napi))
+                .count();
+            drop(lock);
             if n == 0 {
                 // Nothing to own: the driver hands packets to the per-CPU backlog
                 // (netif_rx: loopback, tun, a veth without GRO or XDP), or polls a NAPI
@@ -308,15 +322,24 @@ impl Kbp {
             );
             return Err(EINVAL);
         }
-        // Instance `i` (in the devices' order) goes to thread `i * threads / count`.
-        let mut i = 0usize;
+        // The `k`th instance of a class of `c` (in the devices' order) goes to thread
+        // `k * threads / c`.
+        let count_other = count - count_rx;
+        let (mut i, mut k_rx, mut k_other) = (0usize, 0usize, 0usize);
         for d in 0..ctx.ndevs {
             let dev = ctx.devs[d].load(ordering::Acquire);
             // SAFETY: as above.
             let lock = unsafe { sys::DevLock::new(dev) };
             let n = lock.napis(&mut scratch).min(MAX_NAPIS);
             for &napi in &scratch[..n] {
-                let planned = ctx.workers.get(i * threads / count);
+                let (k, class) = if lock.serves_rx(napi) {
+                    k_rx += 1;
+                    (k_rx - 1, count_rx)
+                } else {
+                    k_other += 1;
+                    (k_other - 1, count_other)
+                };
+                let planned = ctx.workers.get(k * threads / class.max(1));
                 let w = match planned {
                     Some(w) if w.live() < CAP => w,
                     // The device gained instances since the count: the emptiest thread.

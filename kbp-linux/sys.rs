@@ -46,6 +46,7 @@ mod ffi {
             out: *mut *mut RawNapi,
             max: c_int,
         ) -> c_int;
+        pub(super) fn kbp_napi_serves_rx(dev: *mut RawNetDevice, n: *const RawNapi) -> bool;
         pub(super) fn kbp_napi_id(n: *const RawNapi) -> c_int;
         pub(super) fn kbp_napi_dev(n: *const RawNapi) -> *mut RawNetDevice;
 
@@ -175,6 +176,15 @@ impl DevLock {
         // the glue writes at most `max` pointers into `out`.
         let n = unsafe { ffi::kbp_dev_napis(self.0, out.as_mut_ptr(), max) };
         usize::try_from(n).unwrap_or(0)
+    }
+
+    /// Whether `napi` is the instance of one of the device's RX queues (the driver's
+    /// `netif_queue_set_napi`); false for TX-only instances and for drivers that do not
+    /// declare their queues' instances.
+    pub(crate) fn serves_rx(&self, napi: *mut RawNapi) -> bool {
+        // SAFETY: the device is referenced and locked (type invariant of the guard);
+        // `napi` is only compared with the queues' pointers, never followed.
+        unsafe { ffi::kbp_napi_serves_rx(self.0, napi) }
     }
 }
 
