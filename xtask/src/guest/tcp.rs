@@ -79,6 +79,13 @@ pub struct Direction {
     pub guest_counters: BTreeMap<String, u64>,
     /// Growth of the host test namespace's counters during the transfer.
     pub host_counters: BTreeMap<String, u64>,
+    /// Frames lost on the emulated link: sent into it but not received on the other
+    /// side (host tap0 TX, i.e. frames QEMU read, minus the guest's eth0 RX; or the
+    /// guest's eth0 TX minus tap0 RX), the agent's few frames included. An emulated
+    /// NIC may drop without counting: QEMU's igb discards a frame when the RSS queue it
+    /// picked has no descriptor, while its `can_receive` looks at any queue, and
+    /// increments no drop register (hw/net/igb_core.c, `igb_receive_internal`).
+    pub link_lost: i64,
 }
 
 impl Direction {
@@ -102,11 +109,14 @@ pub struct TcpRun {
 /// eth0's receive drop counters read with the TCP counters: `rx_dropped` (the stack's
 /// and virtio-net's), and the NIC's own: frames it had no descriptor for
 /// (`rx_missed_errors`, the Intel models' MPC) or no FIFO room for.
-const ETH0_RX_DROPS: [&str; 4] = [
+/// Also its packet counts, for [`Direction::link_lost`].
+const ETH0_RX_DROPS: [&str; 6] = [
     "rx_dropped",
     "rx_missed_errors",
     "rx_fifo_errors",
     "rx_over_errors",
+    "rx_packets",
+    "tx_packets",
 ];
 
 /// The guest's TCP counters, eth0's [`ETH0_RX_DROPS`] and, with kbp.ko loaded, the
@@ -149,8 +159,10 @@ fn host_counters() -> Result<BTreeMap<String, u64>> {
     let link = output(Command::new("ip").args(["-j", "-s", "link", "show", "tap0"]))?;
     let v = serde_json::from_str::<serde_json::Value>(&link).unwrap_or_default();
     for dir in ["tx", "rx"] {
-        if let Some(d) = v[0]["stats64"][dir]["dropped"].as_u64() {
-            m.insert(format!("Dev.tap0_{dir}_dropped"), d);
+        for counter in ["dropped", "packets"] {
+            if let Some(d) = v[0]["stats64"][dir][counter].as_u64() {
+                m.insert(format!("Dev.tap0_{dir}_{counter}"), d);
+            }
         }
     }
     Ok(m)
@@ -160,18 +172,28 @@ fn addr(port: u16) -> SocketAddr {
     format!("{GUEST_ADDR}:{port}").parse().expect("address")
 }
 
-/// Runs `transfer` between two readings of both sides' counters.
+/// Runs `transfer` (towards the guest if `to_guest`) between two readings of both
+/// sides' counters.
 fn with_counters(
     guest: &Guest,
+    to_guest: bool,
     transfer: impl FnOnce() -> Result<BulkResult>,
 ) -> Result<Direction> {
     let (g0, h0) = (guest_counters(guest)?, host_counters()?);
     let bulk = transfer()?;
     let (g1, h1) = (guest_counters(guest)?, host_counters()?);
+    let (guest_counters, host_counters) = (nstat_delta(&g0, &g1), nstat_delta(&h0, &h1));
+    let grew = |m: &BTreeMap<String, u64>, k: &str| m.get(k).copied().unwrap_or(0) as i64;
+    let link_lost = if to_guest {
+        grew(&host_counters, "Dev.tap0_tx_packets") - grew(&guest_counters, "Dev.eth0_rx_packets")
+    } else {
+        grew(&guest_counters, "Dev.eth0_tx_packets") - grew(&host_counters, "Dev.tap0_rx_packets")
+    };
     Ok(Direction {
         bulk,
-        guest_counters: nstat_delta(&g0, &g1),
-        host_counters: nstat_delta(&h0, &h1),
+        guest_counters,
+        host_counters,
+        link_lost,
     })
 }
 
@@ -197,11 +219,11 @@ fn source_report(guest: &Guest) -> Result<SenderInfo> {
 pub fn measure(guest: &Guest, o: &TcpOptions) -> Result<TcpRun> {
     let rr = request_response(addr(TCP_ECHO_PORT), o.rr_requests, o.rr_warmup, o.rr_bytes)
         .map_err(|e| format!("TCP request/response: {e}"))?;
-    let to_guest = with_counters(guest, || {
+    let to_guest = with_counters(guest, true, || {
         bulk_to(addr(TCP_SINK_PORT), o.bulk_seconds).map_err(|e| format!("TCP bulk to guest: {e}"))
     })?;
     guest.check(&format!("rm -f {TCP_SOURCE_REPORT}"))?;
-    let mut from_guest = with_counters(guest, || {
+    let mut from_guest = with_counters(guest, false, || {
         bulk_from(addr(TCP_SOURCE_PORT), o.bulk_seconds)
             .map_err(|e| format!("TCP bulk from guest: {e}"))
     })?;
