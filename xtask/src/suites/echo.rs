@@ -202,7 +202,7 @@ fn tcp_goal(mode: &TcpScenario, napi: &TcpScenario) -> TcpGoal {
 fn print_direction(name: &str, d: &Direction) {
     let s = d.bulk.sender.unwrap_or_default();
     println!(
-        "[xtask]     {name:<10} {:>8.1} Mbit/s  retrans {} (rto {}, dsack {}, reord {}) stall {:.0} ms srtt {} us, lost on the link {}
+        "[xtask]     {name:<10} {:>8.1} Mbit/s  retrans {} (rto {}, dsack {}, reord {}) stall {:.0} ms srtt {} us{}
 [xtask]       host:  {}
 [xtask]       guest: {}",
         d.bulk.mbit_s,
@@ -212,7 +212,8 @@ fn print_direction(name: &str, d: &Direction) {
         s.reord_seen,
         d.bulk.longest_stall_ms,
         s.rtt_us,
-        d.link_lost,
+        d.link_lost
+            .map_or(String::new(), |n| format!(", lost on the link {n}")),
         shown(&d.host_counters),
         shown(&d.guest_counters),
     );
