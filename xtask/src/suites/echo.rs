@@ -12,7 +12,7 @@
 //! | `kbp-spin` | module loaded, one thread on CPU 3 (load/unload times and the idle thread's CPU in `module_cycles`), every frame size |
 //! | `kbp-spin-after-link-flap` | `ip link set eth0 down && up` while owned, then echo |
 //! | `kbp-adaptive` | module loaded in adaptive mode (200 µs window), one thread on CPU 3, every frame size |
-//! | `kbp-spin-2-threads` | one thread per queue pair (CPUs 2 and 3), 16 flows over both queues: every thread must process packets |
+//! | `kbp-spin-2-threads` | two threads (CPUs 2 and 3), 16 UDP flows (`kbp-ctl udp-hash` first, for igb): when the NIC spreads them over two or more instances, those must not all be on one thread; not run on a NIC with one RX queue |
 //! | `napi-after-unload` | echo after rmmod |
 //! | `unload-under-traffic` | rmmod halfway through the traffic (`scenario_with`) |
 //! | `bad_params` | every load in [`BAD_PARAMS`] must be refused with a line naming the parameter |
@@ -25,6 +25,7 @@
 //! `target/kbp/guest-test-tcp.json`; `--tcp-seconds S` sets the bulk length (8 s, 4 s
 //! with `--quick`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,8 @@ pub struct Scenario {
     pub kbp_packets: Option<u64>,
     /// The same per KBP thread, by CPU.
     pub kbp_packets_per_thread: Option<Vec<u64>>,
+    /// The KBP instances (thread CPU, index) that carried at least 5% of the echoes.
+    pub busy_instances: Option<Vec<(i64, i64)>>,
     /// UDP flows the load generator spread the packets over.
     pub flows: usize,
     /// Where lost packets were dropped: the guest's UDP receive-buffer errors and the
@@ -81,8 +84,8 @@ pub struct Scenario {
     /// A guest command run while the traffic flowed (e.g. `rmmod kbp`) and its duration.
     pub during: Option<(String, f64)>,
     /// lost == 0, no kernel warning; in kbp modes also NET_RX below 1% of the packets
-    /// received and the KBP counters covering every echoed packet; with several KBP
-    /// threads and several flows, every thread processed packets.
+    /// received and the KBP counters covering every echoed packet; with several flows,
+    /// the busy instances are not all on one thread when there are two or more.
     pub passed: bool,
 }
 
@@ -499,6 +502,24 @@ fn rx_queues(guest: &Guest) -> Result<u32> {
         .map_err(|e| format!("RX queue count: {e}"))
 }
 
+/// Packets of each KBP instance so far, by (thread CPU, index), or None when the
+/// module is not loaded.
+fn kbp_instance_packets(guest: &Guest) -> Result<Option<BTreeMap<(i64, i64), u64>>> {
+    let (code, text) = guest.exec("cat /sys/kernel/debug/kbp/stats")?;
+    if code != 0 {
+        return Ok(None);
+    }
+    let stats = StatsFile::parse(&text).ok_or_else(|| format!("unreadable stats file: {text}"))?;
+    Ok(Some(
+        stats
+            .0
+            .iter()
+            .filter(|((kind, _, _), _)| kind == "napi")
+            .map(|((_, cpu, index), v)| ((*cpu, *index), v[0]))
+            .collect(),
+    ))
+}
+
 /// Packets processed by each KBP thread so far, by CPU (the `thread` records of
 /// debugfs, hand-back polls included), or None when the module is not loaded.
 pub fn kbp_thread_packets(guest: &Guest) -> Result<Option<Vec<u64>>> {
@@ -534,6 +555,7 @@ fn scenario_with(
         .unwrap_or_default()
         .len();
     let kbp_before = kbp_thread_packets(guest)?;
+    let instances_before = kbp_instance_packets(guest)?;
     let drops_before = Drops::read(guest)?;
     let before = net_rx_softirqs(guest)?;
     let spec = TrialSpec {
@@ -576,6 +598,19 @@ fn scenario_with(
     let kbp_packets = kbp_packets_per_thread
         .as_ref()
         .map(|v| v.iter().sum::<u64>());
+    // Instances that carried at least 5% of the echoes: where the NIC steered the flows.
+    let busy_instances = match (instances_before, kbp_instance_packets(guest)?) {
+        (Some(b), Some(a)) => Some(
+            a.iter()
+                .filter(|(key, n)| {
+                    n.saturating_sub(b.get(key).copied().unwrap_or(0)) * 20
+                        >= result.received.max(1)
+                })
+                .map(|(key, _)| *key)
+                .collect::<Vec<_>>(),
+        ),
+        _ => None,
+    };
     let log = std::fs::read_to_string(&guest.log).unwrap_or_default();
     let warnings = count_warnings(log.get(log_before..).unwrap_or(""));
     let per_cpu: Vec<u64> = after
@@ -586,10 +621,15 @@ fn scenario_with(
     let net_rx_softirq_delta = per_cpu.iter().sum();
     let kbp_ok = kbp_packets
         .is_none_or(|k| net_rx_softirq_delta * 100 < result.received && k >= result.received);
+    // With several flows, the instances the NIC steered them to must not all be on one
+    // thread when there are several of them (the deal spreads RX queues over the
+    // threads). A NIC that puts every flow on one queue leaves nothing to spread.
     let spread_ok = o.flows < 8
-        || kbp_packets_per_thread
-            .as_ref()
-            .is_none_or(|v| v.iter().all(|&k| k > 0));
+        || busy_instances.as_ref().is_none_or(|busy| {
+            let threads: std::collections::BTreeSet<i64> =
+                busy.iter().map(|(cpu, _)| *cpu).collect();
+            busy.len() < 2 || threads.len() >= 2
+        });
     let s = Scenario {
         mode: mode.into(),
         frame_bytes: frame,
@@ -603,6 +643,7 @@ fn scenario_with(
         kernel_warnings: warnings,
         kbp_packets,
         kbp_packets_per_thread,
+        busy_instances,
         flows: o.flows,
         drops,
         during,
@@ -633,6 +674,21 @@ fn scenario_with(
         s.kernel_warnings,
         if s.passed { "ok" } else { "FAIL" }
     );
+    if o.flows > 1
+        && let Some(busy) = &s.busy_instances
+    {
+        let shown: Vec<String> = busy.iter().map(|(c, i)| format!("{c}/{i}")).collect();
+        println!(
+            "[xtask]     {} flows carried by instance(s) (thread CPU/index) {}{}",
+            o.flows,
+            shown.join(", "),
+            if busy.len() < 2 {
+                ": the NIC put every flow on one queue, nothing to spread"
+            } else {
+                ""
+            }
+        );
+    }
     Ok(s)
 }
 
@@ -784,6 +840,10 @@ pub fn run(args: &[String]) -> Result {
             // queue; without XPS the guest picks a TX queue by flow hash.
             guest
                 .check("for f in /sys/class/net/eth0/queues/tx-*/xps_cpus; do echo 0 > $f; done")?;
+            // RSS by UDP ports where the driver hashes UDP by addresses only (igb);
+            // virtio-net's queue is the tap's flow steering, and it refuses.
+            let (_, hash) = guest.exec("kbp-ctl udp-hash eth0")?;
+            println!("[xtask]   udp-hash: {}", hash.trim());
             scenarios.push(scenario(
                 &guest,
                 mode,

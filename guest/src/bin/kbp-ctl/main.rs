@@ -12,6 +12,9 @@
 //! kbp-ctl xdp DEV on|off      `on`: load `r0 = XDP_PASS; exit` with bpf(2) and attach it in
 //!                             native (driver) mode over rtnetlink (IFLA_XDP, as `ip link
 //!                             set DEV xdpdrv ...`); `off`: detach it
+//! kbp-ctl udp-hash DEV       hash UDP over IPv4 by addresses and ports for RSS
+//!                             (ETHTOOL_SRXFH, as `ethtool -N DEV rx-flow-hash udp4 sdfn`;
+//!                             igb hashes UDP by addresses only by default)
 //! kbp-ctl bpf-probe           load that program and close it: exit 0 if bpf(2) works, 3
 //!                             if the kernel has no bpf(2) (CONFIG_BPF_SYSCALL off)
 //! kbp-ctl napi-ids DEV        DEV's NAPI ids, one per line (`napi-get` dump of the netdev
@@ -41,7 +44,7 @@ mod netlink;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: kbp-ctl time LABEL CMD | channels DEV [N] | rings DEV [RX [TX]] | xdp DEV on|off | bpf-probe | napi-ids DEV | napi-threaded ID MODE | veth NAME PEER PID | pin CPU PID... | flood CPU... | spin CPU COUNT NICE"
+        "usage: kbp-ctl time LABEL CMD | channels DEV [N] | rings DEV [RX [TX]] | udp-hash DEV | xdp DEV on|off | bpf-probe | napi-ids DEV | napi-threaded ID MODE | veth NAME PEER PID | pin CPU PID... | flood CPU... | spin CPU COUNT NICE"
     );
     ExitCode::from(2)
 }
@@ -88,6 +91,20 @@ struct EthtoolRingparam {
 /// with (the kernel reads and writes that many bytes through the pointer).
 unsafe trait EthtoolData {}
 
+/// The head of `struct ethtool_rxnfc` (include/uapi/linux/ethtool.h): for
+/// ETHTOOL_SRXFH without FLOW_RSS the kernel copies only `cmd`, `flow_type` and `data`
+/// (net/ethtool/ioctl.c, `ethtool_rxnfc_copy_struct`).
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolRxfhFields {
+    cmd: u32,
+    flow_type: u32,
+    data: u64,
+}
+
+// SAFETY: the first 16 bytes of `struct ethtool_rxnfc`, all ETHTOOL_SRXFH reads when
+// `flow_type` has no FLOW_RSS bit.
+unsafe impl EthtoolData for EthtoolRxfhFields {}
 // SAFETY: `struct ethtool_channels`, for ETHTOOL_GCHANNELS / ETHTOOL_SCHANNELS.
 unsafe impl EthtoolData for EthtoolChannels {}
 // SAFETY: `struct ethtool_ringparam`, for ETHTOOL_GRINGPARAM / ETHTOOL_SRINGPARAM.
@@ -97,6 +114,10 @@ const ETHTOOL_GCHANNELS: u32 = 0x3c;
 const ETHTOOL_SCHANNELS: u32 = 0x3d;
 const ETHTOOL_GRINGPARAM: u32 = 0x10;
 const ETHTOOL_SRINGPARAM: u32 = 0x11;
+const ETHTOOL_SRXFH: u32 = 0x2a;
+const UDP_V4_FLOW: u32 = 0x02;
+/// RXH_IP_SRC | RXH_IP_DST | RXH_L4_B_0_1 | RXH_L4_B_2_3.
+const RXH_SDFN: u64 = (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7);
 const SIOCETHTOOL: libc::c_ulong = 0x8946;
 
 /// One SIOCETHTOOL ioctl on `dev` with `data`.
@@ -389,6 +410,18 @@ fn main() -> ExitCode {
         ["bpf-probe"] => report(
             bpf::load_xdp_pass().map(|_| "bpf(2) loads XDP programs".to_string()),
             "bpf-probe",
+        ),
+        ["udp-hash", dev] => report(
+            ethtool(
+                dev,
+                &mut EthtoolRxfhFields {
+                    cmd: ETHTOOL_SRXFH,
+                    flow_type: UDP_V4_FLOW,
+                    data: RXH_SDFN,
+                },
+            )
+            .map(|()| "udp4 hashed by addresses and ports".to_string()),
+            dev,
         ),
         ["napi-ids", dev] => report(
             napi_ids(dev).map(|ids| {
