@@ -41,9 +41,10 @@ pub const BAD_PARAMS: &[(&str, &str)] = &[
 
 /// Shell: `dev` is eth0's bus device (`virtio0`, a PCI address) and `drv` its driver's
 /// sysfs directory (`/sys/bus/virtio/drivers/virtio_net`, `/sys/bus/pci/drivers/igb`),
-/// for `echo $dev > $drv/unbind` on any NIC model.
+/// for `echo $dev > $drv/unbind` on any NIC model; both exported, for the `sh -c` of
+/// `kbp-ctl time` (unexported, `$drv` was empty there and the unbind wrote `/unbind`).
 pub const DEVICE_AND_DRIVER: &str = "dev=$(basename $(readlink /sys/class/net/eth0/device)); \
-    drv=$(readlink -f /sys/class/net/eth0/device/driver)";
+    drv=$(readlink -f /sys/class/net/eth0/device/driver); export dev drv";
 
 /// The zero-loss search's upper bound: above what this emulated guest sustains (56 kpps
 /// of 64 B echo in `napi` mode, measured once the meter's own sockets stopped dropping
