@@ -221,7 +221,8 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize, I: IdlePolic
     }
 
     /// Attaches instance `id`: from now on an interrupt lists it on this poller's list.
-    /// A spinning policy also takes an idle instance at once and masks its interrupt.
+    /// A spinning policy also takes an idle instance at once and masks its interrupt
+    /// (and lets go of it if no packet comes within [`Config::idle_release_ns`]).
     /// Returns false when the normal path owns it right now, or the poller still owns
     /// it after a [`Poller::detach`] (retry later). May be called while the poller
     /// runs (between steps).

@@ -345,7 +345,9 @@ impl IdleRelease {
                 continue;
             }
             let flags = shared.flags(id);
-            if flags.contains(StateFlags::BUSY) && polled_at - since >= self.idle_release_ns {
+            if flags.contains(StateFlags::BUSY)
+                && polled_at.saturating_sub(since) >= self.idle_release_ns
+            {
                 return fail(
                     10,
                     format!(
