@@ -2,7 +2,9 @@
 //!
 //! 1. `irq`: the NAPI analogue. The "interrupt" hands the owned instance to a consumer
 //!    thread that sleeps on a channel (a futex) until woken, polls, completes, re-arms.
-//! 2. `kbp-spin`: a kbp-core poller that never sleeps (the paper's KBP thread).
+//! 2. `kbp-spin`: a kbp-core poller that never sleeps (the paper's KBP thread); it lets
+//!    go of an instance that has had no packet for `--idle-release-us` (2000, kbp-core's
+//!    default), whose next interrupt lists it again.
 //! 3. `kbp-adaptive`: a kbp-core poller that spins for a window after the last packet,
 //!    then re-arms interrupts and parks until one wakes it.
 //!
@@ -11,7 +13,8 @@
 //! consumer records, for every packet, the delay from being written to being polled.
 //!
 //! `cargo run --release --example simulated_nic -- [--rate PPS] [--seconds S]
-//!  [--instances N] [--window-us US] [--mode irq|kbp-spin|kbp-adaptive|all]`
+//!  [--instances N] [--window-us US] [--idle-release-us US]
+//!  [--mode irq|kbp-spin|kbp-adaptive|all]`
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -36,6 +39,7 @@ struct Options {
     seconds: f64,
     instances: usize,
     window_us: u64,
+    idle_release_us: u64,
     modes: Vec<Mode>,
 }
 
@@ -62,6 +66,7 @@ fn parse_options() -> Result<Options, String> {
         seconds: 5.0,
         instances: 4,
         window_us: 50,
+        idle_release_us: Config::DEFAULT.idle_release_ns / 1_000,
         modes: vec![Mode::Irq, Mode::KbpSpin, Mode::KbpAdaptive],
     };
     let mut args = std::env::args().skip(1);
@@ -76,6 +81,11 @@ fn parse_options() -> Result<Options, String> {
             "--window-us" => {
                 o.window_us = value()?.parse().map_err(|e| format!("--window-us: {e}"))?
             }
+            "--idle-release-us" => {
+                o.idle_release_us = value()?
+                    .parse()
+                    .map_err(|e| format!("--idle-release-us: {e}"))?
+            }
             "--mode" => {
                 o.modes = match value()?.as_str() {
                     "irq" => vec![Mode::Irq],
@@ -87,7 +97,7 @@ fn parse_options() -> Result<Options, String> {
             }
             "-h" | "--help" => {
                 return Err(
-                    "usage: simulated_nic [--rate PPS] [--seconds S] [--instances 1..=16] [--window-us US] [--mode irq|kbp-spin|kbp-adaptive|all]".into()
+                    "usage: simulated_nic [--rate PPS] [--seconds S] [--instances 1..=16] [--window-us US] [--idle-release-us US] [--mode irq|kbp-spin|kbp-adaptive|all]".into()
                 );
             }
             other => return Err(format!("unknown flag {other}")),
@@ -98,6 +108,9 @@ fn parse_options() -> Result<Options, String> {
     }
     if !(o.instances >= 1 && o.instances <= CAP) {
         return Err(format!("--instances must be 1..={CAP}"));
+    }
+    if !(1..=1_000_000).contains(&o.idle_release_us) {
+        return Err("--idle-release-us must be 1..=1000000".into());
     }
     if !(o.seconds > 0.0 && o.seconds <= 600.0) {
         return Err("--seconds must be in (0, 600]".into());
@@ -322,6 +335,7 @@ fn run(mode: Mode, o: &Options) -> Outcome {
         let (nic, ready) = (nic.clone(), ready.clone());
         let stop = |nic: &Nic| nic.platform.stop.load(Ordering::Acquire);
         let (window_ns, instances) = (o.window_us * 1_000, o.instances);
+        let idle_release_ns = o.idle_release_us * 1_000;
         thread::spawn(move || {
             let latencies = RefCell::new(Vec::with_capacity(1 << 20));
             let ports: Vec<Port<'_>> = (0..instances)
@@ -363,6 +377,7 @@ fn run(mode: Mode, o: &Options) -> Outcome {
                     };
                     let config = Config {
                         idle,
+                        idle_release_ns,
                         ..Config::DEFAULT
                     };
                     let mut poller = Poller::new(&nic.shared, &ports, &nic.platform, config)

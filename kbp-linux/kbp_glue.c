@@ -51,6 +51,9 @@ MODULE_PARM_DESC(time_limit_us, "Longest drain round in microseconds, 1..1000000
 static unsigned int kbp_spin_window_us = 1000;
 module_param_named(spin_window_us, kbp_spin_window_us, uint, 0444);
 MODULE_PARM_DESC(spin_window_us, "Adaptive mode: keep polling this long after the last packet, 0..10000000 (default 1000)");
+static unsigned int kbp_idle_release_us = 2000;
+module_param_named(idle_release_us, kbp_idle_release_us, uint, 0444);
+MODULE_PARM_DESC(idle_release_us, "Release an instance whose polls found no packet for this long, even in spin mode (napi_synchronize waits for it), 1..1000000 (default 2000)");
 static bool kbp_fifo;
 module_param_named(fifo, kbp_fifo, bool, 0444);
 MODULE_PARM_DESC(fifo, "Run the KBP thread SCHED_FIFO (default off)");
@@ -62,6 +65,7 @@ unsigned int kbp_param_weight(void) { return kbp_weight; }
 unsigned int kbp_param_budget(void) { return kbp_budget; }
 unsigned int kbp_param_time_limit_us(void) { return kbp_time_limit_us; }
 unsigned int kbp_param_spin_window_us(void) { return kbp_spin_window_us; }
+unsigned int kbp_param_idle_release_us(void) { return kbp_idle_release_us; }
 bool kbp_param_fifo(void) { return kbp_fifo; }
 
 struct net_device *kbp_dev_get(const char *name, size_t len)

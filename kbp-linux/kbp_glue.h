@@ -21,6 +21,7 @@ unsigned int kbp_param_weight(void);
 unsigned int kbp_param_budget(void);
 unsigned int kbp_param_time_limit_us(void);
 unsigned int kbp_param_spin_window_us(void);
+unsigned int kbp_param_idle_release_us(void);
 bool kbp_param_fifo(void);
 
 /* Devices and their NAPI instances. */

@@ -56,6 +56,7 @@ impl Params {
             budget,
             time_limit_ns: u64::from(time_limit_us) * 1_000,
             idle,
+            idle_release_ns: u64::from(sys::param_idle_release_us()) * 1_000,
         };
         if let Err(e) = config.validate() {
             return Err(reject(e.param, format_args!("expected {}", e.expected)));

@@ -9,7 +9,7 @@ use core::fmt::Write;
 use kbp_core::{GapHistogram, InstanceStats, PollerStats, GAP_BUCKETS};
 use kernel::sync::atomic::{ordering::Relaxed, Atomic};
 
-const THREAD_FIELDS: usize = 12;
+const THREAD_FIELDS: usize = 13;
 const NAPI_FIELDS: usize = 7;
 
 /// One thread's published counters, for up to `N` instances.
@@ -56,6 +56,7 @@ impl<const N: usize> Snapshot<N> {
             s.releases,
             handback,
             s.overruns + s.list_overflows,
+            s.idle_releases,
         ];
         store_all(&self.thread, &values);
         for (id, (napi, gaps)) in self.napi.iter().zip(&self.poll_gaps).enumerate() {
@@ -106,7 +107,7 @@ where
     writeln!(
         out,
         "# thread cpu mode rounds packets polls empty_polls budget_exhausted \
-         time_exhausted squeezes parks wakes releases handback_packets errors"
+         time_exhausted squeezes parks wakes releases handback_packets errors idle_releases"
     )?;
     for t in threads() {
         write!(out, "thread {} {}", t.cpu, t.mode)?;

@@ -34,6 +34,7 @@ mod ffi {
         pub(super) fn kbp_param_budget() -> c_uint;
         pub(super) fn kbp_param_time_limit_us() -> c_uint;
         pub(super) fn kbp_param_spin_window_us() -> c_uint;
+        pub(super) fn kbp_param_idle_release_us() -> c_uint;
         pub(super) fn kbp_param_fifo() -> bool;
 
         pub(super) fn kbp_dev_get(name: *const c_char, len: usize) -> *mut RawNetDevice;
@@ -126,6 +127,12 @@ pub(crate) fn param_numbers() -> (u32, u32, u32, u32, bool) {
             ffi::kbp_param_fifo(),
         )
     }
+}
+
+/// The `idle_release_us` parameter.
+pub(crate) fn param_idle_release_us() -> u32 {
+    // SAFETY: a plain read of an integer module parameter.
+    unsafe { ffi::kbp_param_idle_release_us() }
 }
 
 // ---- Devices -----------------------------------------------------------------------

@@ -11,7 +11,10 @@
 //!
 //! The interrupt handler runs on the poller thread itself: inside `park`, for every
 //! armed socket that `poll(2)` reports readable, it disarms it and calls
-//! [`Producer::schedule`], which lists the instance and clears the park word.
+//! [`Producer::schedule`], which lists the instance and clears the park word. A
+//! spinning poller never parks: its loop calls [`XskPlatform::raise_ready`] after a step
+//! without work instead, which does the same for every armed socket whose RX ring holds
+//! descriptors (the poller lets go of a socket quiet for `Config::idle_release_ns`).
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -135,6 +138,23 @@ impl<'a> XskPlatform<'a> {
             waker,
             stop,
             wakeups: Cell::new(0),
+        }
+    }
+}
+
+impl XskPlatform<'_> {
+    /// The interrupt without `poll(2)`: lists every armed socket whose RX ring holds
+    /// descriptors (a read of the mapped ring each). For a spinning poller, which never
+    /// parks, after a step without work: the poller lets go of a socket quiet for
+    /// `Config::idle_release_ns` and only an interrupt lists it again.
+    pub fn raise_ready(&self) {
+        for (id, queue) in self.queues.iter().enumerate() {
+            if queue.armed.get()
+                && queue.xsk.borrow().rx_pending() > 0
+                && queue.armed.replace(false)
+            {
+                let _ = self.producer.schedule(id);
+            }
         }
     }
 }

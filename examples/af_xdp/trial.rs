@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use kbp_core::{Config, IdleMode, Poller, Shared};
+use kbp_core::{Config, IdleMode, Poller, Shared, StepOutcome};
 
 use crate::bpf::XdpRedirect;
 use crate::clock::{monotonic_ns, pin_to, set_fifo, thread_cpu_ns};
@@ -206,10 +206,14 @@ fn consume_xdp(idle: IdleMode, stop: &AtomicBool, ready: &AtomicBool) -> io::Res
     let shared: Shared<AtomicU32, { crate::embed::CAP }> = Shared::new();
     let waker = EventWaker::new()?;
     let platform = XskPlatform::new(&queues, &shared, &waker, stop);
+    // The default idle release: a socket quiet for 2 ms is let go (its "interrupt"
+    // armed) even in spin mode, as kbp.ko lets go of a quiet NAPI instance.
     let config = Config {
         idle,
+        idle_release_ns: Config::DEFAULT.idle_release_ns,
         ..Config::DEFAULT
     };
+    let spins = idle == IdleMode::Spin;
     let mut poller = Poller::new(&shared, &queues, &platform, config)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
     let (cpu, wall) = timed(|started| {
@@ -217,7 +221,11 @@ fn consume_xdp(idle: IdleMode, stop: &AtomicBool, ready: &AtomicBool) -> io::Res
         started();
         ready.store(true, Ordering::Release);
         while !stop.load(Ordering::Acquire) {
-            let _ = poller.step();
+            if poller.step() == StepOutcome::Idle && spins {
+                // A spinning poller never parks, so it never reaches this embedder's
+                // interrupt (`poll(2)` in `park`): raise it for the released sockets.
+                platform.raise_ready();
+            }
         }
         let _ = poller.shutdown();
     });

@@ -6,7 +6,9 @@ use crate::rx::Nanos;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdleMode {
     /// The paper's KBP thread: never sleep; keep every instance owned with its
-    /// interrupt masked, and poll it continuously.
+    /// interrupt masked, and poll it continuously, until it has found no work for
+    /// [`Config::idle_release_ns`] (then it is released and its interrupt re-armed; the
+    /// thread keeps spinning and takes the instance back at its next interrupt).
     Spin,
     /// Spin for `window_ns` after the last packet, then release every instance (re-arm
     /// its interrupt) and park until an interrupt lists one again.
@@ -30,6 +32,15 @@ pub struct Config {
     pub time_limit_ns: Nanos,
     /// What to do when there is no work.
     pub idle: IdleMode,
+    /// Longest an owned instance is kept with no work, whatever the idle policy says
+    /// (2 ms): once its polls have found no packet for this long (counted from its last
+    /// poll that found one, or from the first poll after it was taken), it is released
+    /// with its interrupt re-armed ([`crate::PollerStats::idle_releases`]), and its next
+    /// interrupt lists it again. This bounds how long the poller holds SCHED on a quiet
+    /// instance: the kernel's `napi_synchronize()` (`e1000e_down()`, ring resize, MTU
+    /// change) sleeps until SCHED clears, under RTNL. The default is above the 1 ms
+    /// packet gap of 1000 pps, so a flow's queue stays owned under traffic.
+    pub idle_release_ns: Nanos,
 }
 
 /// A parameter out of its range: which one, and why.
@@ -56,13 +67,19 @@ impl Config {
     pub const MAX_TIME_LIMIT_NS: Nanos = 1_000_000_000;
     /// Longest accepted adaptive spin window (10 s).
     pub const MAX_WINDOW_NS: Nanos = 10_000_000_000;
+    /// Shortest accepted idle release (1 µs).
+    pub const MIN_IDLE_RELEASE_NS: Nanos = 1_000;
+    /// Longest accepted idle release (1 s).
+    pub const MAX_IDLE_RELEASE_NS: Nanos = 1_000_000_000;
 
-    /// NAPI's defaults: weight 64, budget 300, 2 ms; the paper's never-sleeping thread.
+    /// NAPI's defaults: weight 64, budget 300, 2 ms; the paper's never-sleeping thread;
+    /// an instance idle for 2 ms is released.
     pub const DEFAULT: Config = Config {
         weight: 64,
         budget: 300,
         time_limit_ns: 2_000_000,
         idle: IdleMode::Spin,
+        idle_release_ns: 2_000_000,
     };
 
     /// Checks every field; the first bad one is reported.
@@ -82,6 +99,14 @@ impl Config {
         if self.time_limit_ns < 1_000 || self.time_limit_ns > Self::MAX_TIME_LIMIT_NS {
             return Err(ConfigError {
                 param: "time_limit_us",
+                expected: "1..=1000000 microseconds",
+            });
+        }
+        if self.idle_release_ns < Self::MIN_IDLE_RELEASE_NS
+            || self.idle_release_ns > Self::MAX_IDLE_RELEASE_NS
+        {
+            return Err(ConfigError {
+                param: "idle_release_us",
                 expected: "1..=1000000 microseconds",
             });
         }

@@ -29,6 +29,9 @@ pub struct PollerStats {
     pub wakes: u64,
     /// Instances released (interrupt re-armed).
     pub releases: u64,
+    /// Of those, releases of an instance the idle policy would have kept but whose
+    /// polls had found no work for [`crate::Config::idle_release_ns`].
+    pub idle_releases: u64,
     /// Polls that returned more than their budget (a driver bug, clamped).
     pub overruns: u64,
     /// Pushes refused by a full poll list (impossible with valid ids; released instead).
@@ -48,12 +51,19 @@ pub struct InstanceStats {
     pub weight_exhausted: u64,
     /// Times the instance was released with its interrupt re-armed.
     pub releases: u64,
+    /// Of those, releases because its polls had found no work for
+    /// [`crate::Config::idle_release_ns`] (the idle policy would have kept it).
+    pub idle_releases: u64,
     /// Longest time between two consecutive polls while the instance stayed owned.
     pub max_gap_ns: Nanos,
     /// Every such time, as a log2 histogram.
     pub poll_gaps: GapHistogram,
     /// Time of the last poll while owned (`None` once released).
     pub last_poll_ns: Option<Nanos>,
+    /// Time of the last poll that found work while owned, or of the first poll of this
+    /// ownership if none has (`None` once released): where the idle release's window
+    /// starts.
+    pub last_work_ns: Option<Nanos>,
 }
 
 impl InstanceStats {
@@ -74,6 +84,16 @@ impl InstanceStats {
             self.poll_gaps.record(gap);
         }
         self.last_poll_ns = Some(now);
+        if work > 0 || self.last_work_ns.is_none() {
+            self.last_work_ns = Some(now);
+        }
+    }
+
+    /// How long the instance's polls have found no work at `now` (0 before its first
+    /// poll of this ownership).
+    #[inline]
+    pub fn idle_for(&self, now: Nanos) -> Nanos {
+        self.last_work_ns.map_or(0, |last| now.saturating_sub(last))
     }
 
     /// Records that the instance was released.
@@ -81,6 +101,7 @@ impl InstanceStats {
     pub(crate) fn record_release(&mut self) {
         self.releases += 1;
         self.last_poll_ns = None;
+        self.last_work_ns = None;
     }
 }
 

@@ -8,6 +8,13 @@
 //! | [`Spin`] | always | never |
 //! | [`Adaptive`] | for `window_ns` after the last packet any instance returned | when nothing is listed and the window has passed |
 //!
+//! Whatever the policy says, the poller itself releases an instance whose polls have
+//! found no work for [`crate::Config::idle_release_ns`] (2 ms by default): the kernel
+//! expects a holder of NAPI's SCHED to let go in bounded time (`napi_synchronize()`
+//! sleeps until it does, under RTNL in `e1000e_down()`), so "always" above means
+//! "while the instance has packets at least every `idle_release_ns`". A spinning
+//! poller keeps spinning and takes the instance back at its next interrupt.
+//!
 //! [`ModePolicy`] is the one selected by [`IdleMode`] (a module parameter, a flag);
 //! [`crate::Poller::new`] uses it. A custom policy (a spin window per instance, a park
 //! deadline for a timer) goes to [`crate::Poller::with_policy`].
@@ -43,7 +50,9 @@ pub trait IdlePolicy {
     fn polled(&mut self, id: usize, work: u32, now: Nanos);
 
     /// Instance `id` finished a poll below its weight at `now`: keep owning it with its
-    /// interrupt masked (true), or release it and re-arm its interrupt (false).
+    /// interrupt masked (true), or release it and re-arm its interrupt (false). True is
+    /// a wish: the poller releases an instance idle for
+    /// [`crate::Config::idle_release_ns`] anyway.
     fn keep_busy(&self, id: usize, now: Nanos) -> bool;
 
     /// A round at `now` processed no packet and nothing is listed.
@@ -51,7 +60,10 @@ pub trait IdlePolicy {
 }
 
 /// The paper's KBP thread: never sleep; keep every instance owned with its interrupt
-/// masked and poll it continuously.
+/// masked and poll it continuously. The poller still releases an instance that has
+/// found no work for [`crate::Config::idle_release_ns`] (it no longer keeps an idle
+/// instance forever: `napi_synchronize()` would wait for it forever); its next
+/// interrupt lists it again.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Spin;
 

@@ -22,7 +22,10 @@
 //! 6. [`poller`]: [`Poller`], the drain loop with NAPI's weight (per instance), budget
 //!    and time limit, fair re-listing, attach/detach while running and shutdown;
 //!    [`idle`]: the idle policy as a trait ([`IdlePolicy`]; [`Spin`] and [`Adaptive`]
-//!    provided, [`ModePolicy`] selected by an [`IdleMode`]).
+//!    provided, [`ModePolicy`] selected by an [`IdleMode`]). Whatever the policy, an
+//!    instance whose polls have found no work for [`Config::idle_release_ns`] is
+//!    released with its interrupt re-armed: NAPI's contract that a SCHED holder lets
+//!    go in bounded time (`napi_synchronize()` waits for it), kept even by [`Spin`].
 //! 7. [`rx`]: the traits an embedder implements, [`RxInstance`] (one NAPI instance),
 //!    [`Platform`] (the poller thread's softirq mask, quiescent states, clock, park
 //!    with a deadline in the embedder's own wait) and [`Unpark`] (the producer's wake);

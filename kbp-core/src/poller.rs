@@ -8,7 +8,8 @@
 //!     for each: mask softirqs, poll(weight), unmask;                     |
 //!       disable pending -> complete + re-arm IRQ (the disabler waits)    |
 //!       work == weight  -> still owned, re-listed behind new arrivals    |
-//!       work <  weight  -> keep_busy (the policy says so)                |
+//!       work <  weight  -> keep_busy (the policy says so, and the        |
+//!                          instance found work within idle_release)      |
 //!                          or complete + re-arm IRQ (idle / disabling)   |
 //!       detached        -> complete + re-arm IRQ (Poller::detach)        |
 //!     stop early at budget or time limit (squeeze)                       |
@@ -220,7 +221,8 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize, I: IdlePolic
     }
 
     /// Attaches instance `id`: from now on an interrupt lists it on this poller's list.
-    /// A spinning policy also takes an idle instance at once and masks its interrupt.
+    /// A spinning policy also takes an idle instance at once and masks its interrupt
+    /// (and lets go of it if no packet comes within [`Config::idle_release_ns`]).
     /// Returns false when the normal path owns it right now, or the poller still owns
     /// it after a [`Poller::detach`] (retry later). May be called while the poller
     /// runs (between steps).
@@ -393,6 +395,7 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize, I: IdlePolic
             let flags = state.flags();
             flags.contains(StateFlags::DISABLE) || !flags.contains(StateFlags::ATTACHED)
         }) || self.rx.get(id).is_some_and(R::must_release);
+        let mut idle_release = false;
         let keep = if disabling {
             // A disabler waits, or the instance was detached: let go even with work
             // left (`__napi_poll` does the same for a disable).
@@ -400,13 +403,19 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize, I: IdlePolic
         } else if work == weight {
             // Not finished: still owned, state untouched (NAPI's work == budget rule).
             Ok(token)
-        } else if self.policy.keep_busy(id, now) {
+        } else if !self.policy.keep_busy(id, now) {
+            Err(token)
+        } else if self.idle_too_long(id, now) {
+            // The policy would keep it, but a SCHED holder must let go in bounded time
+            // (`napi_synchronize()` waits for SCHED to clear): release it; its next
+            // interrupt lists it again.
+            idle_release = true;
+            Err(token)
+        } else {
             match self.shared.state(id) {
                 Some(state) => state.keep_busy(token),
                 None => Err(token),
             }
-        } else {
-            Err(token)
         };
         match keep {
             Ok(token) => {
@@ -414,15 +423,32 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize, I: IdlePolic
                     self.overflow(token);
                 }
             }
-            Err(token) => {
-                if let Err(token) = self.release(token) {
+            Err(token) => match self.release(token) {
+                Ok(()) => {
+                    if idle_release {
+                        self.stats.idle_releases += 1;
+                        if let Some(stats) = self.instances.get_mut(id) {
+                            stats.idle_releases += 1;
+                        }
+                    }
+                }
+                Err(token) => {
                     if let Err(token) = repoll.hold(token) {
                         self.overflow(token);
                     }
                 }
-            }
+            },
         }
         now
+    }
+
+    /// Instance `id`'s polls have found no work for [`Config::idle_release_ns`] or
+    /// longer at `now`.
+    #[inline]
+    fn idle_too_long(&self, id: usize, now: Nanos) -> bool {
+        self.instances
+            .get(id)
+            .is_some_and(|stats| stats.idle_for(now) >= self.config.idle_release_ns)
     }
 
     /// `napi_complete_done`: releases and re-arms the interrupt, or hands the token back

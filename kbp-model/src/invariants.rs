@@ -14,7 +14,8 @@ use crate::sim::{CAP, SimNic};
 /// A broken property: its number in `napi-semantics.md` and what was seen.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
-    /// Property number (1-9).
+    /// Property number (1-9 of `napi-semantics.md`; 10: a SCHED holder lets go of a
+    /// quiet instance in bounded time, see [`IdleRelease`]).
     pub property: u8,
     /// What was seen.
     pub detail: String,
@@ -281,6 +282,87 @@ impl Default for Starvation {
     }
 }
 
+/// Property 10, a SCHED holder lets go in bounded time: the kernel waits for SCHED to
+/// clear in `napi_synchronize()` (include/linux/netdevice.h:617-624; `e1000e_down()`
+/// calls it under RTNL once the device is quiet), so the poller may keep an instance
+/// owned (BUSY) after a poll only if one of its polls found work less than
+/// `idle_release_ns` before, counting from the first poll of its ownership. With
+/// nothing arriving, an owned instance is released by its first poll at least
+/// `idle_release_ns` after its last packet, whatever the idle policy says.
+///
+/// Feed it every instance's counters after each operation (any order of operations;
+/// an instance's changes are seen through its poll, packet and release counts). The
+/// time of a poll is the instance's `last_poll_ns` (an instance is polled at most once
+/// per round); when its window starts and whether it is kept are the checker's own.
+pub struct IdleRelease {
+    idle_release_ns: kbp_core::Nanos,
+    /// Per instance: (polls, packets, releases) at the last check.
+    seen: [(u64, u64, u64); CAP],
+    /// Per instance: when the poller's current ownership last found work (or was
+    /// first polled).
+    quiet_since: [Option<kbp_core::Nanos>; CAP],
+}
+
+impl IdleRelease {
+    /// For a poller configured with `config`.
+    pub fn new(config: &Config) -> Self {
+        IdleRelease {
+            idle_release_ns: config.idle_release_ns,
+            seen: [(0, 0, 0); CAP],
+            quiet_since: [None; CAP],
+        }
+    }
+
+    /// After an operation: `stats(id)` is instance `id`'s counters now.
+    pub fn check<const N: usize>(
+        &mut self,
+        shared: &Shared<crate::sync::Word, N>,
+        instances: usize,
+        stats: impl Fn(usize) -> Option<kbp_core::InstanceStats>,
+    ) -> Check {
+        for id in 0..instances.min(CAP) {
+            let s = stats(id).unwrap_or_default();
+            let (polls, packets, releases) = self.seen[id];
+            self.seen[id] = (s.polls, s.packets, s.releases);
+            if s.releases != releases {
+                // Released by its last poll (one poll per round): a new ownership
+                // starts at its next poll.
+                self.quiet_since[id] = None;
+                continue;
+            }
+            if s.polls == polls {
+                continue;
+            }
+            let Some(polled_at) = s.last_poll_ns else {
+                return fail(
+                    10,
+                    format!("instance {id} polled and owned but no poll time"),
+                );
+            };
+            let since = *self.quiet_since[id].get_or_insert(polled_at);
+            if s.packets != packets {
+                self.quiet_since[id] = Some(polled_at);
+                continue;
+            }
+            let flags = shared.flags(id);
+            if flags.contains(StateFlags::BUSY)
+                && polled_at.saturating_sub(since) >= self.idle_release_ns
+            {
+                return fail(
+                    10,
+                    format!(
+                        "instance {id} kept owned ({flags:?}) by a poll at {polled_at} ns, \
+                         without work since {since} ns (idle release {} ns): \
+                         napi_synchronize() would wait for it",
+                        self.idle_release_ns
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 // ----- the NAPI side: kbp-core's `napi` protocol over the simulated kernel -----
 
 use kbp_core::{NapiPort, PollerStats};
@@ -451,6 +533,7 @@ pub fn napi_counters(
         sum.polls += i.polls;
         sum.empty_polls += i.empty_polls;
         sum.releases += i.releases;
+        sum.idle_releases += i.idle_releases;
     }
     counters_add_up(&sum, stats)
 }
@@ -462,6 +545,7 @@ pub fn counters_add_up(sum: &kbp_core::InstanceStats, stats: &PollerStats) -> Ch
         ("polls", sum.polls, stats.polls),
         ("empty polls", sum.empty_polls, stats.empty_polls),
         ("releases", sum.releases, stats.releases),
+        ("idle releases", sum.idle_releases, stats.idle_releases),
     ];
     for (what, per_instance, poller) in pairs {
         if per_instance != poller {

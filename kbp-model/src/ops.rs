@@ -4,7 +4,7 @@
 
 use kbp_core::{Config, IdleMode, Nanos, Poller, StepOutcome};
 
-use crate::invariants::{self, Check, PollerPhase, Starvation, Violation};
+use crate::invariants::{self, Check, IdleRelease, PollerPhase, Starvation, Violation};
 use crate::reference::{RefStep, Reference};
 use crate::sim::{CAP, Inject, SimNic, SimPlatform};
 use kbp_core::RxInstance;
@@ -77,12 +77,21 @@ impl Case {
                 window_ns: u64::from(mode >> 1) * 500,
             }
         };
-        let instances = usize::from(next()) % CAP + 1;
+        let instances_byte = next();
+        let instances = usize::from(instances_byte) % CAP + 1;
+        // The instance byte's high bits: half the cases release an idle instance after
+        // 1-32 us (reached by polls and clock jumps), half after the default 2 ms.
+        let idle_release_ns = if instances_byte & 0x80 == 0 {
+            (u64::from(instances_byte >> 2 & 0x1f) + 1) * 1_000
+        } else {
+            Config::DEFAULT.idle_release_ns
+        };
         let config = Config {
             weight,
             budget,
             time_limit_ns,
             idle,
+            idle_release_ns,
         };
         let mut ops = Vec::new();
         let rest: Vec<u8> = data.iter().skip(5).copied().collect();
@@ -193,6 +202,9 @@ pub struct Coverage {
     /// Rounds that re-listed a still-owned instance behind instances scheduled during
     /// the round.
     pub repolled_behind_new: u32,
+    /// Instances the policy would have kept but the poller released, idle for
+    /// `idle_release_ns`.
+    pub idle_releases: u64,
 }
 
 /// The per-instance counters against the poller's, the simulated NIC's and the
@@ -214,17 +226,20 @@ fn counters<R: RxInstance>(
                 rx.consumed - rx.fallback,
             );
         }
-        if (i.polls, i.packets, i.releases) != (r.polls, r.packets, r.releases) {
+        let real = (i.polls, i.packets, i.releases, i.idle_releases);
+        let expected = (r.polls, r.packets, r.releases, r.idle_releases);
+        if real != expected {
             return mismatch(
-                &format!("instance {id} polls/packets/releases"),
-                (i.polls, i.packets, i.releases),
-                (r.polls, r.packets, r.releases),
+                &format!("instance {id} polls/packets/releases/idle releases"),
+                real,
+                expected,
             );
         }
         sum.packets += i.packets;
         sum.polls += i.polls;
         sum.empty_polls += i.empty_polls;
         sum.releases += i.releases;
+        sum.idle_releases += i.idle_releases;
     }
     invariants::counters_add_up(&sum, poller.stats())?;
     if nic.missed() != reference.missed_events {
@@ -258,14 +273,14 @@ pub fn run_with_coverage(case: &Case) -> Result<Coverage, Violation> {
         }
     };
     let mut reference = Reference::new(case.config, instances, nic.fallback_weight);
-    let mut starvation = Starvation::new();
+    let mut trackers = (Starvation::new(), IdleRelease::new(&case.config));
     poller.attach_all();
     reference.attach_all();
     compare(&nic, &reference)?;
 
     let step = |poller: &mut Poller<'_, _, _, _, CAP>,
                 reference: &mut Reference,
-                starvation: &mut Starvation|
+                trackers: &mut (Starvation, IdleRelease)|
      -> Check {
         let mut listed = Vec::new();
         nic.shared.list().for_each_listed(|id| listed.push(id));
@@ -286,7 +301,10 @@ pub fn run_with_coverage(case: &Case) -> Result<Coverage, Violation> {
             (real, expected) => return mismatch("step", real, expected),
         }
         let polls = core::array::from_fn(|id| poller.instance_stats(id).map_or(0, |s| s.polls));
-        starvation.after_round(&listed, polls)
+        trackers.0.after_round(&listed, polls)?;
+        trackers.1.check(&nic.shared, instances, |id| {
+            poller.instance_stats(id).copied()
+        })
     };
 
     for op in &case.ops {
@@ -296,7 +314,7 @@ pub fn run_with_coverage(case: &Case) -> Result<Coverage, Violation> {
                 nic.produce(id, u32::from(n));
                 reference.produce(id, u32::from(n));
             }
-            Op::Step => step(&mut poller, &mut reference, &mut starvation)?,
+            Op::Step => step(&mut poller, &mut reference, &mut trackers)?,
             Op::Advance { ns } => {
                 nic.platform.advance(Nanos::from(ns));
                 reference.now += Nanos::from(ns);
@@ -388,7 +406,7 @@ pub fn run_with_coverage(case: &Case) -> Result<Coverage, Violation> {
             if real {
                 break;
             }
-            step(&mut poller, &mut reference, &mut starvation)?;
+            step(&mut poller, &mut reference, &mut trackers)?;
             attempts += 1;
             if attempts > 1000 {
                 return Err(Violation {
@@ -416,7 +434,7 @@ pub fn run_with_coverage(case: &Case) -> Result<Coverage, Violation> {
                     detail: format!("disable of {id} never finishes"),
                 });
             }
-            step(&mut poller, &mut reference, &mut starvation)?;
+            step(&mut poller, &mut reference, &mut trackers)?;
         }
         let real = nic.shared.enable(id) == kbp_core::state::Enable::Enabled;
         if real {
@@ -431,7 +449,7 @@ pub fn run_with_coverage(case: &Case) -> Result<Coverage, Violation> {
     while (0..instances).any(|id| nic.pending(id) > 0)
         || matches!(case.config.idle, IdleMode::Adaptive { .. }) && !nic.shared.list().is_empty()
     {
-        step(&mut poller, &mut reference, &mut starvation)?;
+        step(&mut poller, &mut reference, &mut trackers)?;
         let jump = case.config.time_limit_ns + window_ns(&case.config);
         nic.platform.advance(jump);
         reference.now += jump;
@@ -453,6 +471,7 @@ pub fn run_with_coverage(case: &Case) -> Result<Coverage, Violation> {
     Ok(Coverage {
         missed: reference.missed_events,
         repolled_behind_new: reference.repolled_behind_new,
+        idle_releases: poller.stats().idle_releases,
     })
 }
 
@@ -491,8 +510,14 @@ pub fn run_napi(case: &Case) -> Result<Coverage, Violation> {
         }
         polled
     };
+    let idle_release = core::cell::RefCell::new(IdleRelease::new(&case.config));
     let check = |poller: &Poller<'_, _, _, _, CAP>| -> Check {
         invariants::napi_world(&world, instances)?;
+        idle_release
+            .borrow_mut()
+            .check(&world.shared, instances, |id| {
+                poller.instance_stats(id).copied()
+            })?;
         invariants::napi_counters(&world, &ports[..instances], poller.stats(), |id| {
             poller.instance_stats(id).copied()
         })
@@ -612,5 +637,6 @@ pub fn run_napi(case: &Case) -> Result<Coverage, Violation> {
     Ok(Coverage {
         missed: (0..instances).map(|id| world.napi(id).missed).sum(),
         repolled_behind_new: 0,
+        idle_releases: poller.stats().idle_releases,
     })
 }

@@ -39,6 +39,12 @@ pub struct RefRx {
     pub packets: u64,
     /// Releases by the poller (interrupt re-armed).
     pub releases: u64,
+    /// Of those, releases of an instance the policy would keep but whose polls found no
+    /// work for `idle_release_ns`.
+    pub idle_releases: u64,
+    /// Time of the last poll that found work in this ownership, or of its first poll
+    /// (`None` while not owned by the poller).
+    pub last_work: Option<Nanos>,
 }
 
 impl RefRx {
@@ -246,6 +252,7 @@ impl Reference {
         }
         r.sched = false;
         r.detaching = false;
+        r.last_work = None;
         r.releases += 1;
         self.rearm(id);
         false
@@ -271,16 +278,28 @@ impl Reference {
                 if work > 0 {
                     self.last_work = Some(now);
                 }
+                let r = &mut self.rx[id];
+                if work > 0 || r.last_work.is_none() {
+                    r.last_work = Some(now);
+                }
+                let idle_for = r.last_work.map_or(0, |l| now - l);
                 let keep = if self.rx[id].disabling || !self.rx[id].attached {
                     self.release(id)
                 } else if work == w {
                     true
-                } else if self.within_window(now) && self.rx[id].attached {
+                } else if !self.within_window(now) {
+                    self.release(id)
+                } else if idle_for >= self.config.idle_release_ns {
+                    // The policy would keep it; no work for idle_release: let go.
+                    let again = self.release(id);
+                    if !again {
+                        self.rx[id].idle_releases += 1;
+                    }
+                    again
+                } else {
                     self.rx[id].busy = true;
                     self.rx[id].missed = false;
                     true
-                } else {
-                    self.release(id)
                 };
                 if keep {
                     repoll.push(id);

@@ -100,3 +100,87 @@ fn busy_poller_and_kbp_take_turns() {
     assert_eq!(world.napi(0).by_kbp, 1);
     invariants::napi_quiescent(&world, 1, PollerPhase::Running).unwrap();
 }
+
+/// napi_synchronize would hang: `ip link set eth0 down` on an e1000e owned by a spinning
+/// kbp.ko blocked forever under RTNL. `e1000e_down()`
+/// (drivers/net/ethernet/intel/e1000e/netdev.c:4295-4327) quiesces the device, then
+/// `napi_synchronize()` (include/linux/netdevice.h:617-624) sleeps 1 ms at a time while
+/// NAPI_STATE_SCHED is set, and `Spin` kept the instance owned (SCHED and IN_BUSY_POLL)
+/// forever. Here the device goes quiet while KBP spins on it, and the waiter's loop,
+/// one `msleep(1)` per simulated millisecond of spinning, must end after about
+/// `idle_release_ns` (2 ms) and a round: the napi released with its interrupt re-armed,
+/// the thread still spinning (never parked), and the next interrupt handing the napi
+/// to KBP again.
+///
+/// catches: the poller keeping an idle instance owned because the policy says so (no
+/// idle release in `poll_one`): the loop runs out of its 50 ms.
+#[test]
+fn napi_synchronize_would_hang_on_a_spinning_poller_without_idle_release() {
+    use kbp_core::StepOutcome;
+    use kbp_model::napi_sim::kbits;
+
+    let mut world = NapiWorld::new(SimPlatform::sequential(), 64);
+    world.defer_softirq = true;
+    let world = world;
+    let ports = world.ports();
+    let platform = &world.platform;
+    let config = Config::DEFAULT;
+    assert_eq!(config.idle, kbp_core::IdleMode::Spin);
+    let mut poller = Poller::new(&world.shared, &ports[..1], &platform, config).unwrap();
+    poller.attach_all();
+    let check = || invariants::napi_world(&world, 1).unwrap();
+
+    // Traffic, then the driver quiesces the device (RX off, IRQ disabled): no packet
+    // arrives any more while KBP spins on the napi it owns.
+    world.produce(0, 3, 1);
+    let _ = poller.step();
+    check();
+    assert_eq!(world.napi(0).by_kbp, 3);
+    assert_eq!(world.napi(0).owner, Owner::Kbp);
+
+    // napi_synchronize(): while (test_bit(NAPI_STATE_SCHED, &n->state)) msleep(1);
+    // meanwhile the KBP thread spins: 1 ms of its steps per sleep.
+    let mut slept_ms = 0;
+    while world.napi(0).bits & kbits::SCHED != 0 {
+        assert!(
+            slept_ms < 50,
+            "napi_synchronize() still sleeping after {slept_ms} ms: KBP holds SCHED ({:?})",
+            world.napi(0)
+        );
+        for _ in 0..10 {
+            let outcome = poller.step();
+            assert!(
+                !matches!(outcome, StepOutcome::Parked { .. }),
+                "a spinning poller parked"
+            );
+            world.platform.advance(100_000);
+            check();
+        }
+        slept_ms += 1;
+    }
+    let released_after = Config::DEFAULT.idle_release_ns / 1_000_000;
+    assert!(
+        (released_after..=released_after + 1).contains(&slept_ms),
+        "released after {slept_ms} ms (idle release {released_after} ms)"
+    );
+    let napi = world.napi(0);
+    assert_eq!(napi.owner, Owner::Nobody);
+    assert!(napi.irq_armed, "released without re-arming its interrupt");
+    assert_eq!(poller.stats().idle_releases, 1);
+    assert_eq!(poller.instance_stats(0).unwrap().idle_releases, 1);
+
+    // The thread keeps spinning with nothing listed; the next interrupt lists the napi
+    // again through the entry hook, and Spin keeps it while packets come.
+    for _ in 0..10 {
+        assert_eq!(poller.step(), StepOutcome::Idle);
+    }
+    world.produce(0, 2, 1);
+    assert_eq!(world.napi(0).owner, Owner::Kbp);
+    let _ = poller.step();
+    check();
+    assert_eq!(world.napi(0).by_kbp, 5);
+    assert_eq!(world.napi(0).owner, Owner::Kbp, "Spin keeps it again");
+    invariants::napi_quiescent(&world, 1, PollerPhase::Running).unwrap();
+    poller.shutdown();
+    invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
+}

@@ -33,14 +33,25 @@ fn config() -> impl Strategy<Value = Config> {
         Just(IdleMode::Spin),
         (0u64..20_000).prop_map(|window_ns| IdleMode::Adaptive { window_ns })
     ];
-    (1u32..=16, 1u32..=64, 1_000u64..=20_000, idle).prop_map(
-        |(weight, budget, time_limit_ns, idle)| Config {
-            weight,
-            budget,
-            time_limit_ns,
-            idle,
-        },
+    // Half the cases release an idle instance after 1-50 us (reached by a few polls or
+    // one clock jump), half after the default 2 ms.
+    let idle_release_ns = prop_oneof![Just(Config::DEFAULT.idle_release_ns), 1_000u64..=50_000,];
+    (
+        1u32..=16,
+        1u32..=64,
+        1_000u64..=20_000,
+        idle,
+        idle_release_ns,
     )
+        .prop_map(
+            |(weight, budget, time_limit_ns, idle, idle_release_ns)| Config {
+                weight,
+                budget,
+                time_limit_ns,
+                idle,
+                idle_release_ns,
+            },
+        )
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -119,6 +130,7 @@ fn regression_disable_finishes_under_full_weight_polls() {
         budget: 1,
         time_limit_ns: 1_000,
         idle: IdleMode::Spin,
+        ..Config::DEFAULT
     };
     let ops = vec![
         Op::Produce { id: 0, n: 221 },
@@ -143,6 +155,7 @@ fn regression_owned_after_full_weight_poll_is_listed() {
         budget: 1,
         time_limit_ns: 1_000,
         idle: IdleMode::Spin,
+        ..Config::DEFAULT
     };
     let ops = vec![Op::BeginDisable { id: 0 }, Op::Produce { id: 0, n: 2 }];
     run(&Case {
@@ -157,6 +170,8 @@ fn regression_owned_after_full_weight_poll_is_listed() {
 /// were reachable only in loom before `Schedule` and `DuringPoll`): over a fixed-seed
 /// sample of the proptest strategy, both occur, in many cases, and the per-instance
 /// counters agree with the poller's and the reference's all along (checked inside `run`).
+/// So does the idle release (an instance the policy keeps, let go after
+/// `idle_release_ns` without work), on both simulations.
 #[test]
 fn random_cases_reach_missed_and_repoll_behind_new_arrivals() {
     use proptest::strategy::ValueTree;
@@ -166,11 +181,15 @@ fn random_cases_reach_missed_and_repoll_behind_new_arrivals() {
         TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
     );
     let (mut cases, mut with_missed, mut with_repoll, mut napi_missed) = (0, 0, 0, 0);
+    let (mut with_idle_release, mut napi_idle_release) = (0, 0);
     let mut total = Coverage::default();
     for _ in 0..500 {
         let case = case().new_tree(&mut runner).unwrap().current();
-        napi_missed += u32::from(run_napi(&case).unwrap().missed > 0);
+        let napi = run_napi(&case).unwrap();
+        napi_missed += u32::from(napi.missed > 0);
+        napi_idle_release += u32::from(napi.idle_releases > 0);
         let cov = run_with_coverage(&case).unwrap();
+        with_idle_release += u32::from(cov.idle_releases > 0);
         cases += 1;
         with_missed += u32::from(cov.missed > 0);
         with_repoll += u32::from(cov.repolled_behind_new > 0);
@@ -182,6 +201,13 @@ fn random_cases_reach_missed_and_repoll_behind_new_arrivals() {
         total.missed, total.repolled_behind_new
     );
     println!("kbp.ko's protocol over napi_sim: MISSED in {napi_missed} cases");
+    println!(
+        "idle releases (kept by the policy, released after idle_release_ns): in {with_idle_release} cases, {napi_idle_release} over napi_sim"
+    );
+    assert!(
+        with_idle_release >= cases / 10 && napi_idle_release >= cases / 10,
+        "idle release reached in only {with_idle_release} (napi_sim {napi_idle_release}) of {cases} cases"
+    );
     assert!(
         napi_missed >= cases / 20,
         "napi_sim: MISSED in only {napi_missed} cases"
@@ -206,6 +232,7 @@ fn missed_and_repoll_behind_new_arrival_sequence() {
         budget: 64,
         time_limit_ns: 1_000_000,
         idle: IdleMode::Adaptive { window_ns: 0 },
+        ..Config::DEFAULT
     };
     let ops = vec![
         Op::Produce { id: 0, n: 5 },

@@ -33,6 +33,7 @@ pub const BAD_PARAMS: &[(&str, &str)] = &[
     ("budget", "ifaces=eth0 budget=0"),
     ("weight", "ifaces=eth0 weight=100000"),
     ("time_limit_us", "ifaces=eth0 time_limit_us=0"),
+    ("idle_release_us", "ifaces=eth0 idle_release_us=0"),
     (
         "spin_window_us",
         "ifaces=eth0 mode=adaptive spin_window_us=99999999",

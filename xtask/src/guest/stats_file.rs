@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! thread <cpu> <mode> rounds packets polls empty_polls budget_exhausted time_exhausted
-//!        squeezes parks wakes releases handback_packets errors
+//!        squeezes parks wakes releases handback_packets errors idle_releases
 //! napi <cpu> <index> <napi_id> <dev> packets polls empty_polls weight_exhausted releases
 //!      max_gap_ns owned
 //! poll_gaps <cpu> <index> <napi_id> <dev> <16 log2 buckets: below 1024 ns, then from
@@ -17,7 +17,10 @@ pub const THREAD_PACKETS: usize = 1;
 pub const THREAD_PARKS: usize = 7;
 pub const THREAD_HANDBACK: usize = 10;
 pub const THREAD_ERRORS: usize = 11;
-const THREAD_VALUES: usize = 12;
+/// Of the releases, those of an instance idle for `idle_release_us` that the idle
+/// policy would have kept (kbp-core's `PollerStats::idle_releases`).
+pub const THREAD_IDLE_RELEASES: usize = 12;
+const THREAD_VALUES: usize = 13;
 const NAPI_VALUES: usize = 7;
 /// Buckets of a `poll_gaps` record: kbp-core's histogram, whose geometry is used here.
 pub use kbp_core::GAP_BUCKETS;
@@ -148,8 +151,8 @@ mod tests {
     use super::*;
 
     const SAMPLE: &str = "\
-# thread cpu mode rounds packets polls empty_polls budget_exhausted time_exhausted squeezes parks wakes releases handback_packets errors
-thread 2 adaptive 255 6 349 345 0 1 1 3 0 4 7 0
+# thread cpu mode rounds packets polls empty_polls budget_exhausted time_exhausted squeezes parks wakes releases handback_packets errors idle_releases
+thread 2 adaptive 255 6 349 345 0 1 1 3 0 4 7 0 1
 # napi cpu index napi_id dev packets polls empty_polls weight_exhausted releases max_gap_ns owned
 napi 2 1 66 eth0 6 254 250 0 1 1592324 1
 # poll_gaps cpu index napi_id dev ge0ns ge1024ns ge2048ns ge4096ns ge8192ns ge16384ns ge32768ns ge65536ns ge131072ns ge262144ns ge524288ns ge1048576ns ge2097152ns ge4194304ns ge8388608ns ge16777216ns
@@ -163,8 +166,14 @@ poll_gaps 2 1 66 eth0 0 0 3 200 40 5 2 1 0 0 0 1 0 0 0 0
         assert_eq!(threads.len(), 1);
         let (cpu, v) = threads[0];
         assert_eq!(
-            (cpu, v[THREAD_PACKETS], v[THREAD_PARKS], v[THREAD_HANDBACK]),
-            (2, 6, 3, 7)
+            (
+                cpu,
+                v[THREAD_PACKETS],
+                v[THREAD_PARKS],
+                v[THREAD_HANDBACK],
+                v[THREAD_IDLE_RELEASES]
+            ),
+            (2, 6, 3, 7, 1)
         );
         assert!(!s.has_errors());
         assert_eq!(
@@ -204,9 +213,14 @@ poll_gaps 2 1 66 eth0 0 0 3 200 40 5 2 1 0 0 0 1 0 0 0 0
     #[test]
     fn rejects_malformed_records_and_sees_errors_and_shrinking() {
         assert_eq!(StatsFile::parse("thread 2 spin 1 2 3"), None);
+        // A thread record of the module before idle_releases (12 values) is malformed.
+        assert_eq!(
+            StatsFile::parse("thread 2 spin 255 6 349 345 0 1 1 3 0 4 7 0\n"),
+            None
+        );
         assert_eq!(StatsFile::parse("# only a header\n"), None);
         let before = StatsFile::parse(SAMPLE).unwrap();
-        let with_errors = StatsFile::parse(&SAMPLE.replace("4 7 0\n", "4 7 5\n")).unwrap();
+        let with_errors = StatsFile::parse(&SAMPLE.replace("4 7 0 1\n", "4 7 5 1\n")).unwrap();
         assert!(with_errors.has_errors());
         let shrunk = StatsFile::parse(&SAMPLE.replace("255 6", "255 5")).unwrap();
         assert!(!shrunk.grew_from(&before));

@@ -66,7 +66,7 @@ use crate::base::progress::Stage;
 use crate::base::{Result, workspace_root};
 use crate::build::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::build::kernel::Flavor;
-use crate::guest::stats_file::{StatsFile, THREAD_PARKS};
+use crate::guest::stats_file::{StatsFile, THREAD_IDLE_RELEASES, THREAD_PARKS};
 use crate::guest::vm::{Guest, Nic, Tcg, count_warnings};
 use crate::harness::{BAD_PARAMS, DEVICE_AND_DRIVER, MODULE_PATH, build_and_boot_with};
 use crate::suites::faults::fault::{Fault, FaultRecord, Ops};
@@ -565,7 +565,11 @@ pub fn run(args: &[String]) -> Result {
             before = now;
         }
         let owned = before.lines().filter(|l| l.starts_with("napi ") && l.ends_with(" 1")).count();
-        ops.notes.push(format!("after the last flap {owned} instance(s) owned (RX instances are re-taken in spin mode)"));
+        let idle_releases: u64 = StatsFile::parse(&before).map_or(0, |s| s.threads().map(|(_, v)| v[THREAD_IDLE_RELEASES]).sum());
+        // Spin mode lets go of an instance quiet for idle_release_us (napi_synchronize in
+        // the driver's down path waits for it) and takes it back at its next interrupt:
+        // the queues the echo traffic uses are owned again.
+        ops.notes.push(format!("after the last flap {owned} instance(s) owned (re-taken at their next interrupt under the echo traffic), {idle_releases} idle release(s)"));
         if owned == 0 {
             ops.failures.push("ownership did not resume after the link came back".into());
         }
