@@ -443,7 +443,7 @@ impl kernel::Module for Kbp {
         };
         pr_info!(
             "serving {} NAPI instance(s) of {} with {} thread(s) on CPUs {} ({} mode, weight \
-             {}, budget {}, {} us)\n",
+             {}, budget {}, {} us, idle release {} us)\n",
             count,
             &BStrText(params.ifaces_raw),
             params.ncpus,
@@ -451,7 +451,8 @@ impl kernel::Module for Kbp {
             mode,
             params.config.weight,
             params.config.budget,
-            params.config.time_limit_ns / 1_000
+            params.config.time_limit_ns / 1_000,
+            params.config.idle_release_ns / 1_000
         );
         Ok(kbp)
     }
