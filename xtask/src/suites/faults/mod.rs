@@ -113,9 +113,10 @@ struct DriverOps {
     xdp: std::result::Result<(), String>,
     /// Attaching or detaching XDP resets the device and re-creates its RX rings
     /// (vmxnet3: `vmxnet3_xdp_set` quiesces, resets, destroys and re-creates the RX
-    /// queues, drivers/net/vmxnet3/vmxnet3_xdp.c:66-89), so what the rings held is
-    /// lost: a device-away window, as a ring resize. virtio-net and igb swap the
-    /// program with the queues paused, and only the driver's counted drops occur.
+    /// queues, drivers/net/vmxnet3/vmxnet3_xdp.c:66-89; igb: `igb_xdp_setup` closes and
+    /// reopens the device, drivers/net/ethernet/intel/igb/igb_main.c:2914-2936), so what
+    /// the rings held is lost: a device-away window, as a ring resize. virtio-net swaps
+    /// the program with the queues paused, and only its counted drops occur.
     xdp_resets_rings: bool,
 }
 
@@ -167,7 +168,7 @@ impl DriverOps {
             channels,
             rings,
             xdp,
-            xdp_resets_rings: nic == Nic::Vmxnet3,
+            xdp_resets_rings: matches!(nic, Nic::Vmxnet3 | Nic::Igb),
         })
     }
 }
