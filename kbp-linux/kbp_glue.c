@@ -68,19 +68,42 @@ unsigned int kbp_param_spin_window_us(void) { return kbp_spin_window_us; }
 unsigned int kbp_param_idle_release_us(void) { return kbp_idle_release_us; }
 bool kbp_param_fifo(void) { return kbp_fifo; }
 
-struct net_device *kbp_dev_get(const char *name, size_t len)
+/*
+ * The device named `name` in the network namespace of process `pid` (0: init_net), with
+ * a reference (dev_hold) the caller puts with kbp_dev_put(). The namespace is referenced
+ * only for the lookup: get_net_ns_by_pid() takes a reference (net_namespace.c:789-808,
+ * -ESRCH for no such process or one exiting), dev_get_by_name() references the device,
+ * put_net() drops the namespace. A device does not keep its namespace alive; when the
+ * namespace goes, cleanup_net() unregisters the device or moves it to init_net
+ * (default_device_exit_batch, dev.c:13197-13210; default_device_exit_net, :13159-13176),
+ * and both send NETDEV_UNREGISTER, at which kbp puts the device's reference.
+ * Returns NULL with *err -ESRCH (no such process) or -ENODEV (no such device there).
+ */
+struct net_device *kbp_dev_get(const char *name, size_t len, int pid, int *err)
 {
 	char buf[IFNAMSIZ];
+	struct net_device *dev;
+	struct net *net = &init_net;
 
+	*err = -ENODEV;
 	if (len == 0 || len >= IFNAMSIZ)
 		return NULL;
 	memcpy(buf, name, len);
 	buf[len] = '\0';
-	return dev_get_by_name(&init_net, buf);
+	if (pid > 0) {
+		net = get_net_ns_by_pid(pid);
+		if (IS_ERR(net)) {
+			*err = PTR_ERR(net);
+			return NULL;
+		}
+	}
+	dev = dev_get_by_name(net, buf);
+	if (pid > 0)
+		put_net(net);
+	return dev;
 }
 
 void kbp_dev_put(struct net_device *dev) { dev_put(dev); }
-const char *kbp_dev_name(const struct net_device *dev) { return dev->name; }
 
 /*
  * The device's NAPI instances; the caller holds its instance lock (kbp_dev_lock), which

@@ -48,6 +48,9 @@ use worker::{Worker, CAP};
 /// Most NAPI instances read at load (every thread serves at most [`CAP`]).
 const MAX_NAPIS: usize = MAX_THREADS * CAP;
 
+/// Longest `ifaces` item: a 15-byte name, `@` and a 7-digit PID.
+const NAME_BYTES: usize = 24;
+
 module! {
     type: Kbp,
     name: "kbp",
@@ -61,8 +64,9 @@ pub(crate) struct Context {
     /// The configured devices, each referenced by the module until it unregisters
     /// (then null).
     devs: [Atomic<*mut RawNetDevice>; MAX_DEVS],
-    /// Their names, copied at load (debugfs never reads a device).
-    names: [([u8; 16], usize); MAX_DEVS],
+    /// Their `ifaces` items (`eth0`, `eth0@1234`), copied at load (debugfs never reads
+    /// a device).
+    names: [([u8; NAME_BYTES], usize); MAX_DEVS],
     ndevs: usize,
     /// One per CPU of `cpus`.
     workers: KVec<KBox<Worker>>,
@@ -112,7 +116,9 @@ impl Context {
     fn serving(&self, napi: *mut RawNapi) -> Option<(&Worker, usize)> {
         for w in self.workers.iter() {
             if let Some(id) = w.find(napi) {
-                return Some((w, id));
+                // An instance of a device that unregistered or left its namespace is
+                // no longer KBP's: the kernel's path takes it.
+                return (!w.slots[id].retired()).then_some((w, id));
             }
         }
         // SAFETY: the hook's caller holds `napi`'s SCHED, so it is alive.
@@ -168,11 +174,16 @@ extern "C" fn kbp_rust_on_delete(napi: *mut RawNapi) {
     }
 }
 
-/// NETDEV_UNREGISTER of any device (C glue, RTNL held). For a served device: stop
-/// adopting its instances and put the module's reference at once; nothing waits. Its
-/// instances (disabled by the close, so KBP owns none) stay in their slots until the
-/// delete observer sees them deleted (`free_netdev()` deletes any left): nothing
-/// dereferences them meanwhile, as a disabled instance is never scheduled.
+/// NETDEV_UNREGISTER of any device in any network namespace (C glue, RTNL held; the
+/// notifier chain is global). It comes when a device unregisters, also when its
+/// namespace is destroyed, and when it moves to another namespace
+/// (`dev_change_net_namespace`, which keeps it registered). For a served device: stop
+/// adopting its instances, retire its slots (the entry hook passes them through and an
+/// instance still owned is let go at its next poll) and put the module's reference at
+/// once; nothing waits. Both paths close the device first, so its instances are
+/// disabled and KBP owns none of them. They stay in their slots until the delete
+/// observer sees them deleted (`free_netdev()` deletes any left); a moved device keeps
+/// them, and they take the kernel's path when it is opened again.
 #[unsafe(no_mangle)]
 extern "C" fn kbp_rust_netdev_unregister(dev: *mut RawNetDevice) {
     let Some(ctx) = context() else {
@@ -187,6 +198,9 @@ extern "C" fn kbp_rust_netdev_unregister(dev: *mut RawNetDevice) {
         }
         let dev = ctx.devs[d].xchg(core::ptr::null_mut(), ordering::Full);
         if !dev.is_null() {
+            for w in ctx.workers.iter() {
+                w.retire_dev(d as u32);
+            }
             // SAFETY: our reference from `dev_get`, swapped out exactly once.
             unsafe { sys::dev_put(dev) };
             pr_info!(
@@ -302,7 +316,8 @@ impl Kbp {
             }
             if count + n > MAX_NAPIS {
                 pr_err!(
-                    "invalid parameter ifaces: {} has {} NAPI instances (1 to {} in all)\n",
+                    "invalid parameter ifaces: {} has {} NAPI instances (1 to {} in all; a veth \
+                     has them only with GRO on or an XDP program attached)\n",
                     &BStrText(params.iface(d)),
                     n,
                     MAX_NAPIS
@@ -365,7 +380,7 @@ impl kernel::Module for Kbp {
         let params = Params::read()?;
         let context = Context {
             devs: [const { Atomic::new(core::ptr::null_mut()) }; MAX_DEVS],
-            names: [([0; 16], 0); MAX_DEVS],
+            names: [([0; NAME_BYTES], 0); MAX_DEVS],
             ndevs: 0,
             workers: KVec::new(),
             unloading: Atomic::new(0),
@@ -378,21 +393,47 @@ impl kernel::Module for Kbp {
         };
         let ctx = &mut *kbp.ctx;
         for d in 0..params.nifaces {
-            let name = params.iface(d);
-            let dev = sys::dev_get(name);
-            if dev.is_null() {
+            let item = params.iface(d);
+            let pid = params.ifaces[d].pid;
+            let dev = match sys::dev_get(params.iface_name(d), pid) {
+                Ok(dev) => dev,
+                Err(e) => {
+                    match (e, pid) {
+                        (sys::DevGetError::NoProcess, Some(pid)) => pr_err!(
+                            "invalid parameter ifaces: {}: no process {} (NAME@PID names \
+                             the interface in the network namespace of process PID)\n",
+                            &BStrText(item),
+                            pid
+                        ),
+                        (_, Some(pid)) => pr_err!(
+                            "invalid parameter ifaces: unknown interface {} in the network \
+                             namespace of process {}\n",
+                            &BStrText(params.iface_name(d)),
+                            pid
+                        ),
+                        (_, None) => pr_err!(
+                            "invalid parameter ifaces: unknown interface {}\n",
+                            &BStrText(item)
+                        ),
+                    }
+                    return Err(EINVAL);
+                }
+            };
+            // One device named twice (`eth0,eth0@1`) would be dealt to two slots.
+            if let Some(first) = (0..d).find(|&e| ctx.devs[e].load(ordering::Acquire) == dev) {
                 pr_err!(
-                    "invalid parameter ifaces: unknown interface {}\n",
-                    &BStrText(name)
+                    "invalid parameter ifaces: {} and {} are the same device\n",
+                    &BStrText(params.iface(first)),
+                    &BStrText(item)
                 );
+                // SAFETY: the reference `dev_get` just took, not stored anywhere.
+                unsafe { sys::dev_put(dev) };
                 return Err(EINVAL);
             }
             ctx.devs[d].store(dev, ordering::Release);
             ctx.ndevs = d + 1;
-            // SAFETY: `dev` is referenced.
-            let dev_name = unsafe { sys::dev_name(dev) };
-            let len = dev_name.len().min(16);
-            ctx.names[d].0[..len].copy_from_slice(&dev_name[..len]);
+            let len = item.len().min(NAME_BYTES);
+            ctx.names[d].0[..len].copy_from_slice(&item[..len]);
             ctx.names[d].1 = len;
         }
         ctx.workers.reserve(params.ncpus, GFP_KERNEL)?;

@@ -19,10 +19,71 @@ pub(crate) struct Params {
     pub(crate) cpus: [i32; MAX_THREADS],
     pub(crate) ncpus: usize,
     pub(crate) fifo: bool,
-    /// Interface names (bytes of the `ifaces` parameter) and how many.
-    pub(crate) ifaces: [(usize, usize); MAX_DEVS],
+    /// The `ifaces` items and how many.
+    pub(crate) ifaces: [Iface; MAX_DEVS],
     pub(crate) nifaces: usize,
     pub(crate) ifaces_raw: &'static [u8],
+}
+
+/// Largest process id (`PID_MAX_LIMIT` on 64-bit, include/linux/threads.h:34; ids are
+/// below it).
+const PID_MAX: u32 = 4 * 1024 * 1024 - 1;
+
+/// One item of `ifaces`: `NAME` (the interface in init_net) or `NAME@PID` (the
+/// interface in the network namespace of process PID, as the loading process sees
+/// PIDs). The item splits at its last `@`, so a name containing `@` is written
+/// `NAME@1` (init's namespace).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Iface {
+    /// The item's start in the parameter, and its length.
+    start: usize,
+    len: usize,
+    /// Length of the name (the item's first bytes).
+    name_len: usize,
+    /// The process whose network namespace holds the interface (None: init_net).
+    pub(crate) pid: Option<u32>,
+}
+
+/// A decimal process id, 1..=[`PID_MAX`].
+fn parse_pid(text: &[u8]) -> Option<u32> {
+    if text.is_empty() || text.len() > 7 || !text.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let pid = text.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
+    (1..=PID_MAX).contains(&pid).then_some(pid)
+}
+
+/// Parses one `ifaces` item at `start..start + len` of `raw`.
+fn parse_iface(raw: &[u8], start: usize, len: usize) -> Result<Iface> {
+    let item = &raw[start..start + len];
+    let bad = |why: core::fmt::Arguments<'_>| reject("ifaces", why);
+    let (name_len, pid) = match item.iter().rposition(|&b| b == b'@') {
+        None => (len, None),
+        Some(at) => match parse_pid(&item[at + 1..]) {
+            Some(pid) => (at, Some(pid)),
+            None => {
+                return Err(bad(format_args!(
+                    "{:?}: {:?} is not a process id 1..={} (NAME@PID names the interface \
+                     NAME in the network namespace of process PID)",
+                    BStrDisplay(item),
+                    BStrDisplay(&item[at + 1..]),
+                    PID_MAX
+                )))
+            }
+        },
+    };
+    if name_len == 0 || name_len >= 16 {
+        return Err(bad(format_args!(
+            "empty or over-long interface name in {:?} (1 to 15 bytes)",
+            BStrDisplay(item)
+        )));
+    }
+    Ok(Iface {
+        start,
+        len,
+        name_len,
+        pid,
+    })
 }
 
 fn reject(param: &str, why: core::fmt::Arguments<'_>) -> Error {
@@ -72,16 +133,13 @@ impl Params {
 
         let (cpus, ncpus) = parse_cpus(cpus_raw)?;
 
-        let mut ifaces = [(0usize, 0usize); MAX_DEVS];
+        let mut ifaces = [Iface::default(); MAX_DEVS];
         let mut nifaces = 0;
         for (start, len) in list_items(ifaces_raw) {
-            if len == 0 || len >= 16 {
+            if len == 0 {
                 return Err(reject(
                     "ifaces",
-                    format_args!(
-                        "empty or over-long interface name in {:?}",
-                        BStrDisplay(ifaces_raw)
-                    ),
+                    format_args!("empty item in {:?}", BStrDisplay(ifaces_raw)),
                 ));
             }
             if nifaces == MAX_DEVS {
@@ -90,7 +148,7 @@ impl Params {
                     format_args!("at most {} interfaces", MAX_DEVS),
                 ));
             }
-            ifaces[nifaces] = (start, len);
+            ifaces[nifaces] = parse_iface(ifaces_raw, start, len)?;
             nifaces += 1;
         }
         Ok(Params {
@@ -104,10 +162,16 @@ impl Params {
         })
     }
 
-    /// The `i`th interface name.
+    /// The `i`th item as given (`eth0`, `eth0@1234`).
     pub(crate) fn iface(&self, i: usize) -> &'static [u8] {
-        let (start, len) = self.ifaces[i];
-        &self.ifaces_raw[start..start + len]
+        let f = &self.ifaces[i];
+        &self.ifaces_raw[f.start..f.start + f.len]
+    }
+
+    /// The `i`th interface's name (the item without `@PID`).
+    pub(crate) fn iface_name(&self, i: usize) -> &'static [u8] {
+        let f = &self.ifaces[i];
+        &self.ifaces_raw[f.start..f.start + f.name_len]
     }
 }
 

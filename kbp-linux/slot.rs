@@ -37,6 +37,9 @@ pub(crate) struct Slot {
     pub(crate) dev: Atomic<u32>,
     /// Its last known `napi_id` (published for debugfs by the owner).
     pub(crate) napi_id: Atomic<i32>,
+    /// Nonzero once its device unregistered or left the namespace it was named in:
+    /// KBP no longer serves the instance.
+    retired: Atomic<u32>,
 }
 
 impl Slot {
@@ -45,6 +48,7 @@ impl Slot {
             napi: Atomic::new(core::ptr::null_mut()),
             dev: Atomic::new(NO_DEV),
             napi_id: Atomic::new(-1),
+            retired: Atomic::new(0),
         }
     }
 
@@ -62,8 +66,21 @@ impl Slot {
         {
             return false;
         }
+        self.retired.store(0, ordering::Release);
         self.dev.store(dev, ordering::Release);
         true
+    }
+
+    /// Stops serving the instance (its device unregistered or moved to another
+    /// namespace): the entry hook passes it through, and KBP lets go of it at its next
+    /// poll if it owns it.
+    pub(crate) fn retire(&self) {
+        self.retired.store(1, ordering::Release);
+    }
+
+    /// True once [`Slot::retire`]d (until the slot is claimed again).
+    pub(crate) fn retired(&self) -> bool {
+        self.retired.load(ordering::Acquire) != 0
     }
 
     /// Forgets the instance (it is being deleted, or its device unregisters).
@@ -96,6 +113,10 @@ impl Napi for SlotNapi<'_> {
 
     fn present(&self) -> bool {
         self.owned().is_some()
+    }
+
+    fn served(&self) -> bool {
+        !self.0.retired()
     }
 
     fn hand_back_poll(&self, budget: u32) -> u32 {

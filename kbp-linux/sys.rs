@@ -37,9 +37,13 @@ mod ffi {
         pub(super) fn kbp_param_idle_release_us() -> c_uint;
         pub(super) fn kbp_param_fifo() -> bool;
 
-        pub(super) fn kbp_dev_get(name: *const c_char, len: usize) -> *mut RawNetDevice;
+        pub(super) fn kbp_dev_get(
+            name: *const c_char,
+            len: usize,
+            pid: c_int,
+            err: *mut c_int,
+        ) -> *mut RawNetDevice;
         pub(super) fn kbp_dev_put(dev: *mut RawNetDevice);
-        pub(super) fn kbp_dev_name(dev: *const RawNetDevice) -> *const c_char;
         pub(super) fn kbp_dev_lock(dev: *mut RawNetDevice);
         pub(super) fn kbp_dev_unlock(dev: *mut RawNetDevice);
         pub(super) fn kbp_dev_napis(
@@ -137,10 +141,35 @@ pub(crate) fn param_idle_release_us() -> u32 {
 
 // ---- Devices -----------------------------------------------------------------------
 
-/// `dev_get_by_name(&init_net, name)`: a referenced device, or null.
-pub(crate) fn dev_get(name: &[u8]) -> *mut RawNetDevice {
-    // SAFETY: `name` is a valid byte slice; the glue copies at most IFNAMSIZ bytes.
-    unsafe { ffi::kbp_dev_get(name.as_ptr().cast(), name.len()) }
+/// Why [`dev_get`] found no device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DevGetError {
+    /// No process `pid` (or it is exiting: no namespaces left).
+    NoProcess,
+    /// No device of that name in the namespace.
+    NoDevice,
+}
+
+/// `dev_get_by_name(net, name)` in init_net (`pid` None) or in the network namespace
+/// of process `pid` (`get_net_ns_by_pid`, whose reference is dropped at once): a
+/// referenced device.
+pub(crate) fn dev_get(name: &[u8], pid: Option<u32>) -> Result<*mut RawNetDevice, DevGetError> {
+    let pid = match pid.map(c_int::try_from) {
+        None => 0,
+        Some(Ok(pid)) if pid > 0 => pid,
+        Some(_) => return Err(DevGetError::NoProcess),
+    };
+    let mut err: c_int = 0;
+    // SAFETY: `name` is a valid byte slice (the glue copies at most IFNAMSIZ bytes) and
+    // `err` a writable int.
+    let dev = unsafe { ffi::kbp_dev_get(name.as_ptr().cast(), name.len(), pid, &mut err) };
+    if !dev.is_null() {
+        Ok(dev)
+    } else if err == kernel::error::code::ESRCH.to_errno() {
+        Err(DevGetError::NoProcess)
+    } else {
+        Err(DevGetError::NoDevice)
+    }
 }
 
 /// `dev_put`.
@@ -150,15 +179,6 @@ pub(crate) fn dev_get(name: &[u8]) -> *mut RawNetDevice {
 pub(crate) unsafe fn dev_put(dev: *mut RawNetDevice) {
     // SAFETY: the caller's guarantee.
     unsafe { ffi::kbp_dev_put(dev) }
-}
-
-/// The device's name.
-///
-/// # Safety
-/// `dev` is referenced for the lifetime of the returned slice's use.
-pub(crate) unsafe fn dev_name<'a>(dev: *const RawNetDevice) -> &'a [u8] {
-    // SAFETY: a referenced device's name is a NUL-terminated array inside it.
-    unsafe { CStr::from_ptr(ffi::kbp_dev_name(dev)) }.to_bytes()
 }
 
 /// A device's instance lock (`netdev_lock`), held while the guard lives. Process

@@ -106,6 +106,14 @@ impl Worker {
         self.slots.iter().filter(|s| !s.get().is_null()).count()
     }
 
+    /// Retires every slot of device `dev` ([`Slot::retire`]).
+    pub(crate) fn retire_dev(&self, dev: u32) {
+        self.slots
+            .iter()
+            .filter(|s| s.dev.load(ordering::Acquire) == dev)
+            .for_each(Slot::retire);
+    }
+
     /// Puts `napi` of device `dev` into an empty slot.
     pub(crate) fn adopt(&self, napi: *mut RawNapi, dev: u32) -> Option<usize> {
         self.slots.iter().position(|s| s.claim(napi, dev))

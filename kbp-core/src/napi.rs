@@ -21,7 +21,8 @@
 //!                                             napi_complete_done() then returns false:
 //!                                             its IRQ stays masked, SCHED stays ours)
 //!                                             n->poll(min(budget, napi->weight))
-//!                                           must_release(): DISABLE or THREADED set
+//!                                           must_release(): DISABLE or THREADED set,
+//!                                           or the embedder no longer serves it
 //!                                           Poller: complete KBP's word first, then
 //!                                           NapiPort::rearm_irq() = release():
 //!                                             clear MISSED, IN_BUSY_POLL (busy_poll_stop)
@@ -101,6 +102,13 @@ pub trait Napi {
     /// False for an empty place (the instance was deleted): nothing to poll or hand
     /// back. The bits never say so (netpoll sets NPSVC without owning SCHED).
     fn present(&self) -> bool {
+        true
+    }
+
+    /// False once the embedder stopped serving the instance (its device left the
+    /// namespace it was named in, or unregistered): KBP lets go at its next poll, as
+    /// for THREADED, and its entry hook passes the instance through from then on.
+    fn served(&self) -> bool {
         true
     }
 
@@ -241,6 +249,7 @@ impl<N: Napi> RxInstance for NapiPort<N> {
         // (netpoll.c poll_one_napi); KBP keeps the instance and netpoll_poll_lock
         // serialises the two polls.
         !self.napi.present()
+            || !self.napi.served()
             || self
                 .napi
                 .state()
