@@ -26,6 +26,11 @@
 //!                             busy polling, the bench's `busy-poll` baseline
 //! kbp-ctl veth NAME PEER PID  create a veth pair, PEER in the network namespace of PID
 //!                             (the bench's container configuration)
+//! kbp-ctl offload DEV gro|tso [on|off]
+//!                             print DEV's GRO or TSO state (ETHTOOL_GGRO / ETHTOOL_GTSO);
+//!                             with on|off, set it first (ETHTOOL_SGRO / ETHTOOL_STSO, as
+//!                             `ethtool -K DEV gro|tso on|off`): a veth gets NAPI
+//!                             instances from GRO
 //! kbp-ctl pin CPU PID...      pin tasks to one CPU (sched_setaffinity)
 //! kbp-ctl flood CPU...        softirq competition: per CPU, a pinned thread sending UDP
 //!                             datagrams to 127.0.0.1:9 without pause (loopback delivery
@@ -44,7 +49,7 @@ mod netlink;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: kbp-ctl time LABEL CMD | channels DEV [N] | rings DEV [RX [TX]] | udp-hash DEV | xdp DEV on|off | bpf-probe | napi-ids DEV | napi-threaded ID MODE | veth NAME PEER PID | pin CPU PID... | flood CPU... | spin CPU COUNT NICE"
+        "usage: kbp-ctl time LABEL CMD | channels DEV [N] | rings DEV [RX [TX]] | udp-hash DEV | xdp DEV on|off | bpf-probe | napi-ids DEV | napi-threaded ID MODE | veth NAME PEER PID | offload DEV gro|tso [on|off] | pin CPU PID... | flood CPU... | spin CPU COUNT NICE"
     );
     ExitCode::from(2)
 }
@@ -110,6 +115,23 @@ unsafe impl EthtoolData for EthtoolChannels {}
 // SAFETY: `struct ethtool_ringparam`, for ETHTOOL_GRINGPARAM / ETHTOOL_SRINGPARAM.
 unsafe impl EthtoolData for EthtoolRingparam {}
 
+/// `struct ethtool_value` (include/uapi/linux/ethtool.h).
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+// SAFETY: `struct ethtool_value`, for the legacy feature commands (ETHTOOL_[GS]GRO,
+// ETHTOOL_[GS]TSO).
+unsafe impl EthtoolData for EthtoolValue {}
+
+const ETHTOOL_GTSO: u32 = 0x1e;
+const ETHTOOL_STSO: u32 = 0x1f;
+const ETHTOOL_GGRO: u32 = 0x2b;
+const ETHTOOL_SGRO: u32 = 0x2c;
+
 const ETHTOOL_GCHANNELS: u32 = 0x3c;
 const ETHTOOL_SCHANNELS: u32 = 0x3d;
 const ETHTOOL_GRINGPARAM: u32 = 0x10;
@@ -144,6 +166,36 @@ fn ethtool<T: EthtoolData>(dev: &str, data: &mut T) -> std::io::Result<()> {
     // SAFETY: `fd` is ours.
     unsafe { libc::close(fd) };
     if rc < 0 { Err(err) } else { Ok(()) }
+}
+
+/// `kbp-ctl offload DEV gro|tso [on|off]`: sets the feature if asked, then prints
+/// `DEV FEATURE on|off` as the device reports it.
+fn offload(dev: &str, feature: &str, set: Option<bool>) -> std::io::Result<String> {
+    let (get, put) = match feature {
+        "gro" => (ETHTOOL_GGRO, ETHTOOL_SGRO),
+        "tso" => (ETHTOOL_GTSO, ETHTOOL_STSO),
+        _ => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "feature must be gro or tso",
+            ));
+        }
+    };
+    if let Some(on) = set {
+        ethtool(
+            dev,
+            &mut EthtoolValue {
+                cmd: put,
+                data: u32::from(on),
+            },
+        )?;
+    }
+    let mut value = EthtoolValue { cmd: get, data: 0 };
+    ethtool(dev, &mut value)?;
+    Ok(format!(
+        "{dev} {feature} {}",
+        if value.data != 0 { "on" } else { "off" }
+    ))
 }
 
 fn channels(dev: &str, set: Option<u32>) -> std::io::Result<String> {
@@ -446,6 +498,18 @@ fn main() -> ExitCode {
             ),
             Err(_) => usage(),
         },
+        ["offload", dev, feature, state @ ..] if state.len() <= 1 => {
+            let set = match state.first() {
+                None => None,
+                Some(&"on") => Some(true),
+                Some(&"off") => Some(false),
+                Some(_) => return usage(),
+            };
+            report(
+                offload(dev, feature, set),
+                &format!("offload {dev} {feature}"),
+            )
+        }
         ["pin", cpu, pids @ ..] if !pids.is_empty() => {
             let Some(cpu) = cpu
                 .parse::<usize>()
@@ -504,6 +568,7 @@ mod tests {
         // include/uapi/linux/ethtool.h: 9 u32 each.
         assert_eq!(std::mem::size_of::<EthtoolChannels>(), 36);
         assert_eq!(std::mem::size_of::<EthtoolRingparam>(), 36);
+        assert_eq!(std::mem::size_of::<EthtoolValue>(), 8);
         assert_eq!(std::mem::offset_of!(EthtoolRingparam, rx_max_pending), 4);
         assert_eq!(std::mem::offset_of!(EthtoolRingparam, tx_max_pending), 16);
         assert_eq!(std::mem::offset_of!(EthtoolRingparam, rx_pending), 20);
