@@ -26,6 +26,13 @@ pub const BAD_PARAMS: &[(&str, &str)] = &[
     ("ifaces", "ifaces="),
     // No NAPI instance to own: loopback receives through the backlog (netif_rx).
     ("ifaces", "ifaces=lo"),
+    // NAME@PID: the interface in the network namespace of process PID.
+    ("ifaces", "ifaces=eth0@"),
+    ("ifaces", "ifaces=eth0@0"),
+    ("ifaces", "ifaces=eth0@12345678"),
+    ("ifaces", "ifaces=eth0@4194303"),
+    ("ifaces", "ifaces=nosuch0@1"),
+    ("ifaces", "ifaces=eth0,eth0@1"),
     ("cpus", "ifaces=eth0 cpus=99"),
     ("cpus", "ifaces=eth0 cpus=3,3"),
     ("cpus", "ifaces=eth0 cpus=1-x"),

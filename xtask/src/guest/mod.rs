@@ -4,10 +4,12 @@
 //! [`tracing`] (the in-guest delay from hist triggers), [`host_wait`] (how long QEMU's
 //! threads waited for a host CPU), [`host_cpus`] (QEMU's threads on the host's cores:
 //! the oversubscription line and the pinning), [`stats_file`] (the parser of kbp.ko's debugfs
-//! counters) and [`tcp`] (TCP request/response and bulk against the guest's `kbp-tcp`,
-//! with both sides' TCP counters). Uses [`crate::base`] and [`crate::build`] (the guest's
-//! addresses and ports).
+//! counters), [`tcp`] (TCP request/response and bulk against the guest's `kbp-tcp`,
+//! with both sides' TCP counters) and [`container`] (the container configuration: a
+//! namespace behind a veth pair, a bridge and NAT). Uses [`crate::base`] and
+//! [`crate::build`] (the guest's addresses and ports).
 
+pub mod container;
 pub mod host_cpus;
 pub mod host_wait;
 pub mod probes;

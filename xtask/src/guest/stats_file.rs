@@ -33,6 +33,22 @@ pub type Key = (String, i64, i64);
 #[derive(Debug, PartialEq)]
 pub struct StatsFile(pub BTreeMap<Key, Vec<u64>>);
 
+/// Packets of the `napi` records summed by device name (`eth0`, `veth0`, `ceth0@PID`;
+/// `(gone)` once a device unregistered).
+pub fn napi_packets_by_dev(text: &str) -> BTreeMap<String, u64> {
+    let mut by_dev = BTreeMap::new();
+    for f in text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.first() == Some(&"napi"))
+    {
+        if let (Some(dev), Some(Ok(packets))) = (f.get(4), f.get(5).map(|v| v.parse::<u64>())) {
+            *by_dev.entry(dev.to_string()).or_default() += packets;
+        }
+    }
+    by_dev
+}
+
 impl StatsFile {
     /// Parses the file; None if any record is malformed or there is none.
     pub fn parse(text: &str) -> Option<StatsFile> {
@@ -158,6 +174,19 @@ napi 2 1 66 eth0 6 254 250 0 1 1592324 1
 # poll_gaps cpu index napi_id dev ge0ns ge1024ns ge2048ns ge4096ns ge8192ns ge16384ns ge32768ns ge65536ns ge131072ns ge262144ns ge524288ns ge1048576ns ge2097152ns ge4194304ns ge8388608ns ge16777216ns
 poll_gaps 2 1 66 eth0 0 0 3 200 40 5 2 1 0 0 0 1 0 0 0 0
 ";
+
+    #[test]
+    fn sums_packets_by_device() {
+        let text = format!(
+            "{SAMPLE}napi 3 0 67 veth0 40 9 9 0 0 1 1\nnapi 3 1 68 ceth0@79 41 9 9 0 0 1 1\n\
+             napi 3 2 69 eth0 4 9 9 0 0 1 1\n"
+        );
+        let by_dev = napi_packets_by_dev(&text);
+        assert_eq!(by_dev["eth0"], 10);
+        assert_eq!(by_dev["veth0"], 40);
+        assert_eq!(by_dev["ceth0@79"], 41);
+        assert_eq!(by_dev.len(), 3);
+    }
 
     #[test]
     fn reads_the_records_of_the_module() {

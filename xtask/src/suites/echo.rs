@@ -17,6 +17,7 @@
 //! | `unload-under-traffic` | rmmod halfway through the traffic (`scenario_with`) |
 //! | `bad_params` | every load in [`BAD_PARAMS`] must be refused with a line naming the parameter |
 //! | `unregister`, `napi-after-rebind` | the owned device unbound while two threads own it (`unregister_while_owned`), then echo |
+//! | `container` | the echo server in a container's network namespace behind veth + bridge + NAT, GRO on both veth ends, in `napi`, with kbp.ko owning eth0 only, and owning eth0 and both veth ends (`ifaces=eth0,veth0,ceth0@PID`, spin and adaptive): NET_RX of the whole path per mode, 0 required with the veths owned ([`container`]) |
 //! | `zero_loss_search_64b` | RFC 2544 zero-loss rate, 64 B (not with `--quick`) |
 //! | `tcp` | in `napi` and in each kbp mode (inside its module cycle): TCP request/response over one connection, then a bulk transfer host -> guest and guest -> host against `kbp-tcp`, with the sender's retransmissions and both sides' TCP counters (`tcp_scenario`) |
 //! | `tcp_goal` | each kbp mode against `napi` of the same run: retransmissions no higher, throughput at least 0.95x, each way (reported, not judged: see [`TcpGoal`]) |
@@ -24,6 +25,8 @@
 //! `--tcp-only` runs just the `tcp` records (napi, then each kbp mode) and writes
 //! `target/kbp/guest-test-tcp.json`; `--tcp-seconds S` sets the bulk length (8 s, 4 s
 //! with `--quick`).
+
+mod container;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -344,6 +347,7 @@ struct Report {
     module_cycles: Vec<ModuleCycle>,
     bad_params: Vec<BadParam>,
     unregister: Option<Unregister>,
+    container: container::ContainerReport,
     tcp: Vec<TcpScenario>,
     tcp_goal: Vec<TcpGoal>,
     kernel_warnings_total: usize,
@@ -944,6 +948,16 @@ pub fn run(args: &[String]) -> Result {
     let unregister = Some(unregister_while_owned(&guest, &unregister_cpus)?);
     scenarios.push(scenario(&guest, "napi-after-rebind", 64, &short)?);
 
+    let stage = Stage::start("container behind NAT, veth NAPI: NET_RX of the whole path per mode");
+    let container = container::run(
+        &guest,
+        last_cpu - 1,
+        last_cpu,
+        o.rate,
+        (o.packets / 4).max(2_500),
+    )?;
+    stage.done();
+
     let search = if o.search {
         let stage = Stage::start("zero-loss search, 64 B frames");
         let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}")
@@ -971,6 +985,7 @@ pub fn run(args: &[String]) -> Result {
         && unregister
             .as_ref()
             .is_some_and(|u| u.unloaded && !u.dmesg.is_empty())
+        && container.passed
         && tcp.iter().all(|t| t.passed)
         && total_warnings == 0
         && rx_queues_as_expected;
@@ -990,6 +1005,7 @@ pub fn run(args: &[String]) -> Result {
         module_cycles,
         bad_params,
         unregister,
+        container,
         tcp,
         tcp_goal,
         kernel_warnings_total: total_warnings,

@@ -43,7 +43,8 @@
 //! | many queues | `trials`, `many-queues` | 16 flows over both queue pairs (XPS off), polling CPU measured | `bench_mode` |
 //! | competition | `trials`, `competition` | a loopback UDP flood on CPU 0 (`kbp-ctl flood`), so NET_RX there has other work | `setup::start_load`, `Load::Flood` |
 //! | deferral | `trials`, `deferral` | the paper's mechanism: a flood on CPU 1 steered by RPS into CPU 0's backlog (softirq work beyond `__do_softirq`'s limits: NET_RX deferred to `ksoftirqd/0`) and CPU-bound threads on CPU 0 at `ksoftirqd`'s priority (`kbp-ctl spin`) | `setup::start_load`, `Load::Deferral` |
-//! | container | `trials`, `container` | an echo server in a network namespace behind a veth pair, a bridge and NAT on a published port, as Docker lays out a bridge network (`nft` in the guest) | `setup::set_up_container` |
+//! | container | `trials`, `container` | an echo server in a network namespace behind a veth pair, a bridge and NAT on a published port, as Docker lays out a bridge network (`nft` in the guest); the veth hop is `process_backlog` in NET_RX_SOFTIRQ | `setup::set_up_container` |
+//! | container, veth NAPI | `trials`, `container-veth` | the same with GRO on and TSO off on both veth ends (each end receives through its NAPI instance); in the kbp modes kbp.ko is reloaded to own both ends too (`ifaces=eth0,veth0,ceth0@PID`), so no NET_RX_SOFTIRQ on the whole path | `setup::own_container_veths` |
 //! | traced delay | `delays` (and `traced` trials, not in the tables) | in-guest delay from hist triggers, without load and under each load; KBP modes add kbp.ko's poll-gap histogram; every mode adds `ksoftirqd/0`'s wake to run | [`crate::guest::tracing`] |
 
 mod cost;
@@ -69,7 +70,8 @@ use crate::guest::vm::{Nic, QUEUE_PAIRS, Tcg, VCPUS};
 use crate::harness::{ZERO_LOSS_CEILING_PPS, build_and_boot_with};
 use crate::suites::bench::model::{Idle, Results, ZeroLoss};
 use crate::suites::bench::setup::{
-    ECHO_CPU, IRQ_CPU, Load, POLL_CPU, set_up, set_up_container, start_load, stop_load,
+    ECHO_CPU, IRQ_CPU, Load, POLL_CPU, own_container_veths, set_up, set_up_container, start_load,
+    stop_load,
 };
 use crate::suites::bench::trial::{TrialPlan, target, trial};
 
@@ -283,15 +285,21 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
     }
 
     let container = set_up_container(&guest)?;
-    for &frame in &o.frames {
-        for rep in 0..o.reps {
-            results.trials.push(trial(
-                &guest,
-                &TrialPlan {
-                    target: container,
-                    ..plan("container", frame, o.rates[0], rep, 1, false)
-                },
-            )?);
+    for variant in ["container", "container-veth"] {
+        if variant == "container-veth" {
+            let line = own_container_veths(&guest, mode, &container)?;
+            println!("[xtask]   container-veth: {line}");
+        }
+        for &frame in &o.frames {
+            for rep in 0..o.reps {
+                results.trials.push(trial(
+                    &guest,
+                    &TrialPlan {
+                        target: container.published,
+                        ..plan(variant, frame, o.rates[0], rep, 1, false)
+                    },
+                )?);
+            }
         }
     }
 

@@ -239,6 +239,10 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
             "container",
             "Container configuration: echo server in a network namespace behind veth + bridge + NAT (a published port, DNAT by nftables)",
         ),
+        (
+            "container-veth",
+            "Container configuration with veth NAPI: GRO on both veth ends; the kbp modes own both ends too (ifaces=eth0,veth0,ceth0@PID; NET_RX per trial in results.json)",
+        ),
     ];
     for (variant, title) in variants {
         let _ = writeln!(s, "## {title}\n");

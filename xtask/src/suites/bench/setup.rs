@@ -1,10 +1,8 @@
 //! The guest's configuration for a bench mode: the CPU plan and the mode itself, the
 //! container behind NAT, and the softirq-competition loads ([`Load`]).
 
-use std::net::SocketAddr;
-
 use crate::base::Result;
-use crate::build::initramfs::{ECHO_PORT, GUEST_ADDR};
+use crate::guest::container::{self, Container, Veth};
 use crate::guest::probes::POLLER_PIDS;
 use crate::guest::vm::Guest;
 use crate::harness::MODULE_PATH;
@@ -66,55 +64,31 @@ pub fn enter_mode(guest: &Guest, mode: &str, poll_cpu: u32) -> Result {
     Ok(())
 }
 
-/// The container's address (inside the guest, behind a bridge on 10.78.0.0/24).
-const CONTAINER_ADDR: &str = "10.78.0.2";
-/// The guest port the NAT forwards to the container's echo server (Docker's
-/// `-p 9001:9000/udp`); the guest's own echo server keeps `ECHO_PORT`.
-const CONTAINER_PUBLISHED_PORT: u16 = 9001;
-
-/// The NAT of a Docker bridge network: published port -> container (DNAT, undone for
-/// the replies by conntrack), and the container's own traffic out through eth0
-/// masqueraded.
-fn container_nat_ruleset() -> String {
-    format!(
-        "table ip kbp_nat {{\n\
-         chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; \
-         iifname \"eth0\" udp dport {CONTAINER_PUBLISHED_PORT} dnat to {CONTAINER_ADDR}:{ECHO_PORT}; }}\n\
-         chain postrouting {{ type nat hook postrouting priority srcnat; policy accept; \
-         ip saddr 10.78.0.0/24 oifname \"eth0\" masquerade; }}\n\
-         }}\n"
-    )
+/// The paper's container configuration ([`crate::guest::container`]): a network
+/// namespace holding a second echo server (pinned like the first), behind a veth pair
+/// (GRO off: the veth hop is `process_backlog` in NET_RX_SOFTIRQ), a bridge and NAT in
+/// the guest, as a Docker bridge network with a published port lays it out.
+pub fn set_up_container(guest: &Guest) -> Result<Container> {
+    container::set_up(guest, ECHO_CPU, Veth::Backlog)
 }
 
-/// The paper's container configuration: a network namespace holding a second echo
-/// server (pinned like the first), behind a veth pair, a bridge and NAT in the guest,
-/// as a Docker bridge network with a published port lays it out. The host sends to the
-/// guest's own address. Returns the published address.
-pub fn set_up_container(guest: &Guest) -> Result<SocketAddr> {
-    let pid = guest.check("unshare -n sleep 1000000 > /dev/null 2>&1 & echo $!")?;
-    let pid: u32 = pid
-        .trim()
-        .parse()
-        .map_err(|_| format!("container: no namespace holder pid in {pid:?}"))?;
+/// The `container-veth` variant on the same container: GRO on (and TSO off) on both
+/// veth ends, so each end receives through its own NAPI instance; in the kbp modes
+/// kbp.ko is loaded again to own both ends too (`ifaces=eth0,veth0,ceth0@PID`: no
+/// NET_RX_SOFTIRQ on the whole path). Returns the veths' states and kbp.ko's line.
+pub fn own_container_veths(guest: &Guest, mode: &str, c: &Container) -> Result<String> {
+    let states = c.set_veth(guest, Veth::Napi)?;
+    let idle = match mode {
+        "kbp-spin" => "spin",
+        "kbp-adaptive" => "adaptive",
+        _ => return Ok(states),
+    };
     guest.check(&format!(
-        "sleep 0.3 && kbp-ctl veth veth0 ceth0 {pid} && brctl addbr br0 && brctl addif br0 veth0 && \
-         ip addr add 10.78.0.1/24 dev br0 && ip link set br0 up && ip link set veth0 up && echo 1 > /proc/sys/net/ipv4/ip_forward && \
-         nsenter -t {pid} -n sh -c 'ip link set lo up && ip addr add {CONTAINER_ADDR}/24 dev ceth0 && ip link set ceth0 up && \
-         ip route add default via 10.78.0.1; echo 4194304 > /proc/sys/net/core/rmem_default; echo 4194304 > /proc/sys/net/core/rmem_max; true'"
+        "rmmod kbp && insmod {MODULE_PATH} ifaces={} cpus={POLL_CPU} mode={idle}",
+        c.ifaces_with_veths()
     ))?;
-    // The agent takes one line per command: the ruleset's newlines travel as printf's `\n`.
-    let ruleset = container_nat_ruleset().replace('\n', "\\n");
-    guest.check(&format!("printf '{ruleset}' > /tmp/kbp-nat.nft && nft -f /tmp/kbp-nat.nft && nft list table ip kbp_nat > /dev/null"))?;
-    let echo = guest.check(&format!(
-        "nsenter -t {pid} -n kbp-echo 0.0.0.0:{ECHO_PORT} > /dev/null 2>&1 & echo $!"
-    ))?;
-    guest.check(&format!(
-        "sleep 0.3; kbp-ctl pin {ECHO_CPU} {}",
-        echo.trim()
-    ))?;
-    Ok(format!("{GUEST_ADDR}:{CONTAINER_PUBLISHED_PORT}")
-        .parse()
-        .expect("address"))
+    let line = guest.check("dmesg | grep 'kbp: serving' | tail -n 1")?;
+    Ok(format!("{states}; {}", line.trim()))
 }
 
 /// The CPU of the `deferral` load's flood threads (no other job in any mode).
