@@ -316,8 +316,7 @@ impl Kbp {
             }
             if count + n > MAX_NAPIS {
                 pr_err!(
-                    "invalid parameter ifaces: {} has {} NAPI instances (1 to {} in all; a veth \
-                     has them only with GRO on or an XDP program attached)\n",
+                    "invalid parameter ifaces: {} has {} NAPI instances (1 to {} in all)\n",
                     &BStrText(params.iface(d)),
                     n,
                     MAX_NAPIS

@@ -22,9 +22,10 @@
 //! | `tcp` | in `napi` and in each kbp mode (inside its module cycle): TCP request/response over one connection, then a bulk transfer host -> guest and guest -> host against `kbp-tcp`, with the sender's retransmissions and both sides' TCP counters (`tcp_scenario`) |
 //! | `tcp_goal` | each kbp mode against `napi` of the same run: retransmissions no higher, throughput at least 0.95x, each way (reported, not judged: see [`TcpGoal`]) |
 //!
-//! `--tcp-only` runs just the `tcp` records (napi, then each kbp mode) and writes
-//! `target/kbp/guest-test-tcp.json`; `--tcp-seconds S` sets the bulk length (8 s, 4 s
-//! with `--quick`).
+//! `--container-only` runs just the `container` record
+//! (`target/kbp/guest-test-container.json`). `--tcp-only` runs just the `tcp` records
+//! (napi, then each kbp mode) and writes `target/kbp/guest-test-tcp.json`;
+//! `--tcp-seconds S` sets the bulk length (8 s, 4 s with `--quick`).
 
 mod container;
 
@@ -427,6 +428,8 @@ struct Options {
     mttcg: bool,
     /// `--nic NAME`: the guest's NIC model.
     nic: Nic,
+    /// `--container-only`: just the `container` record.
+    container_only: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options> {
@@ -447,6 +450,7 @@ fn parse(args: &[String]) -> Result<Options> {
         guest_setup: None,
         mttcg: false,
         nic: Nic::Virtio,
+        container_only: false,
     };
     let mut tcp_seconds = None;
     let mut it = args.iter();
@@ -463,6 +467,7 @@ fn parse(args: &[String]) -> Result<Options> {
             "--no-search" => o.search = false,
             "--tcp-only" => o.tcp_only = true,
             "--mttcg" => o.mttcg = true,
+            "--container-only" => o.container_only = true,
             "--tcp-mode" => {
                 let v = it.next().ok_or("--tcp-mode needs NAME=ARGS")?;
                 let (name, args) = v.split_once('=').ok_or("--tcp-mode needs NAME=ARGS")?;
@@ -483,7 +488,7 @@ fn parse(args: &[String]) -> Result<Options> {
             }
             other => {
                 return Err(format!(
-                    "unknown flag {other} (flags: --rate PPS --packets N --warmup N --no-search --quick --tcp-only --tcp-seconds S --tcp-mode NAME=ARGS --guest-setup CMD --mttcg --nic virtio|e1000e|vmxnet3|igb)"
+                    "unknown flag {other} (flags: --rate PPS --packets N --warmup N --no-search --quick --tcp-only --tcp-seconds S --tcp-mode NAME=ARGS --guest-setup CMD --mttcg --nic virtio|e1000e|vmxnet3|igb --container-only)"
                 ));
             }
         }
@@ -768,6 +773,35 @@ fn run_tcp_only(o: &Options, release: String, guest: Guest) -> Result {
     }
 }
 
+/// The `container` record's packets per scenario.
+fn container_packets(o: &Options) -> u64 {
+    (o.packets / 4).max(2_500)
+}
+
+/// `--container-only`: the `container` record alone, in
+/// `target/kbp/guest-test-container.json`.
+fn run_container_only(o: &Options, guest: Guest) -> Result {
+    let last_cpu = VCPUS - 1;
+    let report = container::run(&guest, last_cpu - 1, last_cpu, o.rate, container_packets(o))?;
+    let log = guest.power_off(Duration::from_secs(60))?;
+    let total_warnings = count_warnings(&log);
+    let json = workspace_root().join("target/kbp/guest-test-container.json");
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
+    println!("[xtask] wrote {}", json.display());
+    if report.passed && total_warnings == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "the container record failed or the guest logged {total_warnings} kernel warning(s); see {}",
+            json.display()
+        ))
+    }
+}
+
 /// Runs the guest test.
 pub fn run(args: &[String]) -> Result {
     let o = parse(args)?;
@@ -792,6 +826,9 @@ pub fn run(args: &[String]) -> Result {
     }
     if o.tcp_only {
         return run_tcp_only(&o, release, guest);
+    }
+    if o.container_only {
+        return run_container_only(&o, guest);
     }
     let rx_queues = rx_queues(&guest)?;
     let mut not_run = Vec::new();
@@ -954,7 +991,7 @@ pub fn run(args: &[String]) -> Result {
         last_cpu - 1,
         last_cpu,
         o.rate,
-        (o.packets / 4).max(2_500),
+        container_packets(&o),
     )?;
     stage.done();
 
