@@ -197,6 +197,8 @@ pub struct Fault<'a> {
     pub driver_drops_excused: bool,
     /// False when `--only` leaves this fault out: [`Fault::run`] does nothing.
     pub selected: bool,
+    /// Where the echo traffic goes (None: the guest's own echo server on eth0).
+    pub target: Option<SocketAddr>,
 }
 
 impl FaultRecord {
@@ -254,9 +256,11 @@ impl Fault<'_> {
         let softirq_before = net_rx_softirqs(guest)?;
         let drops_before = Drops::read(guest)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let target: SocketAddr = format!("{GUEST_ADDR}:{ECHO_PORT}")
-            .parse()
-            .expect("address");
+        let target: SocketAddr = self.target.unwrap_or_else(|| {
+            format!("{GUEST_ADDR}:{ECHO_PORT}")
+                .parse()
+                .expect("address")
+        });
         let spec = TrialSpec {
             target,
             rate_pps: self.rate,
@@ -522,6 +526,15 @@ impl<'a> Fault<'a> {
     pub fn with_trailing_window(self) -> Fault<'a> {
         Fault {
             trailing: true,
+            ..self
+        }
+    }
+
+    /// Sends the echo traffic to `target` (a container's published port) instead of the
+    /// guest's own echo server.
+    pub fn with_target(self, target: SocketAddr) -> Fault<'a> {
+        Fault {
+            target: Some(target),
             ..self
         }
     }

@@ -46,6 +46,7 @@
 //! | `threaded-sysfs/MODE` | `echo 1`, then `0`, `> /sys/class/net/eth0/threaded`, N x, 8 flows | napi, spin, adaptive; 2 threads |
 //! | `threaded-netlink/MODE` | `napi-set threaded enabled`, then `disabled`, on each NAPI id (`kbp-ctl napi-ids`, `kbp-ctl napi-threaded`), N x, 8 flows | napi, spin, adaptive; 2 threads |
 //! | `rmmod-link-flap/MODE` | rmmod then insmod while a background loop flaps eth0 down/up every 50 ms, N x; eth0 must end up up | spin, then adaptive; 2 threads |
+//! | `veth-gro/MODE` | GRO off and on on both ends of a container's veth pair, N x, while echo traffic goes to the container behind veth + bridge + NAT; kbp.ko owns eth0 and both ends (`ifaces=eth0,veth0,ceth0@PID`); GRO off deletes the veth's NAPI (and frees its ring: away), GRO on adds a new one, which KBP must adopt ([`veth_gro_faults`]) | napi, spin, adaptive; 2 threads |
 //! | `soak` | bursts and idle gaps at a quarter of the zero-loss rate, 10 min (`--soak-minutes`), stats every 30 s | adaptive, 1 thread |
 //!
 //! `--cycles N` sets the count of `reload` and `link-flap` (20); the reconfiguration
@@ -66,6 +67,7 @@ use crate::base::progress::Stage;
 use crate::base::{Result, workspace_root};
 use crate::build::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::build::kernel::Flavor;
+use crate::guest::container::{self, CONTAINER_VETH, HOST_VETH, Veth};
 use crate::guest::stats_file::{StatsFile, THREAD_IDLE_RELEASES, THREAD_PARKS};
 use crate::guest::vm::{Guest, Nic, Tcg, count_warnings};
 use crate::harness::{BAD_PARAMS, DEVICE_AND_DRIVER, MODULE_PATH, build_and_boot_with};
@@ -405,6 +407,84 @@ fn reconfiguration_faults<'a>(
     Ok(records)
 }
 
+/// `veth-gro/MODE`: the echo traffic goes to a container behind a veth pair, a bridge
+/// and NAT ([`crate::guest::container`]) with GRO on both veth ends, and GRO is turned
+/// off and on again on both ends, `cycles` times, while kbp.ko owns eth0 and both ends
+/// (`ifaces=eth0,veth0,ceth0@PID`; the `napi` baseline without the module). GRO off
+/// deletes each end's NAPI instance (`veth_set_features` -> `veth_napi_del`,
+/// drivers/net/veth.c:1548, 1081-1107: `napi_disable`, `__netif_napi_del`, then
+/// `ptr_ring_cleanup` frees what the ring still held, so the GRO-off operation is a
+/// device-away window); GRO on adds a new one (`veth_napi_enable`, :1539, 1220-1241),
+/// which kbp.ko adopts at its first schedule. The kbp modes must end owning both ends
+/// again: a trailing window of container traffic with NET_RX +0.
+fn veth_gro_faults<'a>(
+    guest: &Guest,
+    fault: &impl Fn(&str, String) -> Fault<'a>,
+    cpus: &str,
+    cycles: u32,
+) -> Result<Vec<FaultRecord>> {
+    let c = container::set_up(guest, 2, Veth::Napi)?;
+    let mut records = Vec::new();
+    let toggle = |state: &str| {
+        format!(
+            "{}; {}",
+            Ops::timed(
+                &format!("gro-{state}-{CONTAINER_VETH}"),
+                &c.inside(&format!("kbp-ctl offload {CONTAINER_VETH} gro {state}"))
+            ),
+            Ops::timed(
+                &format!("gro-{state}-{HOST_VETH}"),
+                &format!("kbp-ctl offload {HOST_VETH} gro {state}")
+            )
+        )
+    };
+    let ifaces = c.ifaces_with_veths();
+    let kbp_modes = modes(cpus).map(|(m, a)| (m, Some(a)));
+    for (mode, args) in [("napi", None)].into_iter().chain(kbp_modes) {
+        let name = format!("veth-gro/{mode}");
+        let what = format!(
+            "{cycles} x GRO off, then on, on both veth ends (kbp-ctl offload) while echo traffic goes to a container behind veth + bridge + NAT, {}",
+            args.as_ref()
+                .map_or("no kbp.ko".to_string(), |a| format!("ifaces={ifaces} {a}"))
+        );
+        if let Some(args) = &args {
+            guest.check(&format!("insmod {MODULE_PATH} ifaces={ifaces} {args}"))?;
+        }
+        let f = fault(&name, what).with_target(c.published);
+        let f = if args.is_some() {
+            f.with_trailing_window()
+        } else {
+            f
+        };
+        records.push(f.run(|g, ops| {
+            for _ in 0..cycles {
+                ops.run(g, &toggle("off"), true)?;
+                std::thread::sleep(Duration::from_millis(500));
+                ops.run(g, &toggle("on"), false)?;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            if args.is_some() {
+                let s = stats(g)?;
+                ops.check_stats(&s, None);
+                let veth_lines: Vec<&str> = s
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("napi ") && l.contains("eth0@") || l.contains(" veth0 ")
+                    })
+                    .collect();
+                ops.notes.push(format!(
+                    "veth instances after the last toggle: {veth_lines:?}"
+                ));
+            }
+            Ok(())
+        })?);
+        if args.is_some() {
+            guest.check("rmmod kbp")?;
+        }
+    }
+    Ok(records)
+}
+
 #[derive(Serialize)]
 struct Report {
     kernel: String,
@@ -522,6 +602,7 @@ pub fn run(args: &[String]) -> Result {
         trailing: false,
         driver_drops_excused: false,
         selected: o.selects(name),
+        target: None,
     };
 
     let cycles = o.cycles;
@@ -713,6 +794,10 @@ pub fn run(args: &[String]) -> Result {
         guest.check("rmmod kbp")?;
     }
 
+    if o.selects("veth-gro") {
+        faults.extend(veth_gro_faults(&guest, &fault, two, reconfig_cycles)?);
+    }
+
     if o.selects("soak") {
         faults.push(soak(&guest, &o)?);
     }
@@ -805,6 +890,7 @@ fn soak(guest: &Guest, o: &Options) -> Result<FaultRecord> {
         trailing: false,
         driver_drops_excused: false,
         selected: true,
+        target: None,
     };
     let record = soak.run(|g, ops| {
         let t = Instant::now();
