@@ -469,7 +469,9 @@ fn veth_gro_faults<'a>(
                 let veth_lines: Vec<&str> = s
                     .lines()
                     .filter(|l| {
-                        l.starts_with("napi ") && l.contains("eth0@") || l.contains(" veth0 ")
+                        l.starts_with("napi ")
+                            && (l.contains(&format!(" {CONTAINER_VETH}@"))
+                                || l.contains(&format!(" {HOST_VETH} ")))
                     })
                     .collect();
                 ops.notes.push(format!(
