@@ -423,11 +423,13 @@ fn veth_gro_faults<'a>(
     cpus: &str,
     cycles: u32,
 ) -> Result<Vec<FaultRecord>> {
-    let c = container::set_up(guest, 2, Veth::Napi)?;
+    // The container's echo server on CPU 1 and the toggles on CPU 0: neither on a KBP
+    // thread's CPU (2, 3), which a task in the kernel for a feature change would share.
+    let c = container::set_up(guest, 1, Veth::Napi)?;
     let mut records = Vec::new();
     let toggle = |state: &str| {
         format!(
-            "{}; {}",
+            "kbp-ctl pin 0 $$; {}; {}",
             Ops::timed(
                 &format!("gro-{state}-{CONTAINER_VETH}"),
                 &c.inside(&format!("kbp-ctl offload {CONTAINER_VETH} gro {state}"))
@@ -456,13 +458,28 @@ fn veth_gro_faults<'a>(
         } else {
             f
         };
+        // /proc/net/dev of both namespaces (rx/tx packets, errs, drop), the container's
+        // Udp counters (InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors ...) and
+        // the backlog drops per CPU (softnet_stat's second column).
+        let counters = format!(
+            "grep {HOST_VETH}: /proc/net/dev; {} | grep {CONTAINER_VETH}:; {} | grep Udp: | tail -n 1; awk '{{print $2}}' /proc/net/softnet_stat | tr '\\n' ' '",
+            c.inside("cat /proc/net/dev"),
+            c.inside("cat /proc/net/snmp")
+        );
         records.push(f.run(|g, ops| {
+            let before = g.check(&counters)?;
+            ops.notes.push(format!(
+                "before: veth rx/tx counters, the container's Udp counters, softnet drops per CPU: {}",
+                before.replace('\n', " | ")
+            ));
             for _ in 0..cycles {
                 ops.run(g, &toggle("off"), true)?;
                 std::thread::sleep(Duration::from_millis(500));
                 ops.run(g, &toggle("on"), false)?;
                 std::thread::sleep(Duration::from_millis(500));
             }
+            let after = g.check(&counters)?;
+            ops.notes.push(format!("after: {}", after.replace('\n', " | ")));
             if args.is_some() {
                 let s = stats(g)?;
                 ops.check_stats(&s, None);
