@@ -127,15 +127,19 @@ int kbp_dev_napis(struct net_device *dev, struct napi_struct **out, int max)
 
 /*
  * Whether `n` is the NAPI of one of the device's RX queues, as the driver declared it
- * with netif_queue_set_napi() (net/core/dev.c): virtio-net, igb and e1000e do. Used
- * only to deal instances over the threads, so a racy read is harmless (the pointer is
- * compared, never followed).
+ * with netif_queue_set_napi() (net/core/dev.c): virtio-net, igb and e1000e do. For
+ * these drivers both real_num_rx_queues and rxq->napi are written under RTNL, which
+ * the caller does not hold (only the instance lock): the reads are racy on purpose.
+ * That is harmless here: _rx has num_rx_queues >= real_num_rx_queues entries from
+ * allocation to free_netdev() and the module holds a device reference, the pointer is
+ * only compared, never followed, and the answer only chooses a thread.
  */
 bool kbp_napi_serves_rx(struct net_device *dev, const struct napi_struct *n)
 {
-	unsigned int i;
+	unsigned int i, rx = READ_ONCE(dev->real_num_rx_queues);
 
-	for (i = 0; i < dev->real_num_rx_queues; i++)
+	netdev_assert_locked(dev);
+	for (i = 0; i < rx; i++)
 		if (READ_ONCE(__netif_get_rx_queue(dev, i)->napi) == n)
 			return true;
 	return false;
