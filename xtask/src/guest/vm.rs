@@ -147,10 +147,13 @@ pub enum Tcg {
     MultiThread,
     /// `-accel tcg,thread=single`.
     SingleThread,
-    /// `-accel tcg,thread=single -icount shift=0,sleep=off`: virtual time counts
-    /// instructions (one per nanosecond), so the guest's own clock measures the work it
-    /// did, exactly, whatever the host's load; while every vCPU idles, the clock jumps
-    /// to the next timer instead of sleeping. icount serializes the vCPUs (one thread),
+    /// `-accel tcg,thread=single -icount shift=0,sleep=on`: virtual time counts
+    /// instructions (one per nanosecond) while a vCPU executes, so the guest's own clock
+    /// measures the work it did, exactly, whatever the host's load; while every vCPU
+    /// idles, the clock follows the host's (with `sleep=off` it would jump to the next
+    /// timer at once, and an idle guest would race through its timers: thousands of
+    /// seconds of virtual time, and of timer work, per second). icount serializes the
+    /// vCPUs (one thread),
     /// and a guest with more than one vCPU hangs at boot under it: the kernel boots with
     /// `maxcpus=1` and [`Guest::boot`] brings the other vCPUs online once the agent
     /// answers.
@@ -168,7 +171,7 @@ impl Tcg {
     /// QEMU arguments beyond `-accel`.
     fn extra_args(self) -> &'static [&'static str] {
         match self {
-            Tcg::Icount => &["-icount", "shift=0,sleep=off"],
+            Tcg::Icount => &["-icount", "shift=0,sleep=on"],
             Tcg::MultiThread | Tcg::SingleThread => &[],
         }
     }
