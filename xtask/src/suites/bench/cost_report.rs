@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::suites::bench::cost::{GOAL_VS_NAPI, IDLE_SECONDS, PACKETS, RATE};
+use crate::suites::bench::cost::{GOAL_VS_NAPI, IDLE_SECONDS, PACKETS, RATE, REPS};
 use crate::suites::bench::model::{Cost, CostFigure};
 
 /// One mode and kbp.ko configuration.
@@ -170,7 +170,7 @@ pub fn section(s: &mut String, costs: &[Cost], errors: &[String]) {
          server all on it. Busy = the clock's advance outside the idle task, plus the interrupt handlers and softirqs run in \
          it. Per configuration: two intervals without traffic (readings back to back, and {IDLE_SECONDS} s apart) give the \
          background, a fixed part plus a part per clock ns (for `kbp-spin`, whose guest never idles, per empty poll of its \
-         thread); then 2 trials of {PACKETS} echoes of 64 B at {RATE} pps, each (busy - background) / echoes received: the \
+         thread); then {REPS} trials of {PACKETS} echoes of 64 B at {RATE} pps, each (busy - background) / echoes received: the \
          interrupt, NET_RX or the KBP thread and the echo server's work per packet, with `kbp-spin`'s empty polls excluded \
          (± from kbp.ko publishing its counters every 256 steps). `kbp-adaptive` as configured spins 1000 µs after each \
          packet, and that window's empty polls stay in its figure; reloaded with `spin_window_us=0` it never spins, so its \
