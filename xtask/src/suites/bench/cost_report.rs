@@ -21,6 +21,9 @@ struct Row<'a> {
     resolution: Option<f64>,
     /// Per repetition: kbp.ko's empty polls per packet.
     empty_per_packet: Vec<f64>,
+    /// Per repetition: the guest clock's advance, s (host time while idle, instructions
+    /// while busy: how far the host's speed left the guest behind its traffic).
+    clock_s: Vec<f64>,
 }
 
 impl Row<'_> {
@@ -89,6 +92,7 @@ fn rows(costs: &[Cost]) -> Vec<Row<'_>> {
                     .filter(|c| c.received > 0)
                     .filter_map(|c| Some(c.empty_polls? as f64 / c.received as f64))
                     .collect(),
+                clock_s: trials.iter().map(|c| c.clock_ns as f64 / 1e9).collect(),
             }
         })
         .collect()
@@ -175,8 +179,8 @@ pub fn section(s: &mut String, costs: &[Cost], errors: &[String]) {
          (± from kbp.ko publishing its counters every 256 steps). `kbp-adaptive` as configured spins 1000 µs after each \
          packet, and that window's empty polls stay in its figure; reloaded with `spin_window_us=0` it never spins, so its \
          figure is KBP's path exactly. `busy-poll` spins uncounted: busy per packet, not a cost.\n\n\
-         | mode | no traffic: busy | per packet, repetition 1 / 2 | spread | vs napi | {GOAL_VS_NAPI:.2}x goal | kbp empty polls per packet |\n\
-         |---|---|---|---|---|---|---|"
+         | mode | no traffic: busy | per packet, repetition 1 / 2 | spread | vs napi | {GOAL_VS_NAPI:.2}x goal | kbp empty polls per packet | guest clock per trial |\n\
+         |---|---|---|---|---|---|---|---|"
     );
     let rows = rows(costs);
     let napi = napi_cost(&rows);
@@ -210,7 +214,7 @@ pub fn section(s: &mut String, costs: &[Cost], errors: &[String]) {
         };
         let _ = writeln!(
             s,
-            "| {}{what} | {} | {reps} | {} | {vs} | {goal} | {} |",
+            "| {}{what} | {} | {reps} | {} | {vs} | {goal} | {} | {} s |",
             row.name(),
             row.quiet_busy_percent
                 .map_or("-".into(), |p| format!("{p:.2}%")),
@@ -224,7 +228,12 @@ pub fn section(s: &mut String, costs: &[Cost], errors: &[String]) {
                     .map(|e| format!("{e:.1}"))
                     .collect::<Vec<_>>()
                     .join(" / ")
-            }
+            },
+            row.clock_s
+                .iter()
+                .map(|c| format!("{c:.2}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
         );
     }
     for line in goal_lines(costs) {
@@ -278,22 +287,22 @@ mod tests {
         let mut s = String::new();
         section(&mut s, &stage(), &["threaded: boom".into()]);
         assert!(
-            s.contains("| napi | 0.10% | 40.0 / 40.4 µs | 1.0% | 1.00x | - | - |"),
+            s.contains("| napi | 0.10% | 40.0 / 40.4 µs | 1.0% | 1.00x | - | - | 5.00 / 5.00 s |"),
             "{s}"
         );
         assert!(
-            s.contains("| kbp-spin | 0.10% | 42.0 / 42.0 µs (± 1.0) | 0.0% | 1.04x | undecided within the resolution | 3.0 / 3.0 |"),
+            s.contains("| kbp-spin | 0.10% | 42.0 / 42.0 µs (± 1.0) | 0.0% | 1.04x | undecided within the resolution | 3.0 / 3.0 | 5.00 / 5.00 s |"),
             "{s}"
         );
         assert!(
             s.contains(
-                "| kbp-adaptive (includes its spin window) | - | 1000.0 µs | - | - | - | 3.0 |"
+                "| kbp-adaptive (includes its spin window) | - | 1000.0 µs | - | - | - | 3.0 | 5.00 s |"
             ),
             "{s}"
         );
         assert!(
             s.contains(
-                "| kbp-adaptive spin_window_us=0 | - | 44.0 µs | - | 1.09x | not met | 3.0 |"
+                "| kbp-adaptive spin_window_us=0 | - | 44.0 µs | - | 1.09x | not met | 3.0 | 5.00 s |"
             ),
             "{s}"
         );
