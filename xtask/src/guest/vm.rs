@@ -156,7 +156,11 @@ pub enum Tcg {
     /// vCPUs (one thread),
     /// and a guest with more than one vCPU hangs at boot under it: the kernel boots with
     /// `maxcpus=1` and [`Guest::boot`] brings the other vCPUs online once the agent
-    /// answers.
+    /// answers. It also boots with `virtio_net.napi_tx=0`: TX completions are reaped
+    /// when the next packet is sent instead of by a TX interrupt and NAPI poll, so a
+    /// packet's instruction count does not depend on when, in host time, QEMU's I/O
+    /// thread completes the transmit (a TX interrupt that finds KBP's thread still
+    /// running costs one poll, one that finds it parked a wake-up and two switches).
     Icount,
 }
 
@@ -179,7 +183,7 @@ impl Tcg {
     /// Kernel command line beyond the common one.
     fn extra_append(self) -> &'static str {
         match self {
-            Tcg::Icount => " maxcpus=1",
+            Tcg::Icount => " maxcpus=1 virtio_net.napi_tx=0",
             Tcg::MultiThread | Tcg::SingleThread => "",
         }
     }
