@@ -6,7 +6,9 @@
 //! clock follows the host's), with one vCPU online: with more, icount's single clock
 //! advances for every vCPU while only one of them executes, and per-CPU busy time would
 //! overcount. So in this stage everything runs on CPU 0: the interrupts, NET_RX, the
-//! echo server and the mode's polling thread.
+//! echo server and the mode's polling thread. The guest boots with
+//! `virtio_net.napi_tx=0` ([`Tcg::Icount`]): no TX-completion interrupts, whose timing
+//! against the guest's work depends on the host's speed.
 //!
 //! Busy time is the clock's advance outside the idle task, plus the interrupt handlers
 //! and softirqs that run inside it (an interrupt that wakes an idle CPU runs its
