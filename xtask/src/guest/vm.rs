@@ -159,8 +159,8 @@ pub enum Tcg {
     /// answers. It also boots with `virtio_net.napi_tx=0`: TX completions are reaped
     /// when the next packet is sent instead of by a TX interrupt and NAPI poll, so a
     /// packet's instruction count does not depend on when, in host time, QEMU's I/O
-    /// thread completes the transmit (a TX interrupt that finds KBP's thread still
-    /// running costs one poll, one that finds it parked a wake-up and two switches).
+    /// thread completes the transmit (a TX interrupt can find KBP's thread running or
+    /// parked, and the work it causes differs).
     Icount,
 }
 

@@ -31,7 +31,7 @@
 //! `kbp-adaptive` runs twice in its boot: as the bench configures it (a 1000 µs spin
 //! window after every packet, whose empty polls stay in the figure, [`CostFigure::
 //! WithSpinWindow`]) and reloaded with `spin_window_us=0` (KBP's path without
-//! spinning: no empty polls to exclude, so its figure is exact). Upstream `busy-poll`
+//! spinning: no empty polls to exclude). Upstream `busy-poll`
 //! spins without counting its polls: its figure is not a per-packet cost
 //! ([`CostFigure::Spins`]).
 

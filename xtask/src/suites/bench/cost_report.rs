@@ -178,7 +178,7 @@ pub fn section(s: &mut String, costs: &[Cost], errors: &[String]) {
          interrupt, NET_RX or the KBP thread and the echo server's work per packet, with `kbp-spin`'s empty polls excluded \
          (± from kbp.ko publishing its counters every 256 steps). `kbp-adaptive` as configured spins 1000 µs after each \
          packet, and that window's empty polls stay in its figure; reloaded with `spin_window_us=0` it never spins, so its \
-         figure is KBP's path exactly. `busy-poll` spins uncounted: busy per packet, not a cost.\n\n\
+         figure is KBP's path with nothing to exclude. `busy-poll` spins uncounted: busy per packet, not a cost.\n\n\
          | mode | no traffic: busy | per packet, repetition 1 / 2 | spread | vs napi | {GOAL_VS_NAPI:.2}x goal | kbp empty polls per packet | guest clock per trial |\n\
          |---|---|---|---|---|---|---|---|"
     );
