@@ -147,13 +147,20 @@ pub enum Tcg {
     MultiThread,
     /// `-accel tcg,thread=single`.
     SingleThread,
-    /// `-accel tcg,thread=single -icount shift=0,sleep=off`: virtual time counts
-    /// instructions (one per nanosecond), so the guest's own clock measures the work it
-    /// did, exactly, whatever the host's load; while every vCPU idles, the clock jumps
-    /// to the next timer instead of sleeping. icount serializes the vCPUs (one thread),
+    /// `-accel tcg,thread=single -icount shift=0,sleep=on`: virtual time counts
+    /// instructions (one per nanosecond) while a vCPU executes, so the guest's own clock
+    /// measures the work it did, exactly, whatever the host's load; while every vCPU
+    /// idles, the clock follows the host's (with `sleep=off` it would jump to the next
+    /// timer at once, and an idle guest would race through its timers: thousands of
+    /// seconds of virtual time, and of timer work, per second). icount serializes the
+    /// vCPUs (one thread),
     /// and a guest with more than one vCPU hangs at boot under it: the kernel boots with
     /// `maxcpus=1` and [`Guest::boot`] brings the other vCPUs online once the agent
-    /// answers.
+    /// answers. It also boots with `virtio_net.napi_tx=0`: TX completions are reaped
+    /// when the next packet is sent instead of by a TX interrupt and NAPI poll, so a
+    /// packet's instruction count does not depend on when, in host time, QEMU's I/O
+    /// thread completes the transmit (a TX interrupt can find KBP's thread running or
+    /// parked, and the work it causes differs).
     Icount,
 }
 
@@ -168,7 +175,7 @@ impl Tcg {
     /// QEMU arguments beyond `-accel`.
     fn extra_args(self) -> &'static [&'static str] {
         match self {
-            Tcg::Icount => &["-icount", "shift=0,sleep=off"],
+            Tcg::Icount => &["-icount", "shift=0,sleep=on"],
             Tcg::MultiThread | Tcg::SingleThread => &[],
         }
     }
@@ -176,7 +183,7 @@ impl Tcg {
     /// Kernel command line beyond the common one.
     fn extra_append(self) -> &'static str {
         match self {
-            Tcg::Icount => " maxcpus=1",
+            Tcg::Icount => " maxcpus=1 virtio_net.napi_tx=0",
             Tcg::MultiThread | Tcg::SingleThread => "",
         }
     }

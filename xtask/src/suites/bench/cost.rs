@@ -1,24 +1,39 @@
-//! Guest CPU per received packet, counted in instructions: `cargo xtask bench --cost`.
+//! Guest CPU per received packet, counted in instructions: the bench's cost stage
+//! (`cargo xtask bench`, last; `--no-cost` skips it, `--cost-only` runs only it).
 //!
-//! One boot per mode under [`Tcg::Icount`] (`-icount shift=0,sleep=off`: the guest's
-//! clock advances one nanosecond per instruction executed, and jumps ahead while the
-//! guest idles), with one vCPU online: with more, icount's single clock advances for
-//! every vCPU while only one of them executes, and per-CPU busy time would overcount.
-//! So in this stage everything runs on CPU 0: the interrupts, NET_RX, the echo server
-//! and the mode's polling thread.
+//! One boot per mode under [`Tcg::Icount`] (`-icount shift=0,sleep=on`: while the guest
+//! executes, its clock advances one nanosecond per instruction; while it idles, the
+//! clock follows the host's), with one vCPU online: with more, icount's single clock
+//! advances for every vCPU while only one of them executes, and per-CPU busy time would
+//! overcount. So in this stage everything runs on CPU 0: the interrupts, NET_RX, the
+//! echo server and the mode's polling thread. The guest boots with
+//! `virtio_net.napi_tx=0` ([`Tcg::Icount`]): no TX-completion interrupts, whose timing
+//! against the guest's work depends on the host's speed.
 //!
-//! Busy time is the clock's advance minus the idle task's time, summed by hist
-//! triggers on `sched_switch` to and from the idle task (the synthetic event
-//! `kbp_idle`), read with the clock (`/proc/timer_list`'s `now at`) by one agent
-//! command before and after each trial; the agent's own work is in both the trials
-//! and the baseline. Per mode: a baseline (no traffic, 2 s of host time), then
-//! [`REPS`] trials of [`PACKETS`] 64-byte echoes at [`RATE`] pps. The figure is
-//! `(busy - baseline busy rate x clock advance) / received`: the interrupt, the
-//! softirq or polling thread and the echo server's work for one packet, net of the
-//! guest's background. For kbp.ko's modes the stage also reports the empty polls per
-//! packet (its `stats` file): a spinning poller's empty polls are busy time, so for
-//! `kbp-spin` (and upstream `busy-poll`, which does not count them) the figure is not
-//! a per-packet cost, and the table says so.
+//! Busy time is the clock's advance outside the idle task, plus the interrupt handlers
+//! and softirqs that run inside it (an interrupt that wakes an idle CPU runs its
+//! handler and, at its exit, NET_RX in the idle task's context): hist triggers sum the
+//! idle task's periods (`sched_switch` to and from pid 0, the synthetic event
+//! `kbp_idle`) and the handlers and softirqs run with pid 0 (`irq_handler_entry/exit`,
+//! `softirq_entry/exit`, `kbp_irq_in_idle`), all on the `mono` trace clock, which
+//! `/proc/timer_list`'s `now at` shares; one agent command reads the three (and
+//! kbp.ko's counters) before and after each interval. Not counted: the interrupt entry
+//! and exit code around the handler, and the idle loop itself (the same per packet in
+//! every mode that idles between packets; a spinning mode never idles).
+//!
+//! Per mode (per kbp.ko configuration): two intervals without traffic, the two
+//! readings back to back and [`IDLE_SECONDS`] apart, give the guest's background
+//! ([`cost_fit`]: the readings' own work plus timers per clock ns; for `kbp-spin`,
+//! whose guest never idles, per empty poll of its thread instead); then [`REPS`]
+//! trials of [`PACKETS`] 64-byte echoes at [`RATE`] pps, each reported as `(busy -
+//! background) / received`. That is the interrupt, NET_RX or the KBP thread, and the
+//! echo server's work per packet, and for `kbp-spin` its empty polls excluded.
+//! `kbp-adaptive` runs twice in its boot: as the bench configures it (a 1000 µs spin
+//! window after every packet, whose empty polls stay in the figure, [`CostFigure::
+//! WithSpinWindow`]) and reloaded with `spin_window_us=0` (KBP's path without
+//! spinning: no empty polls to exclude). Upstream `busy-poll`
+//! spins without counting its polls: its figure is not a per-packet cost
+//! ([`CostFigure::Spins`]).
 
 use std::time::Duration;
 
@@ -26,82 +41,120 @@ use kbp_traffic::{TrialSpec, run_trial};
 
 use crate::base::Result;
 use crate::base::progress::Stage;
-use crate::guest::stats_file::StatsFile;
 use crate::guest::vm::{Guest, Tcg, VCPUS};
-use crate::harness::build_and_boot;
-use crate::suites::bench::model::Cost;
+use crate::harness::{MODULE_PATH, build_and_boot};
+use crate::suites::bench::cost_fit::{
+    Background, Interval, Regressor, empty_poll_resolution, net_per_packet,
+};
+use crate::suites::bench::model::{Cost, CostFigure};
 use crate::suites::bench::setup::enter_mode;
 use crate::suites::bench::trial::target;
 
-/// Offered rate of a cost trial.
-pub const RATE: u64 = 200;
-/// Packets of a cost trial.
-pub const PACKETS: u64 = 1_000;
-/// Trials per mode (the repeatability is the point).
+/// Offered rate of a cost trial: 2.5 ms between packets, so `kbp-adaptive`'s 1000 µs
+/// spin window ends (and its thread parks) before the next one, as at 200 pps, and
+/// twice the packets over the same background as at 200 pps (1000 echoes at 200 pps:
+/// napi 33.4 and 33.1 µs, 1.0% apart).
+pub const RATE: u64 = 400;
+/// Packets of a cost trial (5 s).
+pub const PACKETS: u64 = 2_000;
+/// Trials per configuration (the repeatability is the point).
 pub const REPS: u32 = 2;
-/// `thread` record: empty polls.
-const THREAD_EMPTY_POLLS: usize = 3;
+/// Host seconds of the longer no-traffic interval: twice a trial, since `kbp-spin`'s
+/// cost per empty poll is read from it, from counters that lag by up to 256 steps.
+pub const IDLE_SECONDS: u64 = 2 * PACKETS / RATE;
+/// The 1.05x goal: KBP's cost per packet at most this times napi's.
+pub const GOAL_VS_NAPI: f64 = 1.05;
+/// Steps between two publications of kbp.ko's counters (`PUBLISH_EVERY`,
+/// kbp-linux/worker.rs): a reading of its empty polls lags by up to this many steps.
+const KBP_PUBLISH_EVERY_STEPS: f64 = 256.0;
+/// The reload that gives `kbp-adaptive`'s second configuration.
+const NO_WINDOW: &str = "spin_window_us=0";
 
-/// Arms the idle accounting: `kbp_idle` carries each idle period's length, and its
-/// hist trigger sums them per CPU.
-const IDLE_ARM: &str = "cd /sys/kernel/tracing && echo 'kbp_idle u64 dur' >> synthetic_events && \
-    echo 'hist:keys=common_cpu:its=common_timestamp if next_pid == 0' > events/sched/sched_switch/trigger && \
-    echo 'hist:keys=common_cpu:idur=common_timestamp-$its:onmatch(sched.sched_switch).trace(kbp_idle,$idur) if prev_pid == 0' >> events/sched/sched_switch/trigger && \
-    echo 'hist:keys=common_cpu:vals=dur' > events/synthetic/kbp_idle/trigger";
+/// Arms the busy accounting: `kbp_idle` carries each idle-task period's length,
+/// `kbp_irq_in_idle` each handler's and softirq's run in the idle task; their hist
+/// triggers sum them per CPU.
+const ARM: &str = "cd /sys/kernel/tracing && echo 'kbp_idle u64 dur' >> synthetic_events && \
+    echo 'kbp_irq_in_idle u64 dur' >> synthetic_events && \
+    echo 'hist:keys=common_cpu:its=common_timestamp:clock=mono if next_pid == 0' > events/sched/sched_switch/trigger && \
+    echo 'hist:keys=common_cpu:idur=common_timestamp-$its:clock=mono:onmatch(sched.sched_switch).trace(kbp_idle,$idur) if prev_pid == 0' >> events/sched/sched_switch/trigger && \
+    echo 'hist:keys=common_cpu:hts=common_timestamp:clock=mono if common_pid == 0' > events/irq/irq_handler_entry/trigger && \
+    echo 'hist:keys=common_cpu:hdur=common_timestamp-$hts:clock=mono:onmatch(irq.irq_handler_entry).trace(kbp_irq_in_idle,$hdur) if common_pid == 0' > events/irq/irq_handler_exit/trigger && \
+    echo 'hist:keys=common_cpu:sts=common_timestamp:clock=mono if common_pid == 0' > events/irq/softirq_entry/trigger && \
+    echo 'hist:keys=common_cpu:sdur=common_timestamp-$sts:clock=mono:onmatch(irq.softirq_entry).trace(kbp_irq_in_idle,$sdur) if common_pid == 0' > events/irq/softirq_exit/trigger && \
+    echo 'hist:keys=common_cpu:vals=dur' > events/synthetic/kbp_idle/trigger && \
+    echo 'hist:keys=common_cpu:vals=dur' > events/synthetic/kbp_irq_in_idle/trigger";
 
-/// Prints `now_ns idle_ns`.
+/// Prints `now_ns idle_ns irq_in_idle_ns empty_polls rounds` (`-` for the last two
+/// without kbp.ko).
 const SNAP: &str = "awk '/^now at/{n=$3} END{printf \"%s \", n}' /proc/timer_list; \
-    awk '{for(i=1;i<NF;i++) if($i==\"dur:\") s+=$(i+1)} END{print s+0}' /sys/kernel/tracing/events/synthetic/kbp_idle/hist";
+    for e in kbp_idle kbp_irq_in_idle; do awk '{for(i=1;i<NF;i++) if($i==\"dur:\") s+=$(i+1)} END{printf \"%.0f \", s}' /sys/kernel/tracing/events/synthetic/$e/hist; done; \
+    if [ -e /sys/kernel/debug/kbp/stats ]; then awk '$1==\"thread\"{e+=$7; r+=$4} END{printf \"%.0f %.0f\\n\", e, r}' /sys/kernel/debug/kbp/stats; else echo '- -'; fi";
 
-fn parse_snap(text: &str) -> Option<(u64, u64)> {
-    let mut it = text.split_whitespace().map(|v| v.parse::<u64>().ok());
-    match (it.next()??, it.next()??, it.next()) {
-        (now, idle, None) => Some((now, idle)),
-        _ => None,
-    }
+/// One reading of the clock, the summed idle and in-idle handler time, and kbp.ko's
+/// thread counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Reading {
+    now: u64,
+    idle: u64,
+    irq_in_idle: u64,
+    empty_polls: Option<u64>,
+    rounds: Option<u64>,
 }
 
-fn snap(guest: &Guest) -> Result<(u64, u64)> {
-    let text = guest.check(SNAP)?;
-    parse_snap(&text).ok_or_else(|| format!("cost: unreadable clock/idle {text:?}"))
-}
-
-fn empty_polls(guest: &Guest, mode: &str) -> Result<Option<u64>> {
-    if !mode.starts_with("kbp") {
-        return Ok(None);
-    }
-    let text = guest.check("cat /sys/kernel/debug/kbp/stats")?;
-    let stats = StatsFile::parse(&text).ok_or_else(|| format!("unreadable kbp stats: {text}"))?;
-    Ok(Some(
-        stats.threads().map(|(_, v)| v[THREAD_EMPTY_POLLS]).sum(),
-    ))
-}
-
-/// Busy ns between two snapshots.
-fn busy(a: (u64, u64), b: (u64, u64)) -> (u64, u64) {
-    let clock = b.0.saturating_sub(a.0);
-    (clock, clock.saturating_sub(b.1.saturating_sub(a.1)))
-}
-
-/// Net busy per packet: the trial's busy time less the baseline's busy rate over the
-/// trial's clock advance.
-fn net_per_packet(busy_ns: u64, clock_ns: u64, baseline: (u64, u64), received: u64) -> Option<f64> {
-    let (base_clock, base_busy) = baseline;
-    if received == 0 || base_clock == 0 {
+fn parse_snap(text: &str) -> Option<Reading> {
+    let f: Vec<&str> = text.split_whitespace().collect();
+    let [now, idle, irq, empty, rounds] = f.as_slice() else {
         return None;
-    }
-    let background = base_busy as f64 / base_clock as f64 * clock_ns as f64;
-    Some((busy_ns as f64 - background) / received as f64)
+    };
+    let kbp = |v: &str| -> Option<Option<u64>> {
+        if v == "-" {
+            Some(None)
+        } else {
+            v.parse().ok().map(Some)
+        }
+    };
+    Some(Reading {
+        now: now.parse().ok()?,
+        idle: idle.parse().ok()?,
+        irq_in_idle: irq.parse().ok()?,
+        empty_polls: kbp(empty)?,
+        rounds: kbp(rounds)?,
+    })
 }
 
-/// The mode on CPU 0 alone.
+fn read(guest: &Guest) -> Result<Reading> {
+    let text = guest.check(SNAP)?;
+    parse_snap(&text).ok_or_else(|| format!("cost: unreadable clock/idle/counters {text:?}"))
+}
+
+/// The interval between two readings: busy = clock - idle + handlers in idle.
+fn between(a: &Reading, b: &Reading) -> Interval {
+    let clock = b.now.saturating_sub(a.now);
+    let idle = b.idle.saturating_sub(a.idle);
+    let in_idle = b.irq_in_idle.saturating_sub(a.irq_in_idle);
+    Interval {
+        clock_ns: clock,
+        busy_ns: clock.saturating_sub(idle).saturating_add(in_idle),
+        empty_polls: a
+            .empty_polls
+            .zip(b.empty_polls)
+            .map(|(x, y)| y.saturating_sub(x)),
+    }
+}
+
+/// The rounds between two readings (kbp.ko loaded).
+fn rounds(a: &Reading, b: &Reading) -> Option<u64> {
+    a.rounds.zip(b.rounds).map(|(x, y)| y.saturating_sub(x))
+}
+
+/// The mode on CPU 0 alone, and the accounting armed.
 fn set_up_on_cpu0(guest: &Guest, mode: &str) -> Result {
     guest.check(&format!(
         "for c in $(seq 1 {}); do echo 0 > /sys/devices/system/cpu/cpu$c/online; done; test $(cat /sys/devices/system/cpu/online) = 0",
         VCPUS - 1
     ))?;
     enter_mode(guest, mode, 0)?;
-    guest.check(IDLE_ARM).map(drop)
+    guest.check(ARM).map(drop)
 }
 
 fn spec(packets: u64) -> TrialSpec {
@@ -118,6 +171,93 @@ fn spec(packets: u64) -> TrialSpec {
     }
 }
 
+/// What a configuration's figure is.
+fn figure(mode: &str, params: &str) -> CostFigure {
+    match (mode, params) {
+        ("busy-poll", _) => CostFigure::Spins,
+        ("kbp-adaptive", "") => CostFigure::WithSpinWindow,
+        _ => CostFigure::PerPacket,
+    }
+}
+
+/// The no-traffic intervals and the trials of one configuration.
+fn measure(guest: &Guest, mode: &str, params: &str) -> Result<Vec<Cost>> {
+    let figure = figure(mode, params);
+    let regressor = if mode == "kbp-spin" {
+        Regressor::EmptyPolls
+    } else {
+        Regressor::Clock
+    };
+    let record = |rep, idle_seconds, received, i: &Interval| Cost {
+        mode: mode.into(),
+        params: params.into(),
+        rep,
+        idle_seconds,
+        received,
+        clock_ns: i.clock_ns,
+        busy_ns: i.busy_ns,
+        empty_polls: i.empty_polls,
+        net_busy_per_packet_ns: None,
+        resolution_ns: None,
+        figure,
+    };
+    let mut out = Vec::new();
+    let mut quiet = Vec::new();
+    for seconds in [0, IDLE_SECONDS] {
+        let a = read(guest)?;
+        std::thread::sleep(Duration::from_secs(seconds));
+        let b = read(guest)?;
+        let i = between(&a, &b);
+        out.push(record(None, seconds as f64, 0, &i));
+        quiet.push((i, rounds(&a, &b)));
+    }
+    let (short, long) = (quiet[0].0, quiet[1].0);
+    let background = Background::fit(&short, &long, regressor).ok_or_else(|| {
+        format!("cost {mode} {params}: no background from {short:?} and {long:?}")
+    })?;
+    // Polls per step while spinning, for the counters' publication lag.
+    let calibration_polls = long
+        .empty_polls
+        .unwrap_or(0)
+        .saturating_sub(short.empty_polls.unwrap_or(0));
+    let polls_per_step = quiet[1]
+        .1
+        .filter(|&r| r > 0)
+        .map(|r| long.empty_polls.unwrap_or(0) as f64 / r as f64);
+    for rep in 0..REPS {
+        let a = read(guest)?;
+        let r = run_trial(&spec(PACKETS)).map_err(|e| format!("cost trial: {e}"))?;
+        let b = read(guest)?;
+        let i = between(&a, &b);
+        let mut c = record(Some(rep), 0.0, r.received, &i);
+        if figure != CostFigure::Spins {
+            c.net_busy_per_packet_ns = net_per_packet(&i, &background, r.received);
+        }
+        if regressor == Regressor::EmptyPolls {
+            c.resolution_ns = polls_per_step.and_then(|per_step| {
+                empty_poll_resolution(
+                    &background,
+                    KBP_PUBLISH_EVERY_STEPS * per_step,
+                    calibration_polls as f64,
+                    i.empty_polls.unwrap_or(0) as f64,
+                    r.received,
+                )
+            });
+        }
+        println!(
+            "[xtask]   cost {mode} {params} #{rep}: {} received, busy {} ns over {} ns, net {:?} ns per packet (± {:?}), empty polls {:?}",
+            c.received,
+            c.busy_ns,
+            c.clock_ns,
+            c.net_busy_per_packet_ns,
+            c.resolution_ns,
+            c.empty_polls
+        );
+        out.push(c);
+    }
+    Ok(out)
+}
+
 /// The cost trials of one mode, in one icount boot.
 pub fn cost_mode(mode: &str) -> Result<Vec<Cost>> {
     let stage = Stage::start(format!("cost {mode} (icount, one vCPU)"));
@@ -125,44 +265,13 @@ pub fn cost_mode(mode: &str) -> Result<Vec<Cost>> {
     set_up_on_cpu0(&guest, mode)?;
     // Warm-up, discarded: ARP and the first packets' paths.
     run_trial(&spec(200)).map_err(|e| format!("cost warm-up: {e}"))?;
-
-    let mut out = Vec::new();
-    let e0 = empty_polls(&guest, mode)?;
-    let a = snap(&guest)?;
-    std::thread::sleep(Duration::from_secs(2));
-    let b = snap(&guest)?;
-    let e1 = empty_polls(&guest, mode)?;
-    let baseline = busy(a, b);
-    out.push(Cost {
-        mode: mode.into(),
-        rep: None,
-        received: 0,
-        clock_ns: baseline.0,
-        busy_ns: baseline.1,
-        empty_polls: e0.zip(e1).map(|(x, y)| y.saturating_sub(x)),
-        net_busy_per_packet_ns: None,
-    });
-    for rep in 0..REPS {
-        let e0 = empty_polls(&guest, mode)?;
-        let a = snap(&guest)?;
-        let r = run_trial(&spec(PACKETS)).map_err(|e| format!("cost trial: {e}"))?;
-        let b = snap(&guest)?;
-        let e1 = empty_polls(&guest, mode)?;
-        let (clock_ns, busy_ns) = busy(a, b);
-        let c = Cost {
-            mode: mode.into(),
-            rep: Some(rep),
-            received: r.received,
-            clock_ns,
-            busy_ns,
-            empty_polls: e0.zip(e1).map(|(x, y)| y.saturating_sub(x)),
-            net_busy_per_packet_ns: net_per_packet(busy_ns, clock_ns, baseline, r.received),
-        };
-        println!(
-            "[xtask]   cost {mode} #{rep}: {} received, busy {} ns over {} ns, net {:?} ns per packet, empty polls {:?}",
-            c.received, c.busy_ns, c.clock_ns, c.net_busy_per_packet_ns, c.empty_polls
-        );
-        out.push(c);
+    let mut out = measure(&guest, mode, "")?;
+    if mode == "kbp-adaptive" {
+        guest.check(&format!(
+            "rmmod kbp && insmod {MODULE_PATH} ifaces=eth0 cpus=0 mode=adaptive {NO_WINDOW}"
+        ))?;
+        run_trial(&spec(200)).map_err(|e| format!("cost warm-up: {e}"))?;
+        out.extend(measure(&guest, mode, NO_WINDOW)?);
     }
     guest.power_off(Duration::from_secs(60))?;
     stage.done();
@@ -174,30 +283,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn snapshots_parse_and_subtract() {
-        assert_eq!(parse_snap("5007175007 123\n"), Some((5007175007, 123)));
+    fn readings_parse_and_subtract() {
+        let a = parse_snap("1000 500 0 - -\n").expect("reading");
+        assert_eq!(a.empty_polls, None);
+        let b = parse_snap("10000001000 9000000500 250 7 3").expect("reading");
+        assert_eq!((b.empty_polls, b.rounds), (Some(7), Some(3)));
         assert_eq!(parse_snap("1 2 3"), None);
-        assert_eq!(parse_snap("x 2"), None);
-        assert_eq!(parse_snap("1"), None);
-        // 10 s of clock, 9 s idle: 1 s busy.
-        assert_eq!(
-            busy((1_000, 500), (10_000_001_000, 9_000_000_500)),
-            (10_000_000_000, 1_000_000_000)
-        );
+        assert_eq!(parse_snap("x 2 3 - -"), None);
+        // 10 s of clock, 9 s in the idle task, 250 ns of it in handlers: 1 s + 250 ns busy.
+        let i = between(&a, &b);
+        assert_eq!((i.clock_ns, i.busy_ns), (10_000_000_000, 1_000_000_250));
+        assert_eq!(i.empty_polls, None);
+        let c = parse_snap("1 0 0 5 1").expect("reading");
+        let d = parse_snap("2 0 0 9 2").expect("reading");
+        assert_eq!(between(&c, &d).empty_polls, Some(4));
+        assert_eq!(rounds(&c, &d), Some(1));
     }
 
     #[test]
-    fn background_is_taken_off_at_the_baseline_rate() {
-        // Baseline: 1% busy. Trial: 5 s of clock, 100 ms busy, 1000 packets:
-        // (100 ms - 50 ms) / 1000 = 50 us.
-        let net = net_per_packet(
-            100_000_000,
-            5_000_000_000,
-            (2_000_000_000, 20_000_000),
-            1000,
-        );
-        assert_eq!(net, Some(50_000.0));
-        assert_eq!(net_per_packet(1, 1, (1, 1), 0), None);
-        assert_eq!(net_per_packet(1, 1, (0, 0), 10), None);
+    fn each_configuration_says_what_its_figure_is() {
+        assert_eq!(figure("napi", ""), CostFigure::PerPacket);
+        assert_eq!(figure("kbp-spin", ""), CostFigure::PerPacket);
+        assert_eq!(figure("kbp-adaptive", ""), CostFigure::WithSpinWindow);
+        assert_eq!(figure("kbp-adaptive", NO_WINDOW), CostFigure::PerPacket);
+        assert_eq!(figure("busy-poll", ""), CostFigure::Spins);
     }
 }

@@ -11,6 +11,8 @@
 //! | `trial.rs` | one echo trial: load generator, NET_RX count, polling CPU |
 //! | `report.rs` | `report.md` and the plots, from `Results` |
 //! | `cost.rs` | guest CPU per received packet, in instructions: one icount boot per mode, one vCPU (after the modes; `--no-cost`, `--cost-only`) |
+//! | `cost_fit.rs` | the cost stage's arithmetic: the no-traffic background and the net busy time per packet |
+//! | `cost_report.rs` | the cost stage's table in `report.md` and the verdict on the 1.05x goal |
 //!
 //! One fresh guest boot per mode (`setup::set_up`); in every mode the same CPUs do the
 //! same jobs:
@@ -48,6 +50,8 @@
 //! | traced delay | `delays` (and `traced` trials, not in the tables) | in-guest delay from hist triggers, without load and under each load; KBP modes add kbp.ko's poll-gap histogram; every mode adds `ksoftirqd/0`'s wake to run | [`crate::guest::tracing`] |
 
 mod cost;
+mod cost_fit;
+mod cost_report;
 mod model;
 mod report;
 mod setup;
@@ -472,6 +476,9 @@ pub fn run(args: &[String]) -> Result {
                 }
             }
             report::write(&dir, &results)?;
+        }
+        for line in cost_report::goal_lines(&results.costs) {
+            println!("[xtask] {line}");
         }
     }
     println!(

@@ -61,24 +61,49 @@ pub struct Idle {
     pub poller_percent: f64,
 }
 
-/// One trial of the per-packet cost stage (`cost.rs`), or its baseline.
+/// What a cost row's figure is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CostFigure {
+    /// Guest CPU per packet, net of the background (and of kbp.ko's empty polls for a
+    /// spinning poller).
+    PerPacket,
+    /// Busy per packet including a spin window's empty polls: kbp.ko in adaptive mode
+    /// with a window (the spin after each packet is part of the mode, and how much of
+    /// it is empty polls depends on which instances a round polls).
+    WithSpinWindow,
+    /// A poller that spins and does not count its empty polls (upstream busy-poll):
+    /// busy per packet, not a per-packet cost.
+    Spins,
+}
+
+/// One interval of the per-packet cost stage (`cost.rs`): without traffic, or a trial.
 #[derive(Clone, Debug, Serialize)]
 pub struct Cost {
     /// Mode.
     pub mode: String,
-    /// Repetition index (`None`: the baseline without traffic).
+    /// kbp.ko parameters beyond the mode's (`spin_window_us=0`), or empty.
+    pub params: String,
+    /// `None`: no traffic, [`Cost::idle_seconds`] long; `Some(i)`: repetition `i`.
     pub rep: Option<u32>,
+    /// Host seconds between the two readings of a no-traffic interval (0: back to back).
+    pub idle_seconds: f64,
     /// Echoes received by the host.
     pub received: u64,
-    /// The guest clock's advance, ns (instructions, plus jumps while idle).
+    /// The guest clock's advance, ns (instructions while busy; host time while idle).
     pub clock_ns: u64,
-    /// Busy: clock advance minus the idle task's time, ns (instructions).
+    /// Busy: the clock's advance outside the idle task, plus interrupt handlers and
+    /// softirqs run in the idle task, ns.
     pub busy_ns: u64,
-    /// kbp.ko's empty polls over the trial (kbp modes).
+    /// kbp.ko's empty polls over the interval (kbp modes).
     pub empty_polls: Option<u64>,
-    /// `(busy - baseline busy per clock ns x clock_ns) / received`, ns; None for the
-    /// baseline.
+    /// `(busy - background) / received`, ns (`cost_fit`); None without traffic.
     pub net_busy_per_packet_ns: Option<f64>,
+    /// How far off the figure can be from kbp.ko's counter publication, ns per packet
+    /// (a spinning kbp poller's figure; None otherwise).
+    pub resolution_ns: Option<f64>,
+    /// What the figure is.
+    pub figure: CostFigure,
 }
 
 /// Everything measured; `results.json`.
@@ -119,8 +144,8 @@ pub struct Results {
     pub idle: Vec<Idle>,
     /// Inside-the-guest delays per mode (traced trials, not in the RTT tables).
     pub delays: Vec<Delay>,
-    /// Guest CPU per received packet under icount, per mode: a baseline and the
-    /// repetitions (`cost.rs`).
+    /// Guest CPU per received packet under icount, per mode: two no-traffic intervals
+    /// and the repetitions (`cost.rs`).
     pub costs: Vec<Cost>,
     /// Modes whose cost stage failed, with the error.
     pub cost_errors: Vec<String>,

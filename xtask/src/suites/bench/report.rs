@@ -11,6 +11,7 @@ use plotters::prelude::*;
 
 use crate::base::Result;
 use crate::guest::stats_file::{gap_bucket_text, gap_percentile_bucket};
+use crate::suites::bench::cost_report;
 use crate::suites::bench::model::{Results, Trial};
 
 /// Medians over the repetitions of one (variant, frame, rate, mode), with the spread.
@@ -407,7 +408,7 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
         );
     }
 
-    cost_section(&mut s, r);
+    cost_report::section(&mut s, &r.costs, &r.cost_errors);
 
     let _ = writeln!(
         s,
@@ -462,84 +463,6 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
         "Plots: `fig8-max-rtt.svg`, `fig8-max-rtt-competition.svg`, `fig8-max-rtt-deferral.svg`, `fig9-zero-loss.svg`. Every figure: `results.json`."
     );
     s
-}
-
-/// Guest CPU per received packet under icount (`cost.rs`).
-fn cost_section(s: &mut String, r: &Results) {
-    if r.costs.is_empty() && r.cost_errors.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        s,
-        "\n## Guest CPU per received packet (icount: instructions, one vCPU)\n\n\
-         One boot per mode under `-icount shift=0,sleep=off` with only CPU 0 online (interrupts, NET_RX or the polling thread, \
-         and the echo server all on it); {} echoes of 64 B at {} pps per repetition. Busy = the guest clock's advance (one ns per \
-         instruction) minus the idle task's time; the figure is (busy - the no-traffic baseline's busy rate x the clock's advance) \
-         / echoes received. A spinning poller's empty polls are busy time: for `kbp-spin` and `busy-poll` the figure is not a \
-         per-packet cost (marked), and kbp.ko's empty polls per packet are shown for its modes.\n\n\
-         | mode | baseline busy | repetitions: net busy per packet | spread | vs napi | kbp empty polls per packet |\n|---|---|---|---|---|---|",
-        super::cost::PACKETS,
-        super::cost::RATE
-    );
-    let per_mode = |m: &str| -> Vec<f64> {
-        r.costs
-            .iter()
-            .filter(|c| c.mode == m)
-            .filter_map(|c| c.net_busy_per_packet_ns)
-            .collect()
-    };
-    let napi = per_mode("napi");
-    let napi_median = (!napi.is_empty()).then(|| median(napi.clone()));
-    for m in &r.modes {
-        let reps = per_mode(m);
-        let Some(base) = r.costs.iter().find(|c| &c.mode == m && c.rep.is_none()) else {
-            continue;
-        };
-        let spins = m == "kbp-spin" || m == "busy-poll";
-        let lo = reps.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = reps.iter().copied().fold(0.0, f64::max);
-        let empty: Vec<String> = r
-            .costs
-            .iter()
-            .filter(|c| &c.mode == m && c.rep.is_some())
-            .filter_map(|c| {
-                let e = c.empty_polls?;
-                (c.received > 0).then(|| format!("{:.1}", e as f64 / c.received as f64))
-            })
-            .collect();
-        let _ = writeln!(
-            s,
-            "| {m}{} | {:.2}% | {} | {} | {} | {} |",
-            if spins {
-                " (spins: not a per-packet cost)"
-            } else {
-                ""
-            },
-            base.busy_ns as f64 * 100.0 / base.clock_ns.max(1) as f64,
-            reps.iter()
-                .map(|v| format!("{:.1} µs", v / 1_000.0))
-                .collect::<Vec<_>>()
-                .join(", "),
-            if reps.len() > 1 && lo > 0.0 {
-                format!("{:.1}%", (hi - lo) * 100.0 / lo)
-            } else {
-                "-".into()
-            },
-            if spins || reps.is_empty() {
-                "-".into()
-            } else {
-                ratio(median(reps.clone()), napi_median)
-            },
-            if empty.is_empty() {
-                "-".into()
-            } else {
-                empty.join(", ")
-            }
-        );
-    }
-    for e in &r.cost_errors {
-        let _ = writeln!(s, "\n- cost stage failed: {e}");
-    }
 }
 
 /// The report's opening: does the paper's mechanism (NET_RX deferred to a ksoftirqd
@@ -746,7 +669,6 @@ mod tests {
 
     use super::*;
     use crate::guest::tracing::{Delay, KsoftirqdStats};
-    use crate::suites::bench::model::Cost;
 
     fn delay(mode: &str, variant: &str, max_us: u64, ksoftirqd: Option<KsoftirqdStats>) -> Delay {
         Delay {
@@ -855,42 +777,5 @@ mod tests {
         assert!(!text.contains("Guest CPU per received packet"));
         let no = results(900);
         assert!(report(&no, &table(&no)).contains("- Not in this run"));
-    }
-
-    fn cost(mode: &str, rep: Option<u32>, busy_ns: u64, net: Option<f64>) -> Cost {
-        Cost {
-            mode: mode.into(),
-            rep,
-            received: 1000,
-            clock_ns: 2_000_000_000,
-            busy_ns,
-            empty_polls: mode.starts_with("kbp").then_some(3000),
-            net_busy_per_packet_ns: net,
-        }
-    }
-
-    #[test]
-    fn the_cost_table_has_the_repetitions_and_their_spread() {
-        let mut r = results(24245);
-        r.costs = vec![
-            cost("napi", None, 20_000_000, None),
-            cost("napi", Some(0), 0, Some(26_000.0)),
-            cost("napi", Some(1), 0, Some(26_520.0)),
-            cost("kbp-spin", None, 2_000_000_000, None),
-            cost("kbp-spin", Some(0), 0, Some(500.0)),
-        ];
-        r.cost_errors = vec!["kbp-adaptive: boom".into()];
-        let text = report(&r, &table(&r));
-        assert!(
-            text.contains("| napi | 1.00% | 26.0 µs, 26.5 µs | 2.0% | 1.00x | - |"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "| kbp-spin (spins: not a per-packet cost) | 100.00% | 0.5 µs | - | - | 3.0 |"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("- cost stage failed: kbp-adaptive: boom"));
     }
 }
