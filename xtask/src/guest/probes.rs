@@ -1,5 +1,5 @@
-//! Probes of a running guest through its agent: the NET_RX softirq counts and the CPU
-//! sampler (polling threads and the whole guest).
+//! Probes of a running guest through its agent: the NET_RX softirq counts, the CPU
+//! sampler (polling threads and the whole guest) and eth0's RX queue count.
 
 use crate::base::Result;
 use crate::guest::vm::{Guest, VCPUS};
@@ -51,4 +51,13 @@ pub fn cpu_between(a: (f64, f64, f64), b: (f64, f64, f64)) -> (f64, f64) {
         (b.0 - a.0) / jiffies_per_cpu * 100.0,
         (b.1 - a.1) / jiffies_per_cpu * 100.0,
     )
+}
+
+/// RX queues of the guest's eth0.
+pub fn eth0_rx_queues(guest: &Guest) -> Result<u32> {
+    guest
+        .check("ls -d /sys/class/net/eth0/queues/rx-* | wc -l")?
+        .trim()
+        .parse()
+        .map_err(|e| format!("RX queue count: {e}"))
 }

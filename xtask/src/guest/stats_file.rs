@@ -12,6 +12,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::base::Result;
+use crate::guest::vm::Guest;
+
 /// Counter positions in a `thread` record's values.
 pub const THREAD_PACKETS: usize = 1;
 pub const THREAD_PARKS: usize = 7;
@@ -88,6 +91,33 @@ impl StatsFile {
             };
         }
         (!map.is_empty()).then_some(StatsFile(map))
+    }
+
+    /// Reads the file in `guest`; None when kbp.ko is not loaded.
+    pub fn read(guest: &Guest) -> Result<Option<StatsFile>> {
+        let (code, text) = guest.exec("cat /sys/kernel/debug/kbp/stats")?;
+        if code != 0 {
+            return Ok(None);
+        }
+        StatsFile::parse(&text)
+            .map(Some)
+            .ok_or_else(|| format!("unreadable stats file: {text}"))
+    }
+
+    /// Packets processed by each thread, by CPU order (hand-back polls included).
+    pub fn thread_packets(&self) -> Vec<u64> {
+        self.threads()
+            .map(|(_, v)| v[THREAD_PACKETS] + v[THREAD_HANDBACK])
+            .collect()
+    }
+
+    /// Packets of each instance, by (thread CPU, index).
+    pub fn napi_packets(&self) -> BTreeMap<(i64, i64), u64> {
+        self.0
+            .iter()
+            .filter(|((kind, _, _), _)| kind == "napi")
+            .map(|((_, cpu, index), v)| ((*cpu, *index), v[0]))
+            .collect()
     }
 
     /// The `thread` records' values, by CPU.

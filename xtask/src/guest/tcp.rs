@@ -136,14 +136,9 @@ fn guest_counters(guest: &Guest) -> Result<BTreeMap<String, u64>> {
         values.join(" ")
     ))?;
     let mut m = parse_nstat(&text);
-    let (code, stats) = guest.exec("cat /sys/kernel/debug/kbp/stats")?;
-    if code == 0
-        && let Some(stats) = StatsFile::parse(&stats)
-    {
-        for ((kind, cpu, index), v) in &stats.0 {
-            if kind == "napi" {
-                m.insert(format!("Kbp.napi_{cpu}_{index}"), v[0]);
-            }
+    if let Some(stats) = StatsFile::read(guest)? {
+        for ((cpu, index), packets) in stats.napi_packets() {
+            m.insert(format!("Kbp.napi_{cpu}_{index}"), packets);
         }
     }
     Ok(m)

@@ -29,7 +29,6 @@
 
 mod container;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -40,8 +39,8 @@ use crate::base::progress::Stage;
 use crate::base::{Result, workspace_root};
 use crate::build::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::build::kernel::Flavor;
-use crate::guest::probes::{cpu_between, cpu_sample, net_rx_softirqs};
-use crate::guest::stats_file::{StatsFile, THREAD_HANDBACK, THREAD_PACKETS};
+use crate::guest::probes::{cpu_between, cpu_sample, eth0_rx_queues, net_rx_softirqs};
+use crate::guest::stats_file::StatsFile;
 use crate::guest::tcp::{Direction, TcpOptions, TcpRun, measure, shown};
 use crate::guest::vm::{Guest, Nic, Tcg, VCPUS, count_warnings};
 use crate::harness::{
@@ -502,49 +501,6 @@ fn parse(args: &[String]) -> Result<Options> {
     Ok(o)
 }
 
-/// RX queues of the guest's eth0.
-fn rx_queues(guest: &Guest) -> Result<u32> {
-    guest
-        .check("ls -d /sys/class/net/eth0/queues/rx-* | wc -l")?
-        .trim()
-        .parse()
-        .map_err(|e| format!("RX queue count: {e}"))
-}
-
-/// Packets of each KBP instance so far, by (thread CPU, index), or None when the
-/// module is not loaded.
-fn kbp_instance_packets(guest: &Guest) -> Result<Option<BTreeMap<(i64, i64), u64>>> {
-    let (code, text) = guest.exec("cat /sys/kernel/debug/kbp/stats")?;
-    if code != 0 {
-        return Ok(None);
-    }
-    let stats = StatsFile::parse(&text).ok_or_else(|| format!("unreadable stats file: {text}"))?;
-    Ok(Some(
-        stats
-            .0
-            .iter()
-            .filter(|((kind, _, _), _)| kind == "napi")
-            .map(|((_, cpu, index), v)| ((*cpu, *index), v[0]))
-            .collect(),
-    ))
-}
-
-/// Packets processed by each KBP thread so far, by CPU (the `thread` records of
-/// debugfs, hand-back polls included), or None when the module is not loaded.
-pub fn kbp_thread_packets(guest: &Guest) -> Result<Option<Vec<u64>>> {
-    let (code, text) = guest.exec("cat /sys/kernel/debug/kbp/stats")?;
-    if code != 0 {
-        return Ok(None);
-    }
-    let stats = StatsFile::parse(&text).ok_or_else(|| format!("unreadable stats file: {text}"))?;
-    Ok(Some(
-        stats
-            .threads()
-            .map(|(_, v)| v[THREAD_PACKETS] + v[THREAD_HANDBACK])
-            .collect(),
-    ))
-}
-
 fn scenario(guest: &Guest, mode: &str, frame: usize, o: &Options) -> Result<Scenario> {
     scenario_with(guest, mode, frame, o, None)
 }
@@ -563,8 +519,7 @@ fn scenario_with(
     let log_before = std::fs::read_to_string(&guest.log)
         .unwrap_or_default()
         .len();
-    let kbp_before = kbp_thread_packets(guest)?;
-    let instances_before = kbp_instance_packets(guest)?;
+    let kbp_before = StatsFile::read(guest)?;
     let drops_before = Drops::read(guest)?;
     let before = net_rx_softirqs(guest)?;
     let spec = TrialSpec {
@@ -595,29 +550,34 @@ fn scenario_with(
     })?;
     let after = net_rx_softirqs(guest)?;
     let drops = Drops::read(guest)?.since(drops_before);
-    let kbp_packets_per_thread = match (kbp_before, kbp_thread_packets(guest)?) {
-        (Some(b), Some(a)) if a.len() == b.len() => Some(
-            a.iter()
-                .zip(&b)
-                .map(|(a, b)| a.saturating_sub(*b))
-                .collect::<Vec<_>>(),
-        ),
+    let kbp_after = StatsFile::read(guest)?;
+    let kbp_packets_per_thread = match (&kbp_before, &kbp_after) {
+        (Some(b), Some(a)) => {
+            let (a, b) = (a.thread_packets(), b.thread_packets());
+            (a.len() == b.len()).then(|| {
+                a.iter()
+                    .zip(&b)
+                    .map(|(a, b)| a.saturating_sub(*b))
+                    .collect::<Vec<_>>()
+            })
+        }
         _ => None,
     };
     let kbp_packets = kbp_packets_per_thread
         .as_ref()
         .map(|v| v.iter().sum::<u64>());
     // Instances that carried at least 5% of the echoes: where the NIC steered the flows.
-    let busy_instances = match (instances_before, kbp_instance_packets(guest)?) {
-        (Some(b), Some(a)) => Some(
+    let busy_instances = match (&kbp_before, &kbp_after) {
+        (Some(b), Some(a)) => Some({
+            let (a, b) = (a.napi_packets(), b.napi_packets());
             a.iter()
                 .filter(|(key, n)| {
                     n.saturating_sub(b.get(key).copied().unwrap_or(0)) * 20
                         >= result.received.max(1)
                 })
                 .map(|(key, _)| *key)
-                .collect::<Vec<_>>(),
-        ),
+                .collect::<Vec<_>>()
+        }),
         _ => None,
     };
     let log = std::fs::read_to_string(&guest.log).unwrap_or_default();
@@ -729,7 +689,7 @@ fn all_module_modes() -> [(&'static str, String); 3] {
 /// `--tcp-only`: the TCP measurement in napi and in each kbp mode, nothing else.
 fn run_tcp_only(o: &Options, release: String, guest: Guest) -> Result {
     let modes: Vec<(String, String)> = if o.tcp_modes.is_empty() {
-        module_modes(rx_queues(&guest)?)
+        module_modes(eth0_rx_queues(&guest)?)
             .into_iter()
             .map(|(m, a)| (m.to_string(), a))
             .collect()
@@ -830,7 +790,7 @@ pub fn run(args: &[String]) -> Result {
     if o.container_only {
         return run_container_only(&o, guest);
     }
-    let rx_queues = rx_queues(&guest)?;
+    let rx_queues = eth0_rx_queues(&guest)?;
     let mut not_run = Vec::new();
     if rx_queues < 2 {
         not_run.push(format!(

@@ -68,6 +68,7 @@ use crate::base::{Result, workspace_root};
 use crate::build::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::build::kernel::Flavor;
 use crate::guest::container::{self, CONTAINER_VETH, HOST_VETH, Veth};
+use crate::guest::probes::eth0_rx_queues;
 use crate::guest::stats_file::{StatsFile, THREAD_IDLE_RELEASES, THREAD_PARKS};
 use crate::guest::vm::{Guest, Nic, Tcg, count_warnings};
 use crate::harness::{BAD_PARAMS, DEVICE_AND_DRIVER, MODULE_PATH, build_and_boot_with};
@@ -607,11 +608,7 @@ pub fn run(args: &[String]) -> Result {
         Tcg::SingleThread,
         o.nic,
     )?;
-    let rx_queues: u32 = guest
-        .check("ls -d /sys/class/net/eth0/queues/rx-* | wc -l")?
-        .trim()
-        .parse()
-        .map_err(|e| format!("RX queue count: {e}"))?;
+    let rx_queues = eth0_rx_queues(&guest)?;
     let two = thread_cpus(rx_queues);
     let driver = DriverOps::probe(&guest, o.nic)?;
     let qemu = guest.qemu_version.clone();
