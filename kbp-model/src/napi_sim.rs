@@ -172,6 +172,9 @@ pub struct SimNapi {
     polling: AtomicBool,
     /// KBP's slot still names the instance (cleared by the delete observer).
     present: AtomicBool,
+    /// KBP's slot is not retired (kbp.ko retires a device's slots at its
+    /// NETDEV_UNREGISTER: [`NapiWorld::retire`]).
+    served: AtomicBool,
     /// Freed: any touch is a use after free.
     deleted: AtomicBool,
     /// `Inject` as `n << 8 | target << 2 | irq << 1 | 1`, 0 for none.
@@ -197,6 +200,7 @@ impl SimNapi {
             missed: AtomicU32::new(0),
             polling: AtomicBool::new(false),
             present: AtomicBool::new(true),
+            served: AtomicBool::new(true),
             deleted: AtomicBool::new(false),
             inject: AtomicU32::new(0),
             weight,
@@ -269,8 +273,13 @@ pub struct NapiWorld {
     pub defer_softirq: bool,
 }
 
-/// kbp.ko's hook: [`on_schedule`] for the instance, with its current `napi->state`.
+/// kbp.ko's hook: [`on_schedule`] for the instance, with its current `napi->state`;
+/// a retired slot is not looked up (`Context::serving` answers None: the kernel's
+/// path).
 pub fn kbp_hook(world: &NapiWorld, id: usize) -> Hook {
+    if !world.napis[id].served.load(Ordering::Acquire) {
+        return Hook::PassThrough;
+    }
     on_schedule(&world.shared, id, world.bits(id), &world.platform)
 }
 
@@ -365,6 +374,14 @@ impl NapiWorld {
             | u32::from(inject.irq) << 1
             | 1;
         self.napis[id].inject.store(code, Ordering::Release);
+    }
+
+    /// kbp.ko's NETDEV_UNREGISTER for the instance's device (it unregisters, or leaves
+    /// the namespace it was named in): the slot is retired (`Worker::retire_dev`), so
+    /// the hook passes the instance through and KBP lets go of it at its next poll
+    /// ([`Napi::served`]).
+    pub fn retire(&self, id: usize) {
+        self.napis[id].served.store(false, Ordering::Release);
     }
 
     /// Sets `NAPI_STATE_THREADED` (the administrator writes the sysfs `threaded` file;
@@ -771,6 +788,10 @@ impl Napi for NapiRef<'_> {
 
     fn present(&self) -> bool {
         self.world.napis[self.id].present.load(Ordering::Acquire)
+    }
+
+    fn served(&self) -> bool {
+        self.world.napis[self.id].served.load(Ordering::Acquire)
     }
 
     fn weight(&self) -> u32 {

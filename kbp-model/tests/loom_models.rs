@@ -190,7 +190,7 @@ fn e_shutdown_hands_every_instance_back() {
 // ----- kbp.ko's protocol over the simulated kernel (kbp_model::napi_sim) -----
 
 use kbp_core::NapiPort;
-use kbp_model::napi_sim::{NapiRef, NapiWorld};
+use kbp_model::napi_sim::{NapiRef, NapiWorld, Owner};
 
 fn new_world() -> Arc<NapiWorld> {
     Arc::new(NapiWorld::new(
@@ -376,5 +376,45 @@ fn j_detach_while_running_races_irq() {
         join(producers);
         invariants::quiescent(&nic, 1, PollerPhase::ShutDown).unwrap();
         assert!(!poller.is_detaching(0));
+    });
+}
+
+/// (k) kbp.ko retires an owned instance's slot (its device unregistered or left the
+/// namespace it was named in: `Worker::retire_dev`) while a spinning KBP holds it and
+/// an interrupt brings a packet: KBP lets go at its next poll, later schedules take the
+/// kernel's path (the hook no longer looks the slot up), and every packet is polled
+/// once.
+///
+/// catches: `NapiPort::must_release` ignoring `Napi::served` (KBP keeps a retired
+/// instance forever, IN_BUSY_POLL set and its interrupt masked).
+#[test]
+fn k_retire_races_spinning_kbp() {
+    model(|| {
+        let world = new_world();
+        let ports = world.ports();
+        let platform = &world.platform;
+        let mut poller =
+            Poller::new(&world.shared, &ports[..1], &platform, Config::DEFAULT).unwrap();
+        poller.attach_all();
+        world.produce(0, 1, 1);
+        let notifier = {
+            let world = world.clone();
+            thread::spawn(move || {
+                world.retire(0);
+                world.produce(0, 1, 2);
+            })
+        };
+        while napi_consumed(&world, 1) < 2 {
+            napi_step(&mut poller, &world, 1);
+        }
+        notifier.join().unwrap();
+        napi_step(&mut poller, &world, 1);
+        assert_ne!(
+            world.napi(0).owner,
+            Owner::Kbp,
+            "a retired instance is still KBP's after a poll"
+        );
+        poller.shutdown();
+        invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
     });
 }
