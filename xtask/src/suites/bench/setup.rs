@@ -145,6 +145,7 @@ impl Load {
 /// `rps_cpus` of `lo`'s receive queue.
 const LO_RPS: &str = "/sys/class/net/lo/queues/rx-0/rps_cpus";
 
+/// Starts a load. `deferral` sets the RPS map before its flood starts (see [`stop_load`]).
 pub fn start_load(guest: &Guest, load: Load) -> Result {
     let start = match load {
         Load::Flood => format!("(kbp-ctl flood {IRQ_CPU} > /dev/null 2>&1 &)"),
@@ -159,10 +160,20 @@ pub fn start_load(guest: &Guest, load: Load) -> Result {
         .map(drop)
 }
 
+/// Stops the load, then clears the RPS map, in that order and never at once. Clearing
+/// the last RPS map disables the `rps_needed` static key, which rewrites the branch in
+/// `netif_rx_internal` (net/core/dev.c:5790) and `netif_receive_skb*`; under QEMU's
+/// multi-threaded TCG a flood thread still inside that code oopsed the guest (`Oops:
+/// int3` at `netif_rx_internal+0x25`, bench of 2026-11-29 00:04 UTC, when the RPS map was
+/// cleared right after the asynchronous `kill`). So the flood must have exited first
+/// (at most 5 s) and the static key flips with no flood running.
 pub fn stop_load(guest: &Guest) -> Result {
     guest
         .check(&format!(
-            "kill $(pidof kbp-ctl); echo 0 > {LO_RPS}; sleep 0.2; true"
+            "kill $(pidof kbp-ctl); i=0; \
+             while pidof kbp-ctl > /dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; \
+             if pidof kbp-ctl > /dev/null; then echo 'the load did not exit within 5 s'; exit 1; fi; \
+             sleep 0.2; echo 0 > {LO_RPS}; sleep 0.2"
         ))
         .map(drop)
 }
