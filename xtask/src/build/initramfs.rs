@@ -112,13 +112,21 @@ fn guest_binaries() -> Result<PathBuf> {
     Ok(target_dir.join("x86_64-unknown-linux-gnu/release"))
 }
 
-/// Builds `target/kbp/initramfs.cpio.gz` with `extra` files copied to the given guest
-/// paths (absolute, e.g. `/lib/modules/kbp.ko`).
+/// Builds `target/kbp/initramfs.<pid>.cpio.gz` with `extra` files copied to the given
+/// guest paths (absolute, e.g. `/lib/modules/kbp.ko`).
+///
+/// The staging directory and the image are this process's own (named by its pid), so
+/// two xtask runs in one tree cannot pack into each other's image: a bench whose boot
+/// found `bin/kbp-agent` gone, because another run had wiped the shared staging
+/// directory mid-pack, is what happened when they shared one (2026-11-29). Images of
+/// processes that have exited are removed here.
 pub fn build(extra: &[(PathBuf, &str)]) -> Result<PathBuf> {
     let bins = guest_binaries()?;
     let stage = Stage::start("pack initramfs");
     let out_dir = workspace_root().join("target/kbp");
-    let root = out_dir.join("initramfs-root");
+    remove_stale_images(&out_dir);
+    let pid = std::process::id();
+    let root = out_dir.join(format!("initramfs-root.{pid}"));
     let _ = std::fs::remove_dir_all(&root);
     for dir in [
         "bin",
@@ -166,13 +174,37 @@ pub fn build(extra: &[(PathBuf, &str)]) -> Result<PathBuf> {
         .args(["-m", "600"])
         .arg(root.join("dev/console"))
         .args(["c", "5", "1"]))?;
-    let image = out_dir.join("initramfs.cpio.gz");
+    let image = out_dir.join(format!("initramfs.{pid}.cpio.gz"));
     let script = format!(
         "cd '{}' && find . | cpio -o -H newc --quiet | gzip -1 > '{}'",
         root.display(),
         image.display()
     );
     run(Command::new("sh").args(["-c", &script]))?;
+    let _ = std::fs::remove_dir_all(&root);
     stage.done();
     Ok(image)
+}
+
+/// Removes the images and staging directories [`build`] left for processes that no
+/// longer run.
+fn remove_stale_images(out_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(out_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("initramfs.")
+            .and_then(|rest| rest.strip_suffix(".cpio.gz"))
+            .or_else(|| name.strip_prefix("initramfs-root."));
+        let stale = pid.is_some_and(|pid| {
+            pid.parse::<u32>()
+                .map_or(true, |pid| !Path::new(&format!("/proc/{pid}")).exists())
+        });
+        if stale {
+            let path = entry.path();
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    }
 }
