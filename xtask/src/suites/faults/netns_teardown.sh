@@ -4,6 +4,9 @@
 # insmod, the rmmod, the namespace's cleanup (veth0, the peer in the guest's namespace,
 # is deleted with it) and a new namespace made afterwards (setup_net takes
 # pernet_ops_rwsem, which a stuck register/unregister_netdevice_notifier would hold up).
+# Every background job writes to a file, never to the script's output: a job stuck in
+# the kernel would otherwise keep the agent's pipe open, and the agent would wait for
+# it instead of returning what the script printed.
 # Usage: sh netns_teardown.sh MODULE PHASE BOUND, PHASE load, unload or both (the
 # loads, then the unloads; the xtask fault runs each phase as its own command, within
 # the agent's 300 s per command). Prints one line per operation with
@@ -48,22 +51,25 @@ container() {
 }
 # after: the namespace's cleanup ends (veth0 goes) and a new namespace can be made.
 after() {
-    (while ip link show veth0 > /dev/null 2>&1; do sleep 0.05; done) &
+    (while ip link show veth0 > /dev/null 2>&1; do sleep 0.05; done) > /dev/null 2>&1 &
     bounded $! netns-cleanup "(veth pair deleted with the namespace)" || exit 1
-    unshare -n true &
+    unshare -n true > /dev/null 2>&1 &
     bounded $! netns-new "(a new namespace made)" || exit 1
     if grep -q '^kbp ' /proc/modules; then
-        rmmod kbp &
+        rmmod kbp > /dev/null 2>&1 &
         bounded $! netns-rmmod "(module left loaded by the insmod)" || exit 1
     fi
 }
+# A guest left wedged by an earlier run (or phase) shows here, not as a later hang.
+unshare -n true > /dev/null 2>&1 &
+bounded $! netns-new "(a new namespace, before the $PHASE phase)" || exit 1
 if [ "$PHASE" != unload ]; then
     # Load: the namespace goes while insmod runs (after its lookup of ceth0@PID, for
     # the longer delays: the old load took its references first, then created its
     # threads and registered two ftrace hooks before its notifier).
     for d in 0 0.02 0.05 0.1 0.2 0.4; do
         container || { echo "container setup failed"; exit 1; }
-        insmod "$M" ifaces=ceth0@$P cpus=3 2> /dev/null &
+        insmod "$M" ifaces=ceth0@$P cpus=3 > /dev/null 2>&1 &
         I=$!
         sleep $d
         kill $P
@@ -76,12 +82,14 @@ if [ "$PHASE" != load ]; then
     # just after (d < 0) rmmod starts.
     for d in 0 0.01 0.03 0.1 -0.01 -0.05; do
         container || { echo "container setup failed"; exit 1; }
-        if ! insmod "$M" ifaces=veth0,ceth0@$P cpus=3; then
+        insmod "$M" ifaces=veth0,ceth0@$P cpus=3 > /dev/null 2>&1 &
+        bounded $! netns-insmod "(before the unload's race)" || exit 1
+        if ! grep -q '^kbp ' /proc/modules; then
             echo "NETNS-REFUSED insmod ifaces=veth0,ceth0@$P"; kill $P; after; continue
         fi
         case $d in
-        -*) rmmod kbp & R=$!; sleep ${d#-}; kill $P ;;
-        *) kill $P; sleep $d; rmmod kbp & R=$! ;;
+        -*) rmmod kbp > /dev/null 2>&1 & R=$!; sleep ${d#-}; kill $P ;;
+        *) kill $P; sleep $d; rmmod kbp > /dev/null 2>&1 & R=$! ;;
         esac
         bounded $R netns-rmmod "(namespace killed at $d s, negative: after rmmod started)" || exit 1
         after
