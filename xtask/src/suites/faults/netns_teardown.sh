@@ -7,7 +7,8 @@
 # Every background job writes to a file, never to the script's output: a job stuck in
 # the kernel would otherwise keep the agent's pipe open, and the agent would wait for
 # it instead of returning what the script printed.
-# Usage: sh netns_teardown.sh MODULE PHASE BOUND, PHASE load, unload or both (the
+# Usage: [UNLOAD_DELAYS='0 0.01 ..'] sh netns_teardown.sh MODULE PHASE BOUND, PHASE load,
+# unload or both (the
 # loads, then the unloads; the xtask fault runs each phase as its own command, within
 # the agent's 300 s per command). Prints one line per operation with
 # its time, "STUCK ..." and the task's kernel stack for one over its bound (and stops:
@@ -80,7 +81,7 @@ fi
 if [ "$PHASE" != load ]; then
     # Unload: the namespace goes just before (d >= 0: killed, then rmmod d s later) or
     # just after (d < 0) rmmod starts.
-    for d in 0 0.01 0.03 0.1 -0.01 -0.05; do
+    for d in ${UNLOAD_DELAYS:-0 0.01 0.03 0.1 -0.01 -0.05}; do
         container || { echo "container setup failed"; exit 1; }
         insmod "$M" ifaces=veth0,ceth0@$P cpus=3 > /dev/null 2>&1 &
         bounded $! netns-insmod "(before the unload's race)" || exit 1
