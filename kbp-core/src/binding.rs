@@ -217,8 +217,8 @@ impl<W: AtomicWord> SlotWord<W> {
 
     /// The device of the slot's instance (retired or not); None when empty.
     pub fn dev(&self) -> Option<u32> {
-        let w = self.word.load(Ordering::Acquire);
-        (w != EMPTY).then(|| (w >> 1) - 1)
+        // EMPTY (0) gives None; no other word below `live(0)` is ever written.
+        (self.word.load(Ordering::Acquire) >> 1).checked_sub(1)
     }
 }
 
