@@ -505,7 +505,8 @@ impl kernel::Module for Kbp {
         CONTEXT.store(&mut *kbp.ctx as *mut Context, ordering::Release);
         // The notifier first, before any device reference (see `take_devices`). Its
         // replayed NETDEV_REGISTER/UP events are not passed on by the glue.
-        // SAFETY: the context lives until `drop`, which unregisters first.
+        // SAFETY: the context lives until `drop`, which unregisters every callback
+        // before it resets `CONTEXT` and frees the context.
         kbp.reg.notifier = unsafe { sys::notifier_register() } == 0;
         if !kbp.reg.notifier {
             pr_err!("cannot register a netdevice notifier\n");
