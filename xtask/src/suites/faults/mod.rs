@@ -905,7 +905,8 @@ fn netns_teardown(g: &Guest, ops: &mut Ops, slowdown: u64) -> Result {
         "echo {} | base64 -d > /tmp/kbp-netns-teardown.sh",
         base64(NETNS_TEARDOWN.as_bytes())
     ))?;
-    for phase in ["load", "unload"] {
+    let mut raced = [0usize; 2];
+    for (phase, raced) in ["load", "unload"].into_iter().zip(raced.iter_mut()) {
         let out = ops.run(
             g,
             &format!("sh /tmp/kbp-netns-teardown.sh {MODULE_PATH} {phase} {bound_s} 2>&1"),
@@ -918,6 +919,9 @@ fn netns_teardown(g: &Guest, ops: &mut Ops, slowdown: u64) -> Result {
                 if let [label, secs, rc, ..] = f.as_slice() {
                     let ms = secs.parse::<f64>().map_or(f64::INFINITY, |s| s * 1e3);
                     ops.times.entry(label.to_string()).or_default().push(ms);
+                    if line.contains("namespace killed") {
+                        *raced += 1;
+                    }
                     if label.ends_with("rmmod") && *rc != "rc=0" {
                         ops.failures.push(format!("rmmod failed: {line}"));
                     }
@@ -936,10 +940,9 @@ fn netns_teardown(g: &Guest, ops: &mut Ops, slowdown: u64) -> Result {
             break;
         }
     }
-    let loads = ops.times.get("netns-insmod").map_or(0, Vec::len);
-    let unloads = ops.times.get("netns-rmmod").map_or(0, Vec::len);
     ops.notes.push(format!(
-        "{loads} insmod(s) and {unloads} rmmod(s) raced a namespace's destruction"
+        "{} insmod(s) and {} rmmod(s) raced a namespace's destruction",
+        raced[0], raced[1]
     ));
     Ok(())
 }
