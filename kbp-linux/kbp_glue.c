@@ -85,6 +85,13 @@ struct net_device *kbp_dev_get(const char *name, size_t len, int pid, int *err)
 	struct net_device *dev;
 	struct net *net = &init_net;
 
+	/*
+	 * The caller holds RTNL from the lookup until it has recorded the device, with its
+	 * netdevice notifier already registered: the device cannot unregister or move to
+	 * another namespace in between (both happen under RTNL), so its NETDEV_UNREGISTER
+	 * always reaches kbp after kbp holds the reference.
+	 */
+	ASSERT_RTNL();
 	*err = -ENODEV;
 	if (len == 0 || len >= IFNAMSIZ)
 		return NULL;
@@ -104,6 +111,8 @@ struct net_device *kbp_dev_get(const char *name, size_t len, int pid, int *err)
 }
 
 void kbp_dev_put(struct net_device *dev) { dev_put(dev); }
+void kbp_rtnl_lock(void) { rtnl_lock(); }
+void kbp_rtnl_unlock(void) { rtnl_unlock(); }
 
 /*
  * The device's NAPI instances; the caller holds its instance lock (kbp_dev_lock), which
@@ -429,7 +438,15 @@ int kbp_cpuhp_register(void)
 
 void kbp_cpuhp_unregister(void) { cpuhp_remove_state_nocalls(kbp_cpuhp_state); }
 
-/* A device unregisters (RTNL held): KBP forgets it and puts its reference at once. */
+/*
+ * A device unregisters or leaves its namespace (RTNL held): KBP forgets it and puts its
+ * reference at once. Only NETDEV_UNREGISTER is passed on: the NETDEV_REGISTER and
+ * NETDEV_UP that register_netdevice_notifier() replays for every existing device
+ * (dev.c:1916-1930) mean nothing to kbp, and neither does a device's NETDEV_REGISTER in
+ * the namespace it moved to. A NETDEV_UNREGISTER of a device kbp already gave up (the
+ * rebroadcasts of netdev_wait_allrefs_any(), dev.c:11709-11714, the replay of
+ * unregister_netdevice_notifier()) finds nothing to do.
+ */
 static int kbp_netdev_event(struct notifier_block *nb, unsigned long event, void *ptr)
 {
 	if (event == NETDEV_UNREGISTER)

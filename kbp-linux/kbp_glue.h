@@ -27,6 +27,8 @@ bool kbp_param_fifo(void);
 /* Devices and their NAPI instances. */
 struct net_device *kbp_dev_get(const char *name, size_t len, int pid, int *err);
 void kbp_dev_put(struct net_device *dev);
+void kbp_rtnl_lock(void);
+void kbp_rtnl_unlock(void);
 void kbp_dev_lock(struct net_device *dev);
 void kbp_dev_unlock(struct net_device *dev);
 int kbp_dev_napis(struct net_device *dev, struct napi_struct **out, int max);

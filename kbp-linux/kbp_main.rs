@@ -29,7 +29,7 @@
 
 use core::ffi::c_uint;
 
-use kbp_core::{Hook, IdleMode, NapiBits};
+use kbp_core::{Bind, DeviceWord, Hook, IdleMode, NapiBits};
 use kernel::prelude::*;
 use kernel::sync::atomic::{ordering, Atomic};
 
@@ -41,6 +41,7 @@ mod sys;
 mod worker;
 
 use params::{BStrText, CpuList, Params, MAX_DEVS, MAX_THREADS};
+use platform::KernelWord;
 use stats::BufWriter;
 use sys::{RawNapi, RawNetDevice};
 use worker::{Worker, CAP};
@@ -60,24 +61,32 @@ module! {
 }
 
 /// Everything the hooks, the notifier and debugfs share: the devices and the workers.
+/// Immutable once published in [`CONTEXT`] but for its atomics.
 pub(crate) struct Context {
-    /// The configured devices, each referenced by the module until it unregisters
-    /// (then null).
+    /// The configured devices. Lifetime rule: a non-null pointer is a reference the
+    /// module holds (`dev_get`, taken under RTNL at load after the notifier was
+    /// registered), and it is put exactly once, by whoever swaps it out for null
+    /// ([`Context::unserve`]: the notifier at the device's NETDEV_UNREGISTER, or the
+    /// unload). A pointer is dereferenced only at load, under RTNL; elsewhere it is
+    /// only compared (the hook, the notifier) or tested for null (debugfs).
     devs: [Atomic<*mut RawNetDevice>; MAX_DEVS],
+    /// Whether each device is served (kbp-core's `binding`): SERVED once its reference
+    /// is stored, GONE from its NETDEV_UNREGISTER or the unload on, never served again.
+    served: [DeviceWord<KernelWord>; MAX_DEVS],
     /// Their `ifaces` items (`eth0`, `eth0@1234`), copied at load (debugfs never reads
     /// a device).
     names: [([u8; NAME_BYTES], usize); MAX_DEVS],
+    /// How many `ifaces` items (devices not looked up yet, or whose lookup failed, are
+    /// null in `devs`).
     ndevs: usize,
     /// One per CPU of `cpus`.
     workers: KVec<KBox<Worker>>,
-    /// Set before the notifier is unregistered: its replayed events are not real.
-    unloading: Atomic<u32>,
     /// An instance could not be adopted (every slot taken); warned once.
     warned_full: Atomic<u32>,
 }
 
-// SAFETY: the device pointers are referenced kernel objects, read and swapped
-// atomically; everything else shared is atomic or immutable after publication.
+// SAFETY: the device pointers follow the lifetime rule on `devs` and are read and
+// swapped atomically; everything else shared is atomic or immutable after publication.
 unsafe impl Sync for Context {}
 // SAFETY: as above; nothing is tied to the creating thread.
 unsafe impl Send for Context {}
@@ -118,18 +127,23 @@ impl Context {
             if let Some(id) = w.find(napi) {
                 // An instance of a device that unregistered or left its namespace is
                 // no longer KBP's: the kernel's path takes it.
-                return (!w.slots[id].retired()).then_some((w, id));
+                return w.slots[id].served().then_some((w, id));
             }
         }
         // SAFETY: the hook's caller holds `napi`'s SCHED, so it is alive.
         let dev = unsafe { sys::napi_dev(napi) };
+        // Only compared: `devs` may be swapped out (and the device put) right after.
         let d = (0..self.ndevs).find(|&d| {
             let served = self.devs[d].load(ordering::Acquire);
-            !served.is_null() && served == dev
+            !served.is_null() && served == dev && self.served[d].is_served()
         })?;
         let w = self.workers.iter().min_by_key(|w| w.live())?;
-        match w.adopt(napi, d as u32) {
-            Some(id) => Some((w, id)),
+        match w.adopt(napi, d as u32, &self.served[d]) {
+            Some((id, Bind::Served)) => Some((w, id)),
+            // The device was given up since the check above; the notifier's pass over
+            // the slots may have run before this claim, so the claim retired the slot
+            // itself (kbp-core's `binding`): the kernel's path takes the instance.
+            Some((_, Bind::Retired)) => None,
             None => {
                 if self.warned_full.xchg(1, ordering::Relaxed) == 0 {
                     pr_warn!(
@@ -174,37 +188,54 @@ extern "C" fn kbp_rust_on_delete(napi: *mut RawNapi) {
     }
 }
 
+impl Context {
+    /// Gives device `d` up: stops adopting its instances, retires its slots (the entry
+    /// hook passes them through, and an instance still owned is let go at its next
+    /// poll: kbp-core's `Napi::served`) and puts the module's reference. True if this
+    /// call put it. Called by the notifier (RTNL held) and by the unload (no lock),
+    /// which may race: kbp-core's `binding::unserve` lets one of them retire, and the
+    /// pointer's exchange lets one of them put. Nothing here waits or sleeps.
+    fn unserve(&self, d: usize) -> bool {
+        let slots = self
+            .workers
+            .iter()
+            .flat_map(|w| w.slots.iter().map(|s| &s.binding));
+        let _ = kbp_core::binding::unserve(&self.served[d], d as u32, slots);
+        let dev = self.devs[d].xchg(core::ptr::null_mut(), ordering::Full);
+        if dev.is_null() {
+            return false;
+        }
+        // SAFETY: a non-null pointer in `devs` is a reference the module holds (the
+        // rule on `devs`), and this exchange took it out: put once.
+        unsafe { sys::dev_put(dev) };
+        true
+    }
+}
+
 /// NETDEV_UNREGISTER of any device in any network namespace (C glue, RTNL held; the
-/// notifier chain is global). It comes when a device unregisters, also when its
-/// namespace is destroyed, and when it moves to another namespace
-/// (`dev_change_net_namespace`, which keeps it registered). For a served device: stop
-/// adopting its instances, retire its slots (the entry hook passes them through and an
-/// instance still owned is let go at its next poll) and put the module's reference at
-/// once; nothing waits. Both paths close the device first, so its instances are
-/// disabled and KBP owns none of them. They stay in their slots until the delete
-/// observer sees them deleted (`free_netdev()` deletes any left); a moved device keeps
-/// them, and they take the kernel's path when it is opened again.
+/// notifier chain is global, `net/core/dev.c:2269-2272`). It comes when a device
+/// unregisters, also when its namespace is destroyed, and when it moves to another
+/// namespace (`dev_change_net_namespace`, which keeps it registered), and it is handled
+/// the same from load to unload: the notifier is registered before the first device
+/// reference is taken and unregistered after the last one was put. For a served
+/// device: [`Context::unserve`], at once; nothing waits. Both paths close the device
+/// first, so its instances are disabled and KBP owns none of them. They stay in their
+/// slots until the delete observer sees them deleted (`free_netdev()` deletes any
+/// left); a moved device keeps them, and they take the kernel's path when it is opened
+/// again.
 #[unsafe(no_mangle)]
 extern "C" fn kbp_rust_netdev_unregister(dev: *mut RawNetDevice) {
     let Some(ctx) = context() else {
         return;
     };
-    if ctx.unloading.load(ordering::Acquire) != 0 {
+    if dev.is_null() {
         return;
     }
     for d in 0..ctx.ndevs {
-        if dev.is_null() || ctx.devs[d].load(ordering::Acquire) != dev {
-            continue;
-        }
-        let dev = ctx.devs[d].xchg(core::ptr::null_mut(), ordering::Full);
-        if !dev.is_null() {
-            for w in ctx.workers.iter() {
-                w.retire_dev(d as u32);
-            }
-            // SAFETY: our reference from `dev_get`, swapped out exactly once.
-            unsafe { sys::dev_put(dev) };
+        // Only compared; a device already given up is null here.
+        if ctx.devs[d].load(ordering::Acquire) == dev && ctx.unserve(d) {
             pr_info!(
-                "device {} unregistered; its reference put\n",
+                "device {} unregistered or left its namespace; its reference put\n",
                 &BStrText(ctx.saved_name(d))
             );
         }
@@ -240,7 +271,7 @@ extern "C" fn kbp_rust_stats_format(buf: *mut u8, size: usize) -> usize {
     out.len
 }
 
-/// What `init` registered, undone in reverse order by `drop`.
+/// What `init` registered, undone by `drop` (see there for the order).
 #[derive(Default)]
 struct Registered {
     delete_hook: bool,
@@ -276,6 +307,68 @@ fn hook_error(what: &str, rc: i32) -> Error {
 }
 
 impl Kbp {
+    /// Looks the configured devices up and takes a reference on each, then reads their
+    /// instances and deals them to the workers; returns how many there are. All of it
+    /// under RTNL, with the notifier already registered: no device can unregister or
+    /// leave its namespace between its lookup and the moment the notifier can give it
+    /// up (both happen under RTNL and send NETDEV_UNREGISTER, `net/core/dev.c:12475`,
+    /// `:12544`, `:12637`, `:12744`), and none does while its instances are read. The
+    /// hold is short and waits for nothing but the devices' instance locks (which nest
+    /// inside RTNL: `dev.c:12726`, `__dev_change_net_namespace()` takes `netdev_lock()`
+    /// under it, as the driver paths of `Documentation/networking/netdevices.rst`
+    /// 215-320 do). No reference is taken before the
+    /// notifier is registered, so `register_netdevice_notifier()`, which takes
+    /// `pernet_ops_rwsem` for writing, never waits for a namespace's `cleanup_net()`
+    /// that holds it for reading while it waits for one of our references.
+    fn take_devices(&self, params: &Params) -> Result<usize> {
+        let rtnl = sys::Rtnl::lock();
+        let ctx = &*self.ctx;
+        for d in 0..params.nifaces {
+            let item = params.iface(d);
+            let pid = params.ifaces[d].pid;
+            let dev = match sys::dev_get(&rtnl, params.iface_name(d), pid) {
+                Ok(dev) => dev,
+                Err(e) => {
+                    match (e, pid) {
+                        (sys::DevGetError::NoProcess, Some(pid)) => pr_err!(
+                            "invalid parameter ifaces: {}: no process {} (NAME@PID names \
+                             the interface in the network namespace of process PID)\n",
+                            &BStrText(item),
+                            pid
+                        ),
+                        (_, Some(pid)) => pr_err!(
+                            "invalid parameter ifaces: unknown interface {} in the network \
+                             namespace of process {}\n",
+                            &BStrText(params.iface_name(d)),
+                            pid
+                        ),
+                        (_, None) => pr_err!(
+                            "invalid parameter ifaces: unknown interface {}\n",
+                            &BStrText(item)
+                        ),
+                    }
+                    return Err(EINVAL);
+                }
+            };
+            // One device named twice (`eth0,eth0@1`) would be dealt to two slots.
+            if let Some(first) = (0..d).find(|&e| ctx.devs[e].load(ordering::Acquire) == dev) {
+                pr_err!(
+                    "invalid parameter ifaces: {} and {} are the same device\n",
+                    &BStrText(params.iface(first)),
+                    &BStrText(item)
+                );
+                // SAFETY: the reference `dev_get` just took, not stored anywhere.
+                unsafe { sys::dev_put(dev) };
+                return Err(EINVAL);
+            }
+            // From here the reference is the context's (the rule on `devs`); `drop`
+            // puts it if the load fails.
+            ctx.devs[d].store(dev, ordering::Release);
+            ctx.served[d].serve();
+        }
+        self.deal_instances(params, &rtnl)
+    }
+
     /// Reads the devices' instances and deals them to the workers; returns how many
     /// there are. Each device's instances are read and put into slots under its
     /// instance lock, with the delete observer registered: one deleted later is
@@ -287,14 +380,16 @@ impl Kbp {
     /// with separate RX and TX vectors lists its four TX instances before its four RX
     /// ones; one contiguous deal gave one of two threads every RX queue. virtio-net's
     /// pairs deal as before: thread A gets rx1 and tx1, thread B rx0 and tx0.)
-    fn deal_instances(&self, params: &Params) -> Result<usize> {
+    fn deal_instances(&self, params: &Params, _rtnl: &sys::Rtnl) -> Result<usize> {
         let ctx = &*self.ctx;
         let mut scratch = [core::ptr::null_mut(); MAX_NAPIS];
         let mut count = 0usize;
         let mut count_rx = 0usize;
         for d in 0..ctx.ndevs {
             let dev = ctx.devs[d].load(ordering::Acquire);
-            // SAFETY: `dev` is referenced by the module; process context, no lock held.
+            // SAFETY: `dev` is referenced by the module and stays so: only the notifier
+            // (which cannot run: RTNL is held, `_rtnl`) or the unload put it. Process
+            // context; the instance lock nests inside RTNL, the only lock held.
             let lock = unsafe { sys::DevLock::new(dev) };
             let n = lock.napis(&mut scratch);
             count_rx += scratch[..n.min(MAX_NAPIS)]
@@ -362,7 +457,8 @@ impl Kbp {
                         None => return Err(EINVAL),
                     },
                 };
-                if w.adopt(napi, d as u32).is_none() {
+                // Served: nothing can give the device up under RTNL.
+                if w.adopt(napi, d as u32, &ctx.served[d]).is_none() {
                     pr_err!("invalid parameter cpus: more NAPI instances than thread slots\n");
                     return Err(EINVAL);
                 }
@@ -377,64 +473,26 @@ impl Kbp {
 impl kernel::Module for Kbp {
     fn init(_module: &'static ThisModule) -> Result<Self> {
         let params = Params::read()?;
-        let context = Context {
+        let mut context = Context {
             devs: [const { Atomic::new(core::ptr::null_mut()) }; MAX_DEVS],
+            served: core::array::from_fn(|_| DeviceWord::new()),
             names: [([0; NAME_BYTES], 0); MAX_DEVS],
-            ndevs: 0,
+            ndevs: params.nifaces,
             workers: KVec::new(),
-            unloading: Atomic::new(0),
             warned_full: Atomic::new(0),
         };
+        for d in 0..params.nifaces {
+            let item = params.iface(d);
+            let len = item.len().min(NAME_BYTES);
+            context.names[d].0[..len].copy_from_slice(&item[..len]);
+            context.names[d].1 = len;
+        }
         // From here on, dropping `kbp` undoes whatever was done (see `Drop`).
         let mut kbp = Kbp {
             ctx: KBox::new(context, GFP_KERNEL)?,
             reg: Registered::default(),
         };
         let ctx = &mut *kbp.ctx;
-        for d in 0..params.nifaces {
-            let item = params.iface(d);
-            let pid = params.ifaces[d].pid;
-            let dev = match sys::dev_get(params.iface_name(d), pid) {
-                Ok(dev) => dev,
-                Err(e) => {
-                    match (e, pid) {
-                        (sys::DevGetError::NoProcess, Some(pid)) => pr_err!(
-                            "invalid parameter ifaces: {}: no process {} (NAME@PID names \
-                             the interface in the network namespace of process PID)\n",
-                            &BStrText(item),
-                            pid
-                        ),
-                        (_, Some(pid)) => pr_err!(
-                            "invalid parameter ifaces: unknown interface {} in the network \
-                             namespace of process {}\n",
-                            &BStrText(params.iface_name(d)),
-                            pid
-                        ),
-                        (_, None) => pr_err!(
-                            "invalid parameter ifaces: unknown interface {}\n",
-                            &BStrText(item)
-                        ),
-                    }
-                    return Err(EINVAL);
-                }
-            };
-            // One device named twice (`eth0,eth0@1`) would be dealt to two slots.
-            if let Some(first) = (0..d).find(|&e| ctx.devs[e].load(ordering::Acquire) == dev) {
-                pr_err!(
-                    "invalid parameter ifaces: {} and {} are the same device\n",
-                    &BStrText(params.iface(first)),
-                    &BStrText(item)
-                );
-                // SAFETY: the reference `dev_get` just took, not stored anywhere.
-                unsafe { sys::dev_put(dev) };
-                return Err(EINVAL);
-            }
-            ctx.devs[d].store(dev, ordering::Release);
-            ctx.ndevs = d + 1;
-            let len = item.len().min(NAME_BYTES);
-            ctx.names[d].0[..len].copy_from_slice(&item[..len]);
-            ctx.names[d].1 = len;
-        }
         ctx.workers.reserve(params.ncpus, GFP_KERNEL)?;
         for &cpu in &params.cpus[..params.ncpus] {
             let worker = KBox::new(Worker::new(cpu, params.config), GFP_KERNEL)?;
@@ -445,15 +503,24 @@ impl kernel::Module for Kbp {
         }
 
         CONTEXT.store(&mut *kbp.ctx as *mut Context, ordering::Release);
+        // The notifier first, before any device reference (see `take_devices`). Its
+        // replayed NETDEV_REGISTER/UP events are not passed on by the glue.
+        // SAFETY: the context lives until `drop`, which unregisters every callback
+        // before it resets `CONTEXT` and frees the context.
+        kbp.reg.notifier = unsafe { sys::notifier_register() } == 0;
+        if !kbp.reg.notifier {
+            pr_err!("cannot register a netdevice notifier\n");
+            return Err(EINVAL);
+        }
         // The delete observer before reading the instances: one deleted after the read
         // is forgotten at once.
-        // SAFETY: the context lives until `drop`, which unregisters first.
+        // SAFETY: as above.
         let rc = unsafe { sys::delete_hook_register() };
         if rc != 0 {
             return Err(hook_error("__netif_napi_del_locked", rc));
         }
         kbp.reg.delete_hook = true;
-        let count = kbp.deal_instances(&params)?;
+        let count = kbp.take_devices(&params)?;
         kbp.ctx.workers.iter().for_each(|w| w.wake());
         // SAFETY: as above.
         let rc = unsafe { sys::schedule_hook_register() };
@@ -461,12 +528,6 @@ impl kernel::Module for Kbp {
             return Err(hook_error("__napi_schedule", rc));
         }
         kbp.reg.schedule_hook = true;
-        // SAFETY: as above.
-        kbp.reg.notifier = unsafe { sys::notifier_register() } == 0;
-        if !kbp.reg.notifier {
-            pr_err!("cannot register a netdevice notifier\n");
-            return Err(EINVAL);
-        }
         // SAFETY: as above.
         kbp.reg.cpuhp = unsafe { sys::cpuhp_register() } == 0;
         if !kbp.reg.cpuhp {
@@ -499,15 +560,21 @@ impl kernel::Module for Kbp {
 }
 
 impl Drop for Kbp {
+    /// Unload, and the undoing of a failed load. First every device is given up:
+    /// retired and its reference put, with no lock held and nothing waited for, so a
+    /// namespace's `cleanup_net()` waiting for one of them (`netdev_wait_allrefs_any`,
+    /// `net/core/dev.c:11696`, under `pernet_ops_rwsem` held for reading,
+    /// `net/core/net_namespace.c:673-704`) goes on. The notifier stays registered until
+    /// the end, so a NETDEV_UNREGISTER arriving meanwhile is handled as at any time
+    /// (the unload and the notifier race only for who puts: `Context::unserve`). The
+    /// notifier goes last: `unregister_netdevice_notifier()` takes that rwsem for
+    /// writing, and waits only for a `cleanup_net()` that no longer waits for kbp.
     fn drop(&mut self) {
         if self.reg.debugfs {
             sys::debugfs_remove();
         }
-        // Unregistering the notifier replays NETDEV_UNREGISTER for every device, which
-        // must not look like a real removal.
-        self.ctx.unloading.store(1, ordering::Release);
-        if self.reg.notifier {
-            sys::notifier_unregister();
+        for d in 0..self.ctx.ndevs {
+            let _ = self.ctx.unserve(d);
         }
         if self.reg.cpuhp {
             sys::cpuhp_unregister();
@@ -516,19 +583,17 @@ impl Drop for Kbp {
         if self.reg.schedule_hook {
             sys::schedule_hook_unregister();
         }
-        // Each thread hands every instance it owns back as it stops.
+        // Each thread hands every instance it owns back as it stops (a retired one at
+        // its next poll already).
         self.ctx.workers.iter().for_each(|w| w.stop());
         if self.reg.delete_hook {
             sys::delete_hook_unregister();
         }
-        CONTEXT.store(core::ptr::null_mut(), ordering::Release);
-        for dev in self.ctx.devs.iter() {
-            let dev = dev.xchg(core::ptr::null_mut(), ordering::Full);
-            if !dev.is_null() {
-                // SAFETY: our reference from `dev_get`, not put at unregister (swapped).
-                unsafe { sys::dev_put(dev) };
-            }
+        // Its replayed NETDEV_UNREGISTER events find every device given up.
+        if self.reg.notifier {
+            sys::notifier_unregister();
         }
+        CONTEXT.store(core::ptr::null_mut(), ordering::Release);
         pr_info!("unloaded\n");
     }
 }

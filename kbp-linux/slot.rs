@@ -18,12 +18,25 @@
 //! deleted instance only after `synchronize_net()`. KBP dereferences it only while it
 //! holds the instance's SCHED (the thread, between the hook's hand-over and the end of
 //! the hand-back, with BH disabled around every poll) or in the entry hook (whose
-//! caller holds SCHED). So no dereference outlives the instance.
+//! caller holds SCHED). So no dereference outlives the instance. Elsewhere (the hook's
+//! and the delete observer's look-ups, [`Slot::claim`]'s CAS) it is only compared.
+//!
+//! # The slot's device and RETIRED bit: one word
+//!
+//! Which device the instance belongs to and whether the module still serves it is
+//! kbp-core's [`SlotWord`] (device index and RETIRED bit in one atomic word), written
+//! by the protocol of `kbp_core::binding` (loom model (l) in kbp-model): the claimer
+//! binds the slot and then confirms its device is still served by a read-modify-write
+//! of the device's word, and the notifier (or the unload) moves the device word to GONE
+//! and then retires the slots that hold its instances, each by a CAS from `LIVE(dev)`.
+//! Whichever comes second sees the other, so an instance adopted as its device leaves
+//! is retired (the review's `Slot::claim` vs `Worker::retire_dev` race), and a retire
+//! never marks an instance of another device that took the slot since.
 
-use kbp_core::{Napi, NapiBits};
+use kbp_core::{Bind, DeviceWord, Napi, NapiBits, SlotWord};
 use kernel::sync::atomic::{ordering, Atomic};
 
-use crate::platform::BhGuard;
+use crate::platform::{BhGuard, KernelWord};
 use crate::sys::{self, RawNapi};
 
 /// No device: the slot was never used.
@@ -31,24 +44,26 @@ pub(crate) const NO_DEV: u32 = u32::MAX;
 
 /// One instance place of a KBP thread.
 pub(crate) struct Slot {
-    /// The instance, or null (see the module doc for the lifetime rule).
+    /// The instance, or null (see the module doc for the lifetime rule). Its CAS from
+    /// null is the claim: one claimer wins an empty slot.
     pub(crate) napi: Atomic<*mut RawNapi>,
-    /// Index of its device in the module's device table, or [`NO_DEV`].
-    pub(crate) dev: Atomic<u32>,
+    /// The instance's device and whether it is still served (see the module doc).
+    pub(crate) binding: SlotWord<KernelWord>,
+    /// The device of the last instance the slot held, or [`NO_DEV`]: for debugfs only
+    /// (it keeps naming the device after the instance was deleted); the protocol reads
+    /// `binding`.
+    pub(crate) shown_dev: Atomic<u32>,
     /// Its last known `napi_id` (published for debugfs by the owner).
     pub(crate) napi_id: Atomic<i32>,
-    /// Nonzero once its device unregistered or left the namespace it was named in:
-    /// KBP no longer serves the instance.
-    retired: Atomic<u32>,
 }
 
 impl Slot {
-    pub(crate) const fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Slot {
             napi: Atomic::new(core::ptr::null_mut()),
-            dev: Atomic::new(NO_DEV),
+            binding: SlotWord::new(),
+            shown_dev: Atomic::new(NO_DEV),
             napi_id: Atomic::new(-1),
-            retired: Atomic::new(0),
         }
     }
 
@@ -57,34 +72,33 @@ impl Slot {
         self.napi.load(ordering::Acquire)
     }
 
-    /// Puts `napi` (of device `dev`) into an empty slot; false if it is taken.
-    pub(crate) fn claim(&self, napi: *mut RawNapi, dev: u32) -> bool {
-        if self
-            .napi
+    /// Puts `napi` of device `dev` (whose served word is `device`) into the slot if it
+    /// is empty: None if it is taken, else whether the slot serves it or found the
+    /// device gone meanwhile and holds it retired ([`SlotWord::bind`]).
+    pub(crate) fn claim(
+        &self,
+        napi: *mut RawNapi,
+        dev: u32,
+        device: &DeviceWord<KernelWord>,
+    ) -> Option<Bind> {
+        // The delete observer empties `binding` before it clears the pointer, so the
+        // winner of this CAS binds an empty word.
+        self.napi
             .cmpxchg(core::ptr::null_mut(), napi, ordering::Full)
-            .is_err()
-        {
-            return false;
-        }
-        self.retired.store(0, ordering::Release);
-        self.dev.store(dev, ordering::Release);
-        true
+            .ok()?;
+        self.shown_dev.store(dev, ordering::Relaxed);
+        Some(self.binding.bind(dev, device))
     }
 
-    /// Stops serving the instance (its device unregistered or moved to another
-    /// namespace): the entry hook passes it through, and KBP lets go of it at its next
-    /// poll if it owns it.
-    pub(crate) fn retire(&self) {
-        self.retired.store(1, ordering::Release);
+    /// True while the instance is served: its slot is bound and not retired.
+    pub(crate) fn served(&self) -> bool {
+        self.binding.served()
     }
 
-    /// True once [`Slot::retire`]d (until the slot is claimed again).
-    pub(crate) fn retired(&self) -> bool {
-        self.retired.load(ordering::Acquire) != 0
-    }
-
-    /// Forgets the instance (it is being deleted, or its device unregisters).
+    /// Forgets the instance (it is being deleted): the word first, then the pointer
+    /// that makes the slot claimable.
     pub(crate) fn clear(&self) {
+        self.binding.clear();
         self.napi.store(core::ptr::null_mut(), ordering::Release);
     }
 }
@@ -116,7 +130,7 @@ impl Napi for SlotNapi<'_> {
     }
 
     fn served(&self) -> bool {
-        !self.0.retired()
+        self.0.served()
     }
 
     fn hand_back_poll(&self, budget: u32) -> u32 {

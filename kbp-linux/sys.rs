@@ -37,6 +37,8 @@ mod ffi {
         pub(super) fn kbp_param_idle_release_us() -> c_uint;
         pub(super) fn kbp_param_fifo() -> bool;
 
+        pub(super) fn kbp_rtnl_lock();
+        pub(super) fn kbp_rtnl_unlock();
         pub(super) fn kbp_dev_get(
             name: *const c_char,
             len: usize,
@@ -150,18 +152,49 @@ pub(crate) enum DevGetError {
     NoDevice,
 }
 
+/// RTNL (`rtnl_lock()`), held while the guard lives. Process context; it sleeps. While
+/// it is held no device unregisters or changes namespace (both run under RTNL and send
+/// NETDEV_UNREGISTER before they release it: `net/core/dev.c` 12475-12544 and
+/// 12637-12744 in 7.2.12), and no netdevice notifier runs (`:2263`).
+pub(crate) struct Rtnl(());
+
+impl Rtnl {
+    /// Takes RTNL. The caller does not hold it already (it is not recursive).
+    pub(crate) fn lock() -> Rtnl {
+        // SAFETY: a plain mutex_lock; the module calls it from its init, in process
+        // context, holding no lock.
+        unsafe { ffi::kbp_rtnl_lock() };
+        Rtnl(())
+    }
+}
+
+impl Drop for Rtnl {
+    fn drop(&mut self) {
+        // SAFETY: locked in `lock` by this context. `rtnl_unlock()` runs the todo list
+        // of devices unregistered under this hold (none: the module unregisters none)
+        // and waits for their references only after releasing the mutex
+        // (`netdev_run_todo`, `net/core/dev.c:11809`, `:11830`).
+        unsafe { ffi::kbp_rtnl_unlock() };
+    }
+}
+
 /// `dev_get_by_name(net, name)` in init_net (`pid` None) or in the network namespace
 /// of process `pid` (`get_net_ns_by_pid`, whose reference is dropped at once): a
-/// referenced device.
-pub(crate) fn dev_get(name: &[u8], pid: Option<u32>) -> Result<*mut RawNetDevice, DevGetError> {
+/// referenced device. Under RTNL (`_rtnl`), so the device cannot unregister or leave
+/// that namespace before the caller has recorded it.
+pub(crate) fn dev_get(
+    _rtnl: &Rtnl,
+    name: &[u8],
+    pid: Option<u32>,
+) -> Result<*mut RawNetDevice, DevGetError> {
     let pid = match pid.map(c_int::try_from) {
         None => 0,
         Some(Ok(pid)) if pid > 0 => pid,
         Some(_) => return Err(DevGetError::NoProcess),
     };
     let mut err: c_int = 0;
-    // SAFETY: `name` is a valid byte slice (the glue copies at most IFNAMSIZ bytes) and
-    // `err` a writable int.
+    // SAFETY: `name` is a valid byte slice (the glue copies at most IFNAMSIZ bytes),
+    // `err` a writable int, and RTNL is held (`_rtnl`), which the glue asserts.
     let dev = unsafe { ffi::kbp_dev_get(name.as_ptr().cast(), name.len(), pid, &mut err) };
     if !dev.is_null() {
         Ok(dev)
@@ -487,7 +520,12 @@ pub(crate) fn cpu_usable(cpu: i32) -> bool {
 
 // ---- Registrations -----------------------------------------------------------------
 
-/// `register_netdevice_notifier` (`kbp_rust_netdev_unregister`).
+/// `register_netdevice_notifier` (`kbp_rust_netdev_unregister`). It takes
+/// `pernet_ops_rwsem` for writing and RTNL (`net/core/dev.c:1996-1999`): the caller
+/// holds neither, nor any device reference a namespace's `cleanup_net()` (which holds
+/// that rwsem for reading) may be waiting for. It replays NETDEV_REGISTER and
+/// NETDEV_UP for every device of every namespace (`:2006-2012`, `:1916-1930`), which
+/// the glue does not pass on.
 ///
 /// # Safety
 /// The callback's data is alive until [`notifier_unregister`] returned.
@@ -496,7 +534,10 @@ pub(crate) unsafe fn notifier_register() -> c_int {
     unsafe { ffi::kbp_notifier_register() }
 }
 
-/// `unregister_netdevice_notifier` (replays NETDEV_UNREGISTER for every device).
+/// `unregister_netdevice_notifier`: takes `pernet_ops_rwsem` for writing and RTNL
+/// (`net/core/dev.c:2051-2052`), so the caller holds no device reference (see
+/// [`notifier_register`]); replays NETDEV_UNREGISTER for every device (`:2057-2061`).
+/// On return no callback is in flight (callbacks run under RTNL).
 pub(crate) fn notifier_unregister() {
     // SAFETY: process context; undoes a successful registration.
     unsafe { ffi::kbp_notifier_unregister() }

@@ -11,7 +11,7 @@
 
 use core::ffi::{c_int, c_void};
 
-use kbp_core::{Config, IdleMode, NapiPort, Poller, Shared, StepOutcome};
+use kbp_core::{Bind, Config, DeviceWord, IdleMode, NapiPort, Poller, Shared, StepOutcome};
 use kernel::prelude::*;
 use kernel::sync::atomic::ordering;
 
@@ -59,7 +59,7 @@ impl Worker {
             cpu,
             config,
             shared: Shared::new(),
-            slots: [const { Slot::new() }; CAP],
+            slots: core::array::from_fn(|_| Slot::new()),
             thread: Thread::new(),
             snapshot: Snapshot::new(),
         }
@@ -106,17 +106,19 @@ impl Worker {
         self.slots.iter().filter(|s| !s.get().is_null()).count()
     }
 
-    /// Retires every slot of device `dev` ([`Slot::retire`]).
-    pub(crate) fn retire_dev(&self, dev: u32) {
+    /// Puts `napi` of device `dev` (whose served word is `device`) into an empty slot:
+    /// the slot and whether it serves the instance ([`Slot::claim`]); None if every
+    /// slot is taken.
+    pub(crate) fn adopt(
+        &self,
+        napi: *mut RawNapi,
+        dev: u32,
+        device: &DeviceWord<KernelWord>,
+    ) -> Option<(usize, Bind)> {
         self.slots
             .iter()
-            .filter(|s| s.dev.load(ordering::Acquire) == dev)
-            .for_each(Slot::retire);
-    }
-
-    /// Puts `napi` of device `dev` into an empty slot.
-    pub(crate) fn adopt(&self, napi: *mut RawNapi, dev: u32) -> Option<usize> {
-        self.slots.iter().position(|s| s.claim(napi, dev))
+            .enumerate()
+            .find_map(|(id, s)| s.claim(napi, dev, device).map(|bind| (id, bind)))
     }
 
     /// The stats file's view of this thread.
@@ -130,7 +132,7 @@ impl Worker {
             snapshot: &self.snapshot,
             instances: core::array::from_fn(|id| {
                 let slot = &self.slots[id];
-                let dev = slot.dev.load(ordering::Acquire);
+                let dev = slot.shown_dev.load(ordering::Relaxed);
                 (dev != NO_DEV).then(|| {
                     let napi_id = if slot.get().is_null() {
                         -1

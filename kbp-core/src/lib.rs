@@ -36,6 +36,9 @@
 //!    borrowing the kernel's fields: the `__napi_schedule()` entry hook
 //!    ([`on_schedule`]), IN_BUSY_POLL ownership and the `busy_poll_stop()` hand-back
 //!    ([`NapiPort`]), generic over [`Napi`] so kbp-model checks what kbp.ko runs.
+//! 9. [`binding`]: which device a slot's instance belongs to and whether the embedder
+//!    still serves it ([`SlotWord`], [`DeviceWord`]): how a device is given up (kbp.ko:
+//!    at `NETDEV_UNREGISTER` and at unload) while the hook adopts a new instance of it.
 //!
 //! ```text
 //!  IRQ, any CPU                              poller thread, one CPU
@@ -270,6 +273,7 @@
 #![warn(missing_docs)]
 
 pub mod atomic;
+pub mod binding;
 pub mod config;
 pub mod counters;
 pub mod idle;
@@ -292,6 +296,7 @@ pub mod state;
 mod state;
 
 pub use atomic::AtomicWord;
+pub use binding::{Bind, DeviceWord, SlotWord, Unserve};
 pub use config::{Config, ConfigError, IdleMode};
 pub use counters::{GapHistogram, InstanceStats, PollerStats, GAP_BUCKETS};
 pub use idle::{Adaptive, Idle, IdlePolicy, ModePolicy, Spin};

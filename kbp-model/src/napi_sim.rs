@@ -377,7 +377,8 @@ impl NapiWorld {
     }
 
     /// kbp.ko's NETDEV_UNREGISTER for the instance's device (it unregisters, or leaves
-    /// the namespace it was named in): the slot is retired (`Worker::retire_dev`), so
+    /// the namespace it was named in): the slot is retired (`Context::unserve`, kbp-core's
+    /// `binding::unserve`; that race with a new claim is loom model (l)), so
     /// the hook passes the instance through and KBP lets go of it at its next poll
     /// ([`Napi::served`]).
     pub fn retire(&self, id: usize) {

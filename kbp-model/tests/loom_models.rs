@@ -1,7 +1,8 @@
 //! loom models of kbp-core: every interleaving (up to `LOOM_MAX_PREEMPTIONS`) of the
 //! interrupt side, the poller and a disabler, on loom's atomics.
 //!
-//! Models a-e and j run kbp-core over the simulated NIC of `kbp_model::sim`; models f-i run
+//! Models a-e and j run kbp-core over the simulated NIC of `kbp_model::sim`; model l runs
+//! kbp-core's `binding` (how kbp.ko gives a device up while its hook adopts); models f-i run
 //! kbp.ko's protocol (kbp-core's `napi` module: the `__napi_schedule` entry hook and
 //! `NapiPort`) over the simulated kernel `napi->state` and virtio-like driver of
 //! `kbp_model::napi_sim`, checked by the same checker (`invariants::napi_world`, after
@@ -416,5 +417,89 @@ fn k_retire_races_spinning_kbp() {
         );
         poller.shutdown();
         invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
+    });
+}
+
+use kbp_core::binding::{self, Bind, DeviceWord, SlotWord, Unserve};
+use kbp_model::sync::Word;
+
+/// kbp.ko's device table and two slots, on loom's atomics (kbp-core's `binding`, which
+/// kbp.ko's `Context::unserve` and `Slot::claim` run).
+struct Binding {
+    devices: [DeviceWord<Word>; 2],
+    slots: [SlotWord<Word>; 2],
+}
+
+/// (l) A device is given up (kbp.ko's notifier at NETDEV_UNREGISTER, and the unload at
+/// the same time) while the entry hook adopts a new instance of it into one slot (`Slot::claim`) and,
+/// on another CPU, the delete observer empties a slot that held an instance of it and a
+/// new instance of another served device takes that slot. At the end the new instance
+/// of the gone device is retired (the hook passes it through to the kernel's path:
+/// `Bind::Retired` when the adopter saw the device gone, else the notifier retired
+/// it), the other device's instance is still served, and exactly one caller gave the
+/// device up (kbp.ko puts its reference once).
+///
+/// catches: `SlotWord::bind` returning `Bind::Served` without confirming the device
+/// (its read-modify-write of the device word): the notifier's pass over the slots can
+/// run before the adopter's bind, and the new instance stays KBP's after its device
+/// unregistered (the review's `Slot::claim` vs `Worker::retire_dev` race). Seeded, seen
+/// to fail, reverted; so were `bind` confirming with a plain load of the device word
+/// (`device.is_served()`: the store-buffering race, both sides read the old values) and
+/// `SlotWord::retire` as a load, a check of the device and a separate store (the shape
+/// of kbp.ko's old `dev` and `retired` fields: device 1's new instance is retired).
+#[test]
+fn l_unserve_races_adopt_and_slot_reuse() {
+    model(|| {
+        let b = Arc::new(Binding {
+            devices: [DeviceWord::new(), DeviceWord::new()],
+            slots: [SlotWord::new(), SlotWord::new()],
+        });
+        b.devices[0].serve();
+        b.devices[1].serve();
+        // Slot 0 holds an instance of device 0 that its driver is deleting.
+        assert_eq!(b.slots[0].bind(0, &b.devices[0]), Bind::Served);
+        let adopter = {
+            let b = b.clone();
+            thread::spawn(move || b.slots[1].bind(0, &b.devices[0]))
+        };
+        let reuse = {
+            let b = b.clone();
+            thread::spawn(move || {
+                b.slots[0].clear();
+                b.slots[0].bind(1, &b.devices[1])
+            })
+        };
+        let unload = {
+            let b = b.clone();
+            thread::spawn(move || binding::unserve(&b.devices[0], 0, b.slots.iter()))
+        };
+        let notifier = binding::unserve(&b.devices[0], 0, b.slots.iter());
+        let adopted = adopter.join().unwrap();
+        let reused = reuse.join().unwrap();
+        let unload = unload.join().unwrap();
+        assert!(
+            [notifier, unload].contains(&Unserve::Won) && notifier != unload,
+            "the device was given up {} times",
+            [notifier, unload]
+                .iter()
+                .filter(|&&u| u == Unserve::Won)
+                .count()
+        );
+        assert_eq!(b.slots[1].dev(), Some(0));
+        assert!(
+            !b.slots[1].served(),
+            "an instance adopted as its device went ({adopted:?}) is still served"
+        );
+        assert_eq!(reused, Bind::Served);
+        assert_eq!(
+            b.slots[0].dev(),
+            Some(1),
+            "adopted {adopted:?} reused {reused:?} notifier {notifier:?} served {}",
+            b.slots[0].served()
+        );
+        assert!(
+            b.slots[0].served(),
+            "retiring device 0 retired device 1's instance"
+        );
     });
 }

@@ -47,6 +47,7 @@
 //! | `threaded-netlink/MODE` | `napi-set threaded enabled`, then `disabled`, on each NAPI id (`kbp-ctl napi-ids`, `kbp-ctl napi-threaded`), N x, 8 flows | napi, spin, adaptive; 2 threads |
 //! | `rmmod-link-flap/MODE` | rmmod then insmod while a background loop flaps eth0 down/up every 50 ms, N x; eth0 must end up up | spin, then adaptive; 2 threads |
 //! | `veth-gro/MODE` | GRO off and on on both ends of a container's veth pair, N x, while echo traffic goes to the container behind veth + bridge + NAT; kbp.ko owns eth0 and both ends (`ifaces=eth0,veth0,ceth0@PID`); GRO off deletes the veth's NAPI (and frees its ring: away), GRO on adds a new one, which KBP must adopt ([`veth_gro_faults`]). Fails in the kbp modes as of 2026-11-29: replies dropped at the GRO-on (see the README), so it runs only when named (`--only veth-gro`) | napi, spin, adaptive; 1 thread |
+//! | `netns-teardown` | a container's network namespace, whose veth end kbp.ko serves as `ceth0@PID`, destroyed while kbp.ko loads (6 delays after insmod starts) and while it unloads (6 orders and delays around rmmod); every insmod, rmmod, the namespace's cleanup and a new namespace after it must finish within 30 s (the guest script `netns_teardown.sh`, [`netns_teardown`]) | loaded and unloaded, 1 thread (CPU 3) |
 //! | `soak` | bursts and idle gaps at a quarter of the zero-loss rate, 10 min (`--soak-minutes`), stats every 30 s | adaptive, 1 thread |
 //!
 //! `--cycles N` sets the count of `reload` and `link-flap` (20); the reconfiguration
@@ -816,6 +817,16 @@ pub fn run(args: &[String]) -> Result {
         guest.check("rmmod kbp")?;
     }
 
+    faults.push(
+        fault(
+            "netns-teardown",
+            "a container's namespace (veth end served as ceth0@PID) destroyed while kbp.ko \
+             loads, and while it unloads; every operation within 30 s"
+                .into(),
+        )
+        .run(|g, ops| netns_teardown(g, ops, slowdown))?,
+    );
+
     // Opt-in while it fails (an open bug, in the issue's note and the README): a
     // default run, CI's, would fail on it every time.
     if o.names("veth-gro") {
@@ -871,6 +882,110 @@ pub fn run(args: &[String]) -> Result {
             "faults failed: {failed:?}, kernel warnings in the whole log: {kernel_warnings_total}; see {}",
             path.display()
         ))
+    }
+}
+
+/// The guest side of `netns-teardown` (its header says what it does).
+const NETNS_TEARDOWN: &str = include_str!("netns_teardown.sh");
+
+/// `netns-teardown`: kbp.ko's load and unload racing a network namespace's
+/// `cleanup_net()`, which holds `pernet_ops_rwsem` for reading while it waits for the
+/// references to the devices it deletes (`net/core/net_namespace.c:673-704`,
+/// `netdev_wait_allrefs_any`), and kbp.ko's netdevice notifier, whose registration and
+/// unregistration take that rwsem for writing (`net/core/dev.c:1996`, `:2051`). A
+/// module that holds a reference to the namespace's veth end while it (un)registers
+/// its notifier waits for `cleanup_net()`, which waits for it: the insmod or rmmod
+/// never returns, and no namespace can be made afterwards. The script runs in two
+/// commands (load, unload), each within the agent's 300 s; each operation's time is
+/// recorded under its label (`netns-insmod`, `netns-rmmod`, `netns-cleanup`,
+/// `netns-new`, bound 30 s each, times the debug kernel's slowdown).
+fn netns_teardown(g: &Guest, ops: &mut Ops, slowdown: u64) -> Result {
+    let bound_s = 30 * slowdown;
+    g.check(&format!(
+        "echo {} | base64 -d > /tmp/kbp-netns-teardown.sh",
+        base64(NETNS_TEARDOWN.as_bytes())
+    ))?;
+    let mut raced = [0usize; 2];
+    for (phase, raced) in ["load", "unload"].into_iter().zip(raced.iter_mut()) {
+        let out = ops.run(
+            g,
+            &format!("sh /tmp/kbp-netns-teardown.sh {MODULE_PATH} {phase} {bound_s} 2>&1"),
+            false,
+        )?;
+        let mut lines = out.lines();
+        while let Some(line) = lines.next() {
+            if let Some(rest) = line.strip_prefix("NETNS-TIME ") {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                if let [label, secs, rc, ..] = f.as_slice() {
+                    let ms = secs.parse::<f64>().map_or(f64::INFINITY, |s| s * 1e3);
+                    ops.times.entry(label.to_string()).or_default().push(ms);
+                    if line.contains("namespace killed") {
+                        *raced += 1;
+                    }
+                    if label.ends_with("rmmod") && *rc != "rc=0" {
+                        ops.failures.push(format!("rmmod failed: {line}"));
+                    }
+                }
+            } else if line.starts_with("STUCK") {
+                ops.failures.push(line.to_string());
+                ops.notes
+                    .push(lines.by_ref().take(40).collect::<Vec<_>>().join("\n"));
+            } else if line.starts_with("NETNS-REFUSED") || line.contains("setup failed") {
+                ops.failures.push(line.to_string());
+            }
+        }
+        if !out.contains("netns-teardown: done") {
+            ops.failures
+                .push(format!("the {phase} phase did not finish (see the notes)"));
+            break;
+        }
+    }
+    ops.notes.push(format!(
+        "{} insmod(s) and {} rmmod(s) raced a namespace's destruction",
+        raced[0], raced[1]
+    ));
+    Ok(())
+}
+
+/// Standard base64 (RFC 4648, padded): how a script travels in one agent command line.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod netns_tests {
+    use super::base64;
+
+    #[test]
+    fn base64_matches_rfc4648() {
+        for (plain, encoded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(plain.as_bytes()), encoded);
+        }
     }
 }
 
