@@ -17,7 +17,7 @@ use kernel::sync::atomic::ordering;
 
 use crate::platform::{KernelPlatform, KernelWord, Thread};
 use crate::slot::{Slot, SlotNapi, NO_DEV};
-use crate::stats::{InstanceRecord, Snapshot, ThreadView};
+use crate::stats::{InstanceRecord, Published, Snapshot, ThreadView};
 use crate::sys::{self, RawNapi};
 
 /// Most NAPI instances one KBP thread serves (kbp-core's poll-list capacity).
@@ -149,10 +149,11 @@ impl Worker {
         &self,
         poller: &Poller<'_, KernelWord, NapiPort<SlotNapi<'_>>, KernelPlatform<'_>, CAP>,
         ports: &Ports<'_>,
+        published: &mut Published<CAP>,
     ) {
         let handback = ports.ports.iter().map(NapiPort::release_packets).sum();
         self.snapshot
-            .publish(poller.stats(), handback, |id| InstanceRecord {
+            .publish(published, poller.stats(), handback, |id| InstanceRecord {
                 stats: poller.instance_stats(id).copied().unwrap_or_default(),
                 owned: ports.ports.get(id).is_some_and(NapiPort::busy),
             });
@@ -171,18 +172,19 @@ impl Worker {
             .map_err(|_| EINVAL)?;
         let mut poller = KBox::new(poller, GFP_KERNEL)?;
         poller.attach_all();
+        let mut published = KBox::new(Published::new(), GFP_KERNEL)?;
         let mut steps: u32 = 0;
         while !sys::should_stop() {
             let outcome = poller.step();
             steps = steps.wrapping_add(1);
             if steps % PUBLISH_EVERY == 0 || matches!(outcome, StepOutcome::Parked { .. }) {
-                self.publish(&poller, &ports);
+                self.publish(&poller, &ports, &mut published);
             }
         }
         // The entry hook is gone (the module removes it before stopping threads), so
         // nothing lists an instance any more: hand back every one this thread owns.
         let report = poller.shutdown();
-        self.publish(&poller, &ports);
+        self.publish(&poller, &ports, &mut published);
         pr_info!(
             "thread on CPU {} stopped; handed back {} instance(s), {} packet(s) on the way\n",
             self.cpu,
