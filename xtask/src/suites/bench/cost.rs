@@ -24,7 +24,9 @@
 //! Per mode (per kbp.ko configuration): two intervals without traffic, the two
 //! readings back to back and [`IDLE_SECONDS`] apart, give the guest's background
 //! ([`cost_fit`]: the readings' own work plus timers per clock ns; for `kbp-spin`,
-//! whose guest never idles, per empty poll of its thread instead); then [`REPS`]
+//! whose guest never idles, per empty poll of its thread instead, over intervals of
+//! [`SPIN_IDLE`] right after a few packets, with kbp.ko loaded with [`SPIN_HOLD`] so
+//! the idle release leaves the instances owned; then [`REPS`]
 //! trials of [`PACKETS`] 64-byte echoes at [`RATE`] pps, each reported as `(busy -
 //! background) / received`. That is the interrupt, NET_RX or the KBP thread, and the
 //! echo server's work per packet, and for `kbp-spin` its empty polls excluded.
@@ -69,6 +71,15 @@ pub const GOAL_VS_NAPI: f64 = 1.05;
 const KBP_PUBLISH_EVERY_STEPS: f64 = 256.0;
 /// The reload that gives `kbp-adaptive`'s second configuration.
 const NO_WINDOW: &str = "spin_window_us=0";
+/// `kbp-spin`'s configuration here: the idle release at its longest (1 s), so the
+/// thread keeps the instances through the 2.5 ms between packets and through the
+/// no-traffic intervals that give its cost per empty poll. With the default 2 ms it
+/// lets them go between packets and in those intervals, whose few empty polls then
+/// carried all the spinning (03:12 UTC: -67.9 ms per packet).
+const SPIN_HOLD: &str = "idle_release_us=1000000";
+/// `kbp-spin`'s longer no-traffic interval, and the grace after its trials: both well
+/// inside [`SPIN_HOLD`]'s second, and checked (the instances still owned after it).
+const SPIN_IDLE: Duration = Duration::from_millis(400);
 
 /// Arms the busy accounting: `kbp_idle` carries each idle-task period's length,
 /// `kbp_irq_in_idle` each handler's and softirq's run in the idle task; their hist
@@ -89,6 +100,9 @@ const ARM: &str = "cd /sys/kernel/tracing && echo 'kbp_idle u64 dur' >> syntheti
 const SNAP: &str = "awk '/^now at/{n=$3} END{printf \"%s \", n}' /proc/timer_list; \
     for e in kbp_idle kbp_irq_in_idle; do awk '{for(i=1;i<NF;i++) if($i==\"dur:\") s+=$(i+1)} END{printf \"%.0f \", s}' /sys/kernel/tracing/events/synthetic/$e/hist; done; \
     if [ -e /sys/kernel/debug/kbp/stats ]; then awk '$1==\"thread\"{e+=$7; r+=$4} END{printf \"%.0f %.0f\\n\", e, r}' /sys/kernel/debug/kbp/stats; else echo '- -'; fi";
+
+/// Prints how many instances kbp.ko's threads own (the stats file's `owned` column).
+const OWNED: &str = "awk '$1==\"napi\"{o+=$NF} END{print o+0}' /sys/kernel/debug/kbp/stats";
 
 /// One reading of the clock, the summed idle and in-idle handler time, and kbp.ko's
 /// thread counters.
@@ -157,14 +171,14 @@ fn set_up_on_cpu0(guest: &Guest, mode: &str) -> Result {
     guest.check(ARM).map(drop)
 }
 
-fn spec(packets: u64) -> TrialSpec {
+fn spec(packets: u64, grace: Duration) -> TrialSpec {
     TrialSpec {
         target: target(),
         rate_pps: RATE,
         frame_bytes: 64,
         packets,
         warmup_packets: 0,
-        grace: Duration::from_secs(2),
+        grace,
         flows: 1,
         bursts: None,
         stop: None,
@@ -201,14 +215,34 @@ fn measure(guest: &Guest, mode: &str, params: &str) -> Result<Vec<Cost>> {
         resolution_ns: None,
         figure,
     };
+    // A spinning thread's intervals and trials stay inside the idle release's second,
+    // each interval right after a few packets (so the instances are owned).
+    let spinning = regressor == Regressor::EmptyPolls;
+    let (idle, grace) = if spinning {
+        (SPIN_IDLE, SPIN_IDLE)
+    } else {
+        (Duration::from_secs(IDLE_SECONDS), Duration::from_secs(2))
+    };
     let mut out = Vec::new();
     let mut quiet = Vec::new();
-    for seconds in [0, IDLE_SECONDS] {
+    for pause in [Duration::ZERO, idle] {
+        if spinning {
+            run_trial(&spec(20, Duration::from_millis(100)))
+                .map_err(|e| format!("cost {mode}: packets before an interval: {e}"))?;
+        }
         let a = read(guest)?;
-        std::thread::sleep(Duration::from_secs(seconds));
+        std::thread::sleep(pause);
         let b = read(guest)?;
+        if spinning {
+            let owned = guest.check(OWNED)?;
+            if owned.trim().parse::<u64>().unwrap_or(0) == 0 {
+                return Err(format!(
+                    "cost {mode} {params}: no instance owned after a {pause:?} interval: its empty polls are not the spinning's"
+                ));
+            }
+        }
         let i = between(&a, &b);
-        out.push(record(None, seconds as f64, 0, &i));
+        out.push(record(None, pause.as_secs_f64(), 0, &i));
         quiet.push((i, rounds(&a, &b)));
     }
     let (short, long) = (quiet[0].0, quiet[1].0);
@@ -226,7 +260,7 @@ fn measure(guest: &Guest, mode: &str, params: &str) -> Result<Vec<Cost>> {
         .map(|r| long.empty_polls.unwrap_or(0) as f64 / r as f64);
     for rep in 0..REPS {
         let a = read(guest)?;
-        let r = run_trial(&spec(PACKETS)).map_err(|e| format!("cost trial: {e}"))?;
+        let r = run_trial(&spec(PACKETS, grace)).map_err(|e| format!("cost trial: {e}"))?;
         let b = read(guest)?;
         let i = between(&a, &b);
         let mut c = record(Some(rep), 0.0, r.received, &i);
@@ -263,14 +297,25 @@ pub fn cost_mode(mode: &str) -> Result<Vec<Cost>> {
     let stage = Stage::start(format!("cost {mode} (icount, one vCPU)"));
     let (_, guest) = build_and_boot(&format!("bench-cost-{mode}.log"), Tcg::Icount)?;
     set_up_on_cpu0(&guest, mode)?;
-    // Warm-up, discarded: ARP and the first packets' paths.
-    run_trial(&spec(200)).map_err(|e| format!("cost warm-up: {e}"))?;
-    let mut out = measure(&guest, mode, "")?;
+    let warm_up = || {
+        // Discarded: ARP and the first packets' paths.
+        run_trial(&spec(200, Duration::from_secs(2))).map_err(|e| format!("cost warm-up: {e}"))
+    };
+    let params = if mode == "kbp-spin" {
+        guest.check(&format!(
+            "rmmod kbp && insmod {MODULE_PATH} ifaces=eth0 cpus=0 mode=spin {SPIN_HOLD}"
+        ))?;
+        SPIN_HOLD
+    } else {
+        ""
+    };
+    warm_up()?;
+    let mut out = measure(&guest, mode, params)?;
     if mode == "kbp-adaptive" {
         guest.check(&format!(
             "rmmod kbp && insmod {MODULE_PATH} ifaces=eth0 cpus=0 mode=adaptive {NO_WINDOW}"
         ))?;
-        run_trial(&spec(200)).map_err(|e| format!("cost warm-up: {e}"))?;
+        warm_up()?;
         out.extend(measure(&guest, mode, NO_WINDOW)?);
     }
     guest.power_off(Duration::from_secs(60))?;

@@ -105,11 +105,16 @@ enum Verdict {
     NotMet,
     /// The goal lies within the figure's resolution.
     Undecided,
+    /// Not a measurement: the figure is not positive, or its resolution is wider than
+    /// the figure itself (a background that does not describe the trials).
+    Invalid,
 }
 
 fn verdict(mean: f64, resolution: Option<f64>, napi: f64) -> Verdict {
     let r = resolution.unwrap_or(0.0);
-    if (mean + r) / napi <= GOAL_VS_NAPI {
+    if mean <= 0.0 || napi <= 0.0 || r >= mean {
+        Verdict::Invalid
+    } else if (mean + r) / napi <= GOAL_VS_NAPI {
         Verdict::Met
     } else if (mean - r) / napi > GOAL_VS_NAPI {
         Verdict::NotMet
@@ -123,6 +128,9 @@ fn verdict_text(v: Verdict) -> &'static str {
         Verdict::Met => "met",
         Verdict::NotMet => "not met",
         Verdict::Undecided => "undecided within the resolution",
+        Verdict::Invalid => {
+            "not judged: the figure is not a measurement (not positive, or its resolution is wider than itself)"
+        }
     }
 }
 
@@ -174,7 +182,8 @@ pub fn section(s: &mut String, costs: &[Cost], errors: &[String]) {
          server all on it. Busy = the clock's advance outside the idle task, plus the interrupt handlers and softirqs run in \
          it. Per configuration: two intervals without traffic (readings back to back, and {IDLE_SECONDS} s apart) give the \
          background, a fixed part plus a part per clock ns (for `kbp-spin`, whose guest never idles, per empty poll of its \
-         thread); then {REPS} trials of {PACKETS} echoes of 64 B at {RATE} pps, each (busy - background) / echoes received: the \
+         thread, over 0.4 s intervals right after a few packets, loaded with `idle_release_us=1000000` so that its instances \
+         stay owned, checked after each interval); then {REPS} trials of {PACKETS} echoes of 64 B at {RATE} pps, each (busy - background) / echoes received: the \
          interrupt, NET_RX or the KBP thread and the echo server's work per packet, with `kbp-spin`'s empty polls excluded \
          (± from kbp.ko publishing its counters every 256 steps). `kbp-adaptive` as configured spins 1000 µs after each \
          packet, and that window's empty polls stay in its figure; reloaded with `spin_window_us=0` it never spins, so its \
@@ -324,6 +333,10 @@ mod tests {
         assert_eq!(verdict(41.0, None, 40.0), Verdict::Met);
         assert_eq!(verdict(43.0, None, 40.0), Verdict::NotMet);
         assert_eq!(verdict(43.0, Some(1.0), 40.0), Verdict::Undecided);
+        // The 03:12 UTC run's kbp-spin: a background per empty poll fitted on
+        // intervals where the idle release had let the instances go.
+        assert_eq!(verdict(-67_867.6, Some(24_695.7), 25.6), Verdict::Invalid);
+        assert_eq!(verdict(16.8, Some(20.0), 23.8), Verdict::Invalid);
         costs.retain(|c| c.mode != "napi");
         assert!(goal_lines(&costs).is_empty());
     }
