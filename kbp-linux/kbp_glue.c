@@ -136,12 +136,12 @@ int kbp_dev_napis(struct net_device *dev, struct napi_struct **out, int max)
 
 /*
  * Whether `n` is the NAPI of one of the device's RX queues, as the driver declared it
- * with netif_queue_set_napi() (net/core/dev.c): virtio-net, igb and e1000e do. For
- * these drivers both real_num_rx_queues and rxq->napi are written under RTNL, which
- * the caller does not hold (only the instance lock): the reads are racy on purpose.
- * That is harmless here: _rx has num_rx_queues >= real_num_rx_queues entries from
- * allocation to free_netdev() and the module holds a device reference, the pointer is
- * only compared, never followed, and the answer only chooses a thread.
+ * with netif_queue_set_napi() (net/core/dev.c): virtio-net, igb and e1000e do. The
+ * caller holds RTNL and the instance lock (the load's Kbp::take_devices), under which
+ * these drivers write real_num_rx_queues and rxq->napi; READ_ONCE all the same, since
+ * the answer only chooses a thread: _rx has num_rx_queues >= real_num_rx_queues
+ * entries from allocation to free_netdev(), the module holds a device reference, and
+ * the pointer is only compared, never followed.
  */
 bool kbp_napi_serves_rx(struct net_device *dev, const struct napi_struct *n)
 {

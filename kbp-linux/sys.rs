@@ -4,6 +4,7 @@
 //! No other file of the crate declares or calls an extern function.
 
 use core::ffi::{c_char, c_int, c_uint, c_void, CStr};
+use core::marker::PhantomData;
 
 /// `struct napi_struct` (opaque).
 #[repr(C)]
@@ -156,7 +157,7 @@ pub(crate) enum DevGetError {
 /// it is held no device unregisters or changes namespace (both run under RTNL and send
 /// NETDEV_UNREGISTER before they release it: `net/core/dev.c` 12475-12544 and
 /// 12637-12744 in 7.2.12), and no netdevice notifier runs (`:2263`).
-pub(crate) struct Rtnl(());
+pub(crate) struct Rtnl(PhantomData<*mut ()>);
 
 impl Rtnl {
     /// Takes RTNL. The caller does not hold it already (it is not recursive).
@@ -164,7 +165,9 @@ impl Rtnl {
         // SAFETY: a plain mutex_lock; the module calls it from its init, in process
         // context, holding no lock.
         unsafe { ffi::kbp_rtnl_lock() };
-        Rtnl(())
+        // Not `Send`: a mutex is released by the task that took it
+        // (kernel/locking/mutex.c).
+        Rtnl(PhantomData)
     }
 }
 

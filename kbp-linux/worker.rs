@@ -171,8 +171,10 @@ impl Worker {
         let poller = Poller::new(&self.shared, &ports.ports, &ports.platform, self.config)
             .map_err(|_| EINVAL)?;
         let mut poller = KBox::new(poller, GFP_KERNEL)?;
-        poller.attach_all();
+        // Every allocation before `attach_all`: from there on the hook diverts the
+        // instances' schedules to this thread, so it must reach `shutdown`.
         let mut published = KBox::new(Published::new(), GFP_KERNEL)?;
+        poller.attach_all();
         let mut steps: u32 = 0;
         while !sys::should_stop() {
             let outcome = poller.step();
