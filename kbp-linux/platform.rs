@@ -40,13 +40,22 @@ impl AtomicWord for KernelWord {
         current: u32,
         new: u32,
         success: Ordering,
-        _failure: Ordering,
+        failure: Ordering,
     ) -> Result<u32, u32> {
-        match success {
+        let result = match success {
             Ordering::Relaxed => self.0.cmpxchg(current, new, ordering::Relaxed),
             Ordering::Acquire => self.0.cmpxchg(current, new, ordering::Acquire),
             Ordering::Release => self.0.cmpxchg(current, new, ordering::Release),
             _ => self.0.cmpxchg(current, new, ordering::Full),
+        };
+        match result {
+            // A failed kernel cmpxchg orders nothing (a relaxed read), whatever the
+            // ordering asked for on success (rust/kernel/sync/atomic.rs). Where the
+            // caller asked for more on failure, answer with an acquire load instead: a
+            // later value of the word, which a weak compare-exchange may return (the
+            // callers' loops retry with it).
+            Err(_) if failure != Ordering::Relaxed => Err(self.0.load(ordering::Acquire)),
+            other => other,
         }
     }
 }
