@@ -67,7 +67,7 @@ use crate::base::progress::{Stage, output};
 use crate::base::{Result, workspace_root};
 use crate::build::kernel::Flavor;
 use crate::guest::host_cpus::{self, allowed_cpus, cpu_list_text, parse_cpu_list, set_affinity};
-use crate::guest::probes::{cpu_between, cpu_sample};
+use crate::guest::probes::{cpu_between, cpu_sample, eth0_rx_queues};
 use crate::guest::stats_file::{StatsFile, gap_bucket_text, gap_percentile_bucket};
 use crate::guest::tracing::{ksoftirqd_sample, ksoftirqd_since, trace_read, trace_start};
 use crate::guest::vm::{Nic, QUEUE_PAIRS, Tcg, VCPUS};
@@ -266,13 +266,23 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
     }
 
     // Many queues: without XPS the guest sends each flow's replies on the queue its
-    // hash picks, and the host tap steers the flow's requests to that queue.
-    guest.check("for f in /sys/class/net/eth0/queues/tx-*/xps_cpus; do echo 0 > $f; done")?;
-    for rep in 0..o.reps {
-        results.trials.push(trial(
-            &guest,
-            &plan("many-queues", 64, o.rates[0], rep, 16, true),
-        )?);
+    // hash picks, and the host tap steers the flow's requests to that queue. A NIC
+    // with one RX queue (e1000e) has nothing to spread: not run.
+    let rx_queues = eth0_rx_queues(&guest)?;
+    if rx_queues >= 2 {
+        guest.check("for f in /sys/class/net/eth0/queues/tx-*/xps_cpus; do echo 0 > $f; done")?;
+        for rep in 0..o.reps {
+            results.trials.push(trial(
+                &guest,
+                &plan("many-queues", 64, o.rates[0], rep, 16, true),
+            )?);
+        }
+    } else {
+        let why = format!("many-queues: {} has {rx_queues} RX queue", o.nic.name());
+        println!("[xtask]   not run: {why}");
+        if !results.not_run.contains(&why) {
+            results.not_run.push(why);
+        }
     }
 
     for load in LOADS {
@@ -449,6 +459,7 @@ pub fn run(args: &[String]) -> Result {
         delays: Vec::new(),
         costs: Vec::new(),
         cost_errors: Vec::new(),
+        not_run: Vec::new(),
         userspace_example,
         engine_bench,
     };

@@ -149,6 +149,8 @@ pub struct Results {
     pub costs: Vec<Cost>,
     /// Modes whose cost stage failed, with the error.
     pub cost_errors: Vec<String>,
+    /// Variants not run, and why (for example many queues on a one-queue NIC).
+    pub not_run: Vec<String>,
     /// `cargo run --release --example simulated_nic` output (this machine, same run).
     pub userspace_example: String,
     /// `cargo bench -p kbp-examples --bench engine` output (same run).

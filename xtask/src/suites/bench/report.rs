@@ -409,6 +409,12 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
     }
 
     cost_report::section(&mut s, &r.costs, &r.cost_errors);
+    if !r.not_run.is_empty() {
+        let _ = writeln!(s, "\n## Not run\n");
+        for why in &r.not_run {
+            let _ = writeln!(s, "- {why}");
+        }
+    }
 
     let _ = writeln!(
         s,
@@ -736,6 +742,7 @@ mod tests {
             idle: Vec::new(),
             costs: Vec::new(),
             cost_errors: Vec::new(),
+            not_run: Vec::new(),
             delays: vec![
                 delay("napi", "base", 447, None),
                 delay("napi", "deferral", napi_deferral_max_us, None),
