@@ -11,7 +11,7 @@
 
 use core::ffi::{c_int, c_void};
 
-use kbp_core::{Bind, Config, DeviceWord, IdleMode, NapiPort, Poller, Shared, StepOutcome};
+use kbp_core::{Bind, Config, DeviceWord, IdleMode, NapiPort, Poller, Shared};
 use kernel::prelude::*;
 use kernel::sync::atomic::ordering;
 
@@ -177,9 +177,11 @@ impl Worker {
         poller.attach_all();
         let mut steps: u32 = 0;
         while !sys::should_stop() {
-            let outcome = poller.step();
+            // Published just before each park (so an idle period shows the counts of
+            // the packets before it) and every `PUBLISH_EVERY` steps.
+            let _ = poller.step_then(|poller| self.publish(poller, &ports, &mut published));
             steps = steps.wrapping_add(1);
-            if steps % PUBLISH_EVERY == 0 || matches!(outcome, StepOutcome::Parked { .. }) {
+            if steps % PUBLISH_EVERY == 0 {
                 self.publish(&poller, &ports, &mut published);
             }
         }

@@ -289,23 +289,32 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize, I: IdlePolic
     /// One unit of work: a drain round, the idle policy, a quiescent point.
     #[inline(always)]
     pub fn step(&mut self) -> StepOutcome {
+        self.step_then(|_| {})
+    }
+
+    /// [`Poller::step`], calling `before_park` with the poller just before it sleeps
+    /// (once it is committed to park, with `parks` counted): where an embedder
+    /// publishes its counters, so that they do not lag an idle period of unbounded
+    /// length. Not called on a step that does not park.
+    #[inline(always)]
+    pub fn step_then(&mut self, before_park: impl FnOnce(&Self)) -> StepOutcome {
         if self.policy.spins() && self.shared.list.is_empty() {
             // The hot path of a spinning poller with nothing listed: two loads, no call.
             self.platform.quiescent();
             return StepOutcome::Idle;
         }
-        self.step_with_work_or_idle_policy()
+        self.step_with_work_or_idle_policy(before_park)
     }
 
     #[inline(never)]
-    fn step_with_work_or_idle_policy(&mut self) -> StepOutcome {
+    fn step_with_work_or_idle_policy(&mut self, before_park: impl FnOnce(&Self)) -> StepOutcome {
         let round = self.drain_round();
         let outcome = if round.packets > 0 {
             StepOutcome::Worked {
                 packets: round.packets,
             }
         } else {
-            self.idle()
+            self.idle(before_park)
         };
         self.platform.quiescent();
         outcome
@@ -491,28 +500,32 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize, I: IdlePolic
 
     /// The idle policy after a round without packets.
     #[inline]
-    fn idle(&mut self) -> StepOutcome {
+    fn idle(&mut self, before_park: impl FnOnce(&Self)) -> StepOutcome {
         if self.policy.spins() || !self.shared.list.is_empty() {
             return StepOutcome::Idle;
         }
         match self.policy.idle(self.platform.now()) {
             Idle::Stay => StepOutcome::Idle,
-            Idle::Park { deadline } => self.park(deadline),
+            Idle::Park { deadline } => self.park(deadline, before_park),
         }
     }
 
     /// Parks until an interrupt lists an instance or `deadline` passes (see
     /// [`crate::park`]).
-    fn park(&mut self, deadline: Option<Nanos>) -> StepOutcome {
-        let park = &self.shared.park;
+    fn park(&mut self, deadline: Option<Nanos>, before_park: impl FnOnce(&Self)) -> StepOutcome {
+        let shared = self.shared;
+        let park = &shared.park;
         park.begin_idle_check();
-        if !self.shared.list.is_empty() {
+        if !shared.list.is_empty() {
             return StepOutcome::Idle;
         }
         if park.try_park() == TryPark::Notified {
             return StepOutcome::Idle;
         }
         self.stats.parks += 1;
+        // Parked already: an interrupt from here on clears the flag, and the sleep
+        // below then returns at once.
+        before_park(self);
         self.platform.park(&|| park.is_parked(), deadline);
         let woken = park.finish_park();
         self.stats.wakes += u64::from(woken);

@@ -155,3 +155,48 @@ fn custom_policy_parks_with_deadline_and_producer_wakes() {
     poller.shutdown();
     invariants::quiescent(&nic, 1, PollerPhase::ShutDown).unwrap();
 }
+
+/// `step_then` calls its closure once per park, before the platform's park and with the
+/// park counted (where kbp.ko publishes its counters), and never on a step that does
+/// not park.
+#[test]
+fn step_then_runs_before_each_park_only() {
+    let nic = SimNic::new(SimPlatform::sequential());
+    let ports = nic.ports();
+    let platform = Recording {
+        sim: &nic.platform,
+        deadlines: Cell::new(Vec::new()),
+    };
+    let mut poller =
+        Poller::with_policy(&nic.shared, &ports[..1], &platform, Config::DEFAULT, Timed).unwrap();
+    poller.attach_all();
+    let seen = Cell::new(Vec::new());
+    let record = |p: &Poller<'_, _, _, _, _, _>| {
+        let parks_before_sleep = platform.deadlines.take();
+        let mut s = seen.take();
+        s.push((p.stats().parks, parks_before_sleep.len(), p.stats().packets));
+        seen.set(s);
+        platform.deadlines.set(parks_before_sleep);
+    };
+    assert_eq!(
+        poller.step_then(record),
+        StepOutcome::Parked { woken: false }
+    );
+    // Packets: the step that polls them works, and the one after parks with them
+    // counted in what the closure sees.
+    let producer = Producer::new(&nic.shared, &nic.platform);
+    nic.produce(0, 3);
+    let _ = producer.schedule(0);
+    assert_eq!(poller.step_then(record), StepOutcome::Worked { packets: 3 });
+    assert_eq!(
+        poller.step_then(record),
+        StepOutcome::Parked { woken: false }
+    );
+    assert_eq!(
+        seen.take(),
+        vec![(1, 0, 0), (2, 1, 3)],
+        "(parks counted, platform parks so far, packets) at each call"
+    );
+    poller.shutdown();
+    invariants::quiescent(&nic, 1, PollerPhase::ShutDown).unwrap();
+}
