@@ -16,6 +16,7 @@ pub const IRQ_CPU: u32 = 0;
 
 /// Puts the guest into `mode` and pins the echo server and the polling threads.
 pub fn set_up(guest: &Guest, mode: &str) -> Result<String> {
+    patch_rps_paths_at_idle(guest)?;
     guest.check(&format!("kbp-ctl pin {ECHO_CPU} $(pidof kbp-echo)"))?;
     guest.check(&format!(
         "for i in $(grep -E '{}' /proc/interrupts | cut -d: -f1); do echo {IRQ_CPU} > /proc/irq/$i/smp_affinity_list; done",
@@ -144,6 +145,22 @@ impl Load {
 
 /// `rps_cpus` of `lo`'s receive queue.
 const LO_RPS: &str = "/sys/class/net/lo/queues/rx-0/rps_cpus";
+
+/// Takes the code patches that RPS's first use makes while the guest is idle, not
+/// under the `deferral` load. The first RPS packet computes the first software flow
+/// hash, whose `net_get_random_once` (`__flow_hash_secret_init`) disables a DO_ONCE
+/// static key afterwards, from a work item, patching `__skb_get_hash_net` once per
+/// boot. Under the flood that patch oopsed an e1000e guest (`Oops: int3` at
+/// `__skb_get_hash_net+0x57`, bench of 2026-11-29 03:45 UTC; e1000e gives no RX hash,
+/// so the flood's packets are hashed in software on both CPUs). Multi-threaded TCG
+/// does not patch reliably under load (README, "Why single-threaded TCG").
+fn patch_rps_paths_at_idle(guest: &Guest) -> Result {
+    guest
+        .check(&format!(
+            "echo 1 > {LO_RPS} && ping -c 2 -W 1 127.0.0.1 > /dev/null; sleep 0.5; echo 0 > {LO_RPS}; sleep 0.2"
+        ))
+        .map(drop)
+}
 
 /// Starts a load. `deferral` sets the RPS map before its flood starts (see [`stop_load`]).
 pub fn start_load(guest: &Guest, load: Load) -> Result {
