@@ -374,7 +374,18 @@ fn bench_mode(mode: &str, o: &Options, results: &mut Results) -> Result {
             stop_load(&guest)?;
         }
     }
-    guest.power_off(Duration::from_secs(60))?;
+    // The mode's figures are in: a guest that does not power off is reported (QEMU is
+    // killed), not fatal. Seen once, e1000e in busy-poll mode (2026-11-29 04:04 UTC),
+    // after KBP-GUEST-POWEROFF; upstream threaded busy poll keeps its instances, and
+    // e1000e's shutdown path waits in napi_synchronize (the hang KBP's idle release
+    // avoids), which is the likely cause, not established.
+    if let Err(e) = guest.power_off(Duration::from_secs(60)) {
+        let first = e.lines().next().unwrap_or_default();
+        println!("[xtask]   {mode}: {first}; QEMU killed");
+        results.incidents.push(format!(
+            "{mode}: {first} (QEMU killed after the mode's measurements)"
+        ));
+    }
     stage.done();
     Ok(())
 }
@@ -460,6 +471,7 @@ pub fn run(args: &[String]) -> Result {
         costs: Vec::new(),
         cost_errors: Vec::new(),
         not_run: Vec::new(),
+        incidents: Vec::new(),
         userspace_example,
         engine_bench,
     };

@@ -151,6 +151,8 @@ pub struct Results {
     pub cost_errors: Vec<String>,
     /// Variants not run, and why (for example many queues on a one-queue NIC).
     pub not_run: Vec<String>,
+    /// What went wrong outside the measurements (a guest that did not power off).
+    pub incidents: Vec<String>,
     /// `cargo run --release --example simulated_nic` output (this machine, same run).
     pub userspace_example: String,
     /// `cargo bench -p kbp-examples --bench engine` output (same run).

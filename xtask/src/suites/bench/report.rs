@@ -409,6 +409,12 @@ fn report(r: &Results, tables: &BTreeMap<Key, BTreeMap<String, Agg>>) -> String 
     }
 
     cost_report::section(&mut s, &r.costs, &r.cost_errors);
+    if !r.incidents.is_empty() {
+        let _ = writeln!(s, "\n## Incidents\n");
+        for what in &r.incidents {
+            let _ = writeln!(s, "- {what}");
+        }
+    }
     if !r.not_run.is_empty() {
         let _ = writeln!(s, "\n## Not run\n");
         for why in &r.not_run {
@@ -743,6 +749,7 @@ mod tests {
             costs: Vec::new(),
             cost_errors: Vec::new(),
             not_run: Vec::new(),
+            incidents: Vec::new(),
             delays: vec![
                 delay("napi", "base", 447, None),
                 delay("napi", "deferral", napi_deferral_max_us, None),
