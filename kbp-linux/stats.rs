@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 //! Counters for debugfs, a leaf: a KBP thread copies kbp-core's counters into a
 //! [`Snapshot`] of relaxed atomics (every few hundred steps, just before each park and
-//! at exit, only the records that changed); [`format`] prints snapshots as `/sys/kernel/debug/kbp/stats`, one record per
-//! line under a header line, softnet_stat style. Nothing here touches a kernel object.
+//! at exit, only the records that changed); [`format`] prints snapshots as
+//! `/sys/kernel/debug/kbp/stats`, one record per line under a header line, softnet_stat
+//! style. Nothing here touches a kernel object.
 
 use core::fmt::Write;
 
