@@ -60,7 +60,7 @@ pub const DEVICE_AND_DRIVER: &str = "dev=$(basename $(readlink /sys/class/net/et
 pub const ZERO_LOSS_CEILING_PPS: u64 = 80_000;
 
 /// Drop counters read around a scenario.
-#[derive(Clone, Copy, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct Drops {
     /// `Udp: RcvbufErrors` of the guest's /proc/net/snmp.
     pub guest_udp_rcvbuf_errors: u64,

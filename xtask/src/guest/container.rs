@@ -18,6 +18,8 @@
 
 use std::net::SocketAddr;
 
+use serde::Serialize;
+
 use crate::base::Result;
 use crate::build::initramfs::{ECHO_PORT, GUEST_ADDR};
 use crate::guest::vm::Guest;
@@ -64,6 +66,55 @@ impl Container {
         format!("nsenter -t {} -n {command}", self.ns_pid)
     }
 
+    /// The drop counters along the container's path, for locating a loss: the
+    /// container's own UDP receive errors (its namespace has its own /proc/net/snmp,
+    /// which [`crate::harness::Drops`] does not read), both veth ends' drops (a full
+    /// peer ring in `veth_xmit` counts as a TX drop of the sending end) and the
+    /// softnet backlog drops and squeezes of every CPU.
+    pub fn path_drops(&self, guest: &Guest) -> Result<PathDrops> {
+        let snmp = guest.check(&self.inside("cat /proc/net/snmp"))?;
+        let guest_dev = guest.check("cat /proc/net/dev")?;
+        let container_dev = guest.check(&self.inside("cat /proc/net/dev"))?;
+        let softnet = guest.check("cat /proc/net/softnet_stat")?;
+        let (veth0_rx, veth0_tx) = dev_drops(&guest_dev, HOST_VETH);
+        let (ceth0_rx, ceth0_tx) = dev_drops(&container_dev, CONTAINER_VETH);
+        let hex = |l: &str, i: usize| {
+            l.split_whitespace()
+                .nth(i)
+                .and_then(|v| u64::from_str_radix(v, 16).ok())
+                .unwrap_or(0)
+        };
+        Ok(PathDrops {
+            container_udp_rcvbuf_errors: snmp_field(&snmp, "Udp:", "RcvbufErrors"),
+            container_udp_in_errors: snmp_field(&snmp, "Udp:", "InErrors"),
+            veth0_rx_dropped: veth0_rx,
+            veth0_tx_dropped: veth0_tx,
+            ceth0_rx_dropped: ceth0_rx,
+            ceth0_tx_dropped: ceth0_tx,
+            softnet_dropped: softnet.lines().map(|l| hex(l, 1)).sum(),
+            softnet_time_squeeze: softnet.lines().map(|l| hex(l, 2)).sum(),
+        })
+    }
+
+    /// Starts sampling the container's UDP sockets' receive queues (/proc/net/udp's
+    /// `rx_queue`, bytes of truesize) every 500 ms in the background, until
+    /// [`Container::stop_queue_sampling`].
+    pub fn start_queue_sampling(&self, guest: &Guest) -> Result {
+        guest
+            .check(&format!(
+                "rm -f /tmp/kbp-queue; {} > /tmp/kbp-queue 2> /dev/null & echo $! > /tmp/kbp-queue.pid",
+                self.inside("sh -c 'while :; do cat /proc/net/udp; sleep 0.5; done'")
+            ))
+            .map(drop)
+    }
+
+    /// Stops [`Container::start_queue_sampling`]; returns the largest receive queue seen
+    /// (bytes) and the number of samples.
+    pub fn stop_queue_sampling(&self, guest: &Guest) -> Result<(u64, usize)> {
+        let text = guest.check("kill $(cat /tmp/kbp-queue.pid); sleep 0.2; cat /tmp/kbp-queue")?;
+        Ok(max_udp_rx_queue(&text))
+    }
+
     /// Switches both veth ends to `veth` (GRO and TSO through `kbp-ctl offload`);
     /// returns the ends' reported states.
     pub fn set_veth(&self, guest: &Guest, veth: Veth) -> Result<String> {
@@ -80,6 +131,126 @@ impl Container {
             }
         }
         Ok(states.join(", "))
+    }
+}
+
+/// Drop counters along the container's path ([`Container::path_drops`]).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct PathDrops {
+    pub container_udp_rcvbuf_errors: u64,
+    pub container_udp_in_errors: u64,
+    pub veth0_rx_dropped: u64,
+    pub veth0_tx_dropped: u64,
+    pub ceth0_rx_dropped: u64,
+    pub ceth0_tx_dropped: u64,
+    /// `/proc/net/softnet_stat`'s dropped column, all CPUs (backlog full).
+    pub softnet_dropped: u64,
+    /// Its time_squeeze column: net_rx_action runs that ended with work left.
+    pub softnet_time_squeeze: u64,
+}
+
+impl PathDrops {
+    /// The growth from `before` to `self`.
+    pub fn since(self, before: PathDrops) -> PathDrops {
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        PathDrops {
+            container_udp_rcvbuf_errors: d(
+                self.container_udp_rcvbuf_errors,
+                before.container_udp_rcvbuf_errors,
+            ),
+            container_udp_in_errors: d(
+                self.container_udp_in_errors,
+                before.container_udp_in_errors,
+            ),
+            veth0_rx_dropped: d(self.veth0_rx_dropped, before.veth0_rx_dropped),
+            veth0_tx_dropped: d(self.veth0_tx_dropped, before.veth0_tx_dropped),
+            ceth0_rx_dropped: d(self.ceth0_rx_dropped, before.ceth0_rx_dropped),
+            ceth0_tx_dropped: d(self.ceth0_tx_dropped, before.ceth0_tx_dropped),
+            softnet_dropped: d(self.softnet_dropped, before.softnet_dropped),
+            softnet_time_squeeze: d(self.softnet_time_squeeze, before.softnet_time_squeeze),
+        }
+    }
+}
+
+/// A field of a /proc/net/snmp text: `section` is `Udp:`, `Tcp:`, ...
+fn snmp_field(snmp: &str, section: &str, name: &str) -> u64 {
+    let mut lines = snmp.lines().filter(|l| l.starts_with(section));
+    let (names, values) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The largest `rx_queue` over the socket rows of /proc/net/udp texts, and the number
+/// of texts (header rows).
+fn max_udp_rx_queue(text: &str) -> (u64, usize) {
+    let samples = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("sl"))
+        .count();
+    let max = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4))
+        .filter_map(|q| q.split_once(':'))
+        .filter_map(|(_, rx)| u64::from_str_radix(rx, 16).ok())
+        .max()
+        .unwrap_or(0);
+    (max, samples)
+}
+
+/// `dev`'s (rx drop, tx drop) from a /proc/net/dev text.
+fn dev_drops(proc_net_dev: &str, dev: &str) -> (u64, u64) {
+    let Some(line) = proc_net_dev
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{dev}:")))
+    else {
+        return (0, 0);
+    };
+    let v: Vec<u64> = line
+        .split_once(':')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    // rx: bytes packets errs drop ...(8 columns); tx: bytes packets errs drop ...
+    (
+        v.get(3).copied().unwrap_or(0),
+        v.get(11).copied().unwrap_or(0),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_drops_reads_the_rx_and_tx_drop_columns() {
+        let text = "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes packets errs drop fifo colls carrier compressed\n\
+                    veth0: 100 10 0 3 0 0 0 0 200 20 0 7 0 0 0 0\n";
+        assert_eq!(dev_drops(text, "veth0"), (3, 7));
+        assert_eq!(dev_drops(text, "ceth0"), (0, 0));
+    }
+
+    #[test]
+    fn max_udp_rx_queue_reads_the_queue_column_of_every_sample() {
+        let text = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+                    \x20 12: 00000000:2328 00000000:0000 07 00000000:00000300 00:00000000 00000000     0        0 1 2 0 0\n\
+                    \x20  sl  local_address rem_address\n\
+                    \x20 12: 00000000:2328 00000000:0000 07 00000000:00001000 00:00000000 00000000     0        0 1 2 0 0\n";
+        assert_eq!(max_udp_rx_queue(text), (0x1000, 2));
+    }
+
+    #[test]
+    fn snmp_field_finds_the_named_column() {
+        let snmp = "Udp: InDatagrams NoPorts InErrors RcvbufErrors\nUdp: 5 0 2 9\n";
+        assert_eq!(snmp_field(snmp, "Udp:", "RcvbufErrors"), 9);
+        assert_eq!(snmp_field(snmp, "Udp:", "InErrors"), 2);
+        assert_eq!(snmp_field(snmp, "Tcp:", "InErrors"), 0);
     }
 }
 

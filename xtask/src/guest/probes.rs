@@ -61,3 +61,37 @@ pub fn eth0_rx_queues(guest: &Guest) -> Result<u32> {
         .parse()
         .map_err(|e| format!("RX queue count: {e}"))
 }
+
+/// Busy and total jiffies of each guest CPU (`cpuN` rows of /proc/stat; idle and
+/// iowait are not busy).
+pub fn cpu_jiffies_per_cpu(guest: &Guest) -> Result<Vec<(u64, u64)>> {
+    let text = guest.check("grep '^cpu[0-9]' /proc/stat")?;
+    Ok(text
+        .lines()
+        .map(|l| {
+            let v: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            let total: u64 = v.iter().sum();
+            let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+            (total - idle, total)
+        })
+        .collect())
+}
+
+/// Percent busy of each guest CPU between two [`cpu_jiffies_per_cpu`] samples.
+pub fn busy_percent_between(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<u64> {
+    a.iter()
+        .zip(b)
+        .map(|(&(busy_a, total_a), &(busy_b, total_b))| {
+            let total = total_b.saturating_sub(total_a);
+            if total == 0 {
+                0
+            } else {
+                busy_b.saturating_sub(busy_a) * 100 / total
+            }
+        })
+        .collect()
+}

@@ -24,8 +24,9 @@ use kbp_traffic::{RttSummary, TrialSpec, run_trial};
 use serde::Serialize;
 
 use crate::base::Result;
-use crate::guest::container::{self, CONTAINER_VETH, Container, HOST_VETH, Veth};
-use crate::guest::probes::net_rx_softirqs;
+use crate::guest::container::{self, CONTAINER_VETH, Container, HOST_VETH, PathDrops, Veth};
+use crate::guest::host_cpus::{host_busy_steal_percent, host_cpu_jiffies};
+use crate::guest::probes::{busy_percent_between, cpu_jiffies_per_cpu, net_rx_softirqs};
 use crate::guest::stats_file::napi_packets_by_dev;
 use crate::guest::vm::{Guest, count_warnings};
 use crate::harness::{Drops, MODULE_PATH};
@@ -57,6 +58,17 @@ pub struct ContainerScenario {
     /// frames, most frequent first.
     pub net_rx_raise_sites: Vec<(String, u64)>,
     pub drops: Drops,
+    /// The drop counters along the container's path (its namespace's UDP, the veths,
+    /// the softnet backlog), for locating a loss.
+    pub path_drops: PathDrops,
+    /// How busy each guest CPU was over the scenario, percent.
+    pub busy_percent_per_cpu: Vec<u64>,
+    /// The largest receive queue of the container's echo socket seen in 500 ms samples
+    /// (bytes of truesize; its buffer is 4 MiB).
+    pub max_container_socket_queue_bytes: u64,
+    /// The host's CPUs over the scenario: busy and stolen by its hypervisor, percent.
+    pub host_busy_percent: u64,
+    pub host_steal_percent: u64,
     pub kernel_warnings: usize,
     pub passed: bool,
 }
@@ -161,7 +173,11 @@ fn scenario(
     }
     let kbp_before = kbp_packets(guest)?;
     let drops_before = Drops::read(guest)?;
+    let path_before = c.path_drops(guest)?;
+    let busy_before = cpu_jiffies_per_cpu(guest)?;
     let before = net_rx_softirqs(guest)?;
+    c.start_queue_sampling(guest)?;
+    let host_before = host_cpu_jiffies()?;
     let r = run_trial(&TrialSpec {
         target: c.published,
         rate_pps: rate,
@@ -175,7 +191,11 @@ fn scenario(
     })
     .map_err(|e| format!("load generator: {e}"))?;
     let after = net_rx_softirqs(guest)?;
+    let (host_busy, host_steal) = host_busy_steal_percent(host_before, host_cpu_jiffies()?);
+    let (max_queue, _) = c.stop_queue_sampling(guest)?;
+    let busy = busy_percent_between(&busy_before, &cpu_jiffies_per_cpu(guest)?);
     let drops = Drops::read(guest)?.since(drops_before);
+    let path_drops = c.path_drops(guest)?.since(path_before);
     let kbp_after = kbp_packets(guest)?;
     let sites = if kbp_args.is_some() {
         raise_sites(guest)?
@@ -226,6 +246,11 @@ fn scenario(
         kbp_packets_by_dev: by_dev,
         net_rx_raise_sites: sites,
         drops,
+        path_drops,
+        busy_percent_per_cpu: busy,
+        max_container_socket_queue_bytes: max_queue,
+        host_busy_percent: host_busy,
+        host_steal_percent: host_steal,
         kernel_warnings: warnings,
         passed: r.lost == 0 && r.received > 0 && warnings == 0 && owned_ok,
     };
@@ -242,6 +267,15 @@ fn scenario(
         s.net_rx_softirq_delta_per_cpu,
         s.kbp_packets_by_dev,
         if s.passed { "ok" } else { "FAIL" }
+    );
+    println!(
+        "[xtask]     guest CPUs busy {:?} %, host busy {} % stolen {} %; container socket queue max {} B; {:?}; {:?}",
+        s.busy_percent_per_cpu,
+        s.host_busy_percent,
+        s.host_steal_percent,
+        s.max_container_socket_queue_bytes,
+        s.drops,
+        s.path_drops
     );
     for (site, n) in s.net_rx_raise_sites.iter().take(4) {
         println!("[xtask]     NET_RX raised {n} x at {site}");
