@@ -17,10 +17,10 @@
 
 #![cfg(kbp_loom)]
 
-use kbp_core::{Config, IdleMode, Poller, RxInstance};
+use kbp_core::{Config, IdleMode, Poller};
 use kbp_model::invariants::{self, PollerPhase};
-use kbp_model::sim::{SimNic, SimPlatform};
-use kbp_model::sync::{Arc, thread};
+use kbp_model::sim::{RxPort, SimNic, SimPlatform};
+use kbp_model::sync::{Arc, Word, thread};
 
 /// Adaptive with a zero window: release after every poll, park whenever idle; the mode
 /// with the most interrupt/park traffic.
@@ -33,18 +33,40 @@ fn consumed(nic: &SimNic, instances: usize) -> u32 {
     (0..instances).map(|id| nic.rx(id).consumed).sum()
 }
 
-/// Runs the poller on the current (loom main) thread until `total` packets were consumed,
-/// checking the shared invariants after every step; then shuts it down.
-fn poll_until(nic: &SimNic, config: Config, instances: usize, total: u32) {
+/// A poller over the simulated NIC's instances.
+type SimPoller<'a> = Poller<'a, Word, RxPort<'a>, &'a SimPlatform, 4>;
+
+/// Runs `f` on the current (loom main) thread with a poller over `nic`'s first
+/// `instances` instances, every one attached.
+fn with_sim_poller<T>(
+    nic: &SimNic,
+    instances: usize,
+    config: Config,
+    f: impl FnOnce(&mut SimPoller<'_>) -> T,
+) -> T {
     let ports = nic.ports();
     let platform = &nic.platform;
     let mut poller = Poller::new(&nic.shared, &ports[..instances], &platform, config).unwrap();
     poller.attach_all();
+    f(&mut poller)
+}
+
+/// Steps `poller` until `total` packets were consumed, checking the shared invariants
+/// after every step.
+fn step_until(poller: &mut SimPoller<'_>, nic: &SimNic, instances: usize, total: u32) {
     while consumed(nic, instances) < total {
         let _ = poller.step();
         invariants::shared(&nic.shared, instances).unwrap();
     }
-    poller.shutdown();
+}
+
+/// Runs the poller on the current (loom main) thread until `total` packets were consumed,
+/// checking the shared invariants after every step; then shuts it down.
+fn poll_until(nic: &SimNic, config: Config, instances: usize, total: u32) {
+    with_sim_poller(nic, instances, config, |poller| {
+        step_until(poller, nic, instances, total);
+        poller.shutdown();
+    });
 }
 
 /// `loom::model` with the environment's settings (`LOOM_MAX_PREEMPTIONS`, ...) and room
@@ -89,21 +111,15 @@ fn new_doorbell_nic() -> Arc<SimNic> {
 fn a_irq_schedule_races_complete_and_missed() {
     model(|| {
         let nic = new_doorbell_nic();
-        let ports = nic.ports();
-        let platform = &nic.platform;
-        let mut poller =
-            Poller::new(&nic.shared, &ports[..1], &platform, RELEASE_EVERY_POLL).unwrap();
-        poller.attach_all();
-        // One packet is listed before the race starts, so the second one can land while
-        // the poller owns the instance (after its poll, before its complete).
-        nic.produce(0, 1);
-        let producers = spawn_producers(&nic, &[0]);
-        while consumed(&nic, 1) < 2 {
-            let _ = poller.step();
-            invariants::shared(&nic.shared, 1).unwrap();
-        }
-        poller.shutdown();
-        join(producers);
+        with_sim_poller(&nic, 1, RELEASE_EVERY_POLL, |poller| {
+            // One packet is listed before the race starts, so the second one can land
+            // while the poller owns the instance (after its poll, before its complete).
+            nic.produce(0, 1);
+            let producers = spawn_producers(&nic, &[0]);
+            step_until(poller, &nic, 1, 2);
+            poller.shutdown();
+            join(producers);
+        });
         invariants::quiescent(&nic, 1, PollerPhase::ShutDown).unwrap();
     });
 }
@@ -173,16 +189,11 @@ fn e_shutdown_hands_every_instance_back() {
                 nic.produce(1, 1);
             })
         };
-        {
-            let ports = nic.ports();
-            let platform = &nic.platform;
-            let mut poller =
-                Poller::new(&nic.shared, &ports[..2], &platform, Config::DEFAULT).unwrap();
-            poller.attach_all();
+        with_sim_poller(&nic, 2, Config::DEFAULT, |poller| {
             let _ = poller.step();
             invariants::shared(&nic.shared, 2).unwrap();
             poller.shutdown();
-        }
+        });
         producer.join().unwrap();
         invariants::quiescent(&nic, 2, PollerPhase::ShutDown).unwrap();
     });
@@ -204,12 +215,25 @@ fn napi_consumed(world: &NapiWorld, instances: usize) -> u32 {
     (0..instances).map(|id| world.napi(id).consumed()).sum()
 }
 
-/// One poller step and the checker, from the poller thread.
-fn napi_step(
-    poller: &mut Poller<'_, kbp_model::sync::Word, NapiPort<NapiRef<'_>>, &SimPlatform, 4>,
+/// A poller over the simulated kernel's instances, through kbp.ko's `NapiPort`.
+type NapiPoller<'a> = Poller<'a, Word, NapiPort<NapiRef<'a>>, &'a SimPlatform, 4>;
+
+/// Runs `f` on the current (loom main) thread with a poller over `world`'s first
+/// instance, attached.
+fn with_napi_poller<T>(
     world: &NapiWorld,
-    instances: usize,
-) {
+    config: Config,
+    f: impl FnOnce(&mut NapiPoller<'_>) -> T,
+) -> T {
+    let ports = world.ports();
+    let platform = &world.platform;
+    let mut poller = Poller::new(&world.shared, &ports[..1], &platform, config).unwrap();
+    poller.attach_all();
+    f(&mut poller)
+}
+
+/// One poller step and the checker, from the poller thread.
+fn napi_step(poller: &mut NapiPoller<'_>, world: &NapiWorld, instances: usize) {
     let _ = poller.step();
     invariants::napi_world(world, instances).unwrap();
 }
@@ -227,27 +251,24 @@ fn napi_step(
 fn f_irq_races_kbp_release() {
     model(|| {
         let world = new_world();
-        let ports = world.ports();
-        let platform = &world.platform;
-        let mut poller =
-            Poller::new(&world.shared, &ports[..1], &platform, RELEASE_EVERY_POLL).unwrap();
-        poller.attach_all();
-        world.produce(0, 1, 1);
-        let irq = {
-            let world = world.clone();
-            thread::spawn(move || world.produce(0, 1, 1))
-        };
-        while napi_consumed(&world, 1) < 2 {
-            napi_step(&mut poller, &world, 1);
-        }
-        poller.shutdown();
-        irq.join().unwrap();
-        assert_eq!(
-            world.napi(0).by_softirq,
-            0,
-            "an attached instance went to the softirq"
-        );
-        invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
+        with_napi_poller(&world, RELEASE_EVERY_POLL, |poller| {
+            world.produce(0, 1, 1);
+            let irq = {
+                let world = world.clone();
+                thread::spawn(move || world.produce(0, 1, 1))
+            };
+            while napi_consumed(&world, 1) < 2 {
+                napi_step(poller, &world, 1);
+            }
+            poller.shutdown();
+            irq.join().unwrap();
+            assert_eq!(
+                world.napi(0).by_softirq,
+                0,
+                "an attached instance went to the softirq"
+            );
+            invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
+        });
     });
 }
 
@@ -262,27 +283,24 @@ fn f_irq_races_kbp_release() {
 fn g_napi_disable_races_spinning_kbp() {
     model(|| {
         let world = new_world();
-        let ports = world.ports();
-        let platform = &world.platform;
-        let mut poller =
-            Poller::new(&world.shared, &ports[..1], &platform, Config::DEFAULT).unwrap();
-        poller.attach_all();
-        world.produce(0, 1, 1);
-        let disabler = {
-            let world = world.clone();
-            thread::spawn(move || {
-                world.disable(0, thread::yield_now);
-                assert!(world.is_disabled(0));
-                world.produce(0, 1, 2);
-                assert!(world.enable(0, 2));
-            })
-        };
-        while napi_consumed(&world, 1) < 2 {
-            napi_step(&mut poller, &world, 1);
-        }
-        disabler.join().unwrap();
-        poller.shutdown();
-        invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
+        with_napi_poller(&world, Config::DEFAULT, |poller| {
+            world.produce(0, 1, 1);
+            let disabler = {
+                let world = world.clone();
+                thread::spawn(move || {
+                    world.disable(0, thread::yield_now);
+                    assert!(world.is_disabled(0));
+                    world.produce(0, 1, 2);
+                    assert!(world.enable(0, 2));
+                })
+            };
+            while napi_consumed(&world, 1) < 2 {
+                napi_step(poller, &world, 1);
+            }
+            disabler.join().unwrap();
+            poller.shutdown();
+            invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
+        });
     });
 }
 
@@ -303,16 +321,11 @@ fn h_unload_races_irq_in_flight() {
             let world = world.clone();
             thread::spawn(move || world.produce(0, 1, 1))
         };
-        {
-            let ports = world.ports();
-            let platform = &world.platform;
-            let mut poller =
-                Poller::new(&world.shared, &ports[..1], &platform, Config::DEFAULT).unwrap();
-            poller.attach_all();
-            napi_step(&mut poller, &world, 1);
+        with_napi_poller(&world, Config::DEFAULT, |poller| {
+            napi_step(poller, &world, 1);
             poller.shutdown();
             world.unhook();
-        }
+        });
         irq.join().unwrap();
         assert_eq!(napi_consumed(&world, 1), 1);
         invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
@@ -330,26 +343,23 @@ fn h_unload_races_irq_in_flight() {
 fn i_napi_delete_races_kbp() {
     model(|| {
         let world = new_world();
-        let ports = world.ports();
-        let platform = &world.platform;
-        let mut poller =
-            Poller::new(&world.shared, &ports[..1], &platform, Config::DEFAULT).unwrap();
-        poller.attach_all();
-        world.produce(0, 1, 1);
-        let deleter = {
-            let world = world.clone();
-            thread::spawn(move || {
-                world.disable(0, thread::yield_now);
-                world.delete(0);
-            })
-        };
-        while !world.napi(0).deleted {
-            napi_step(&mut poller, &world, 1);
-        }
-        napi_step(&mut poller, &world, 1);
-        deleter.join().unwrap();
-        poller.shutdown();
-        invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
+        with_napi_poller(&world, Config::DEFAULT, |poller| {
+            world.produce(0, 1, 1);
+            let deleter = {
+                let world = world.clone();
+                thread::spawn(move || {
+                    world.disable(0, thread::yield_now);
+                    world.delete(0);
+                })
+            };
+            while !world.napi(0).deleted {
+                napi_step(poller, &world, 1);
+            }
+            napi_step(poller, &world, 1);
+            deleter.join().unwrap();
+            poller.shutdown();
+            invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
+        });
     });
 }
 
@@ -365,18 +375,15 @@ fn i_napi_delete_races_kbp() {
 fn j_detach_while_running_races_irq() {
     model(|| {
         let nic = new_nic();
-        let ports = nic.ports();
-        let platform = &nic.platform;
-        let mut poller =
-            Poller::new(&nic.shared, &ports[..1], &platform, RELEASE_EVERY_POLL).unwrap();
-        poller.attach_all();
-        let producers = spawn_producers(&nic, &[0]);
-        assert!(poller.detach(0));
-        invariants::shared(&nic.shared, 1).unwrap();
-        poller.shutdown();
-        join(producers);
-        invariants::quiescent(&nic, 1, PollerPhase::ShutDown).unwrap();
-        assert!(!poller.is_detaching(0));
+        with_sim_poller(&nic, 1, RELEASE_EVERY_POLL, |poller| {
+            let producers = spawn_producers(&nic, &[0]);
+            assert!(poller.detach(0));
+            invariants::shared(&nic.shared, 1).unwrap();
+            poller.shutdown();
+            join(producers);
+            invariants::quiescent(&nic, 1, PollerPhase::ShutDown).unwrap();
+            assert!(!poller.is_detaching(0));
+        });
     });
 }
 
@@ -392,36 +399,32 @@ fn j_detach_while_running_races_irq() {
 fn k_retire_races_spinning_kbp() {
     model(|| {
         let world = new_world();
-        let ports = world.ports();
-        let platform = &world.platform;
-        let mut poller =
-            Poller::new(&world.shared, &ports[..1], &platform, Config::DEFAULT).unwrap();
-        poller.attach_all();
-        world.produce(0, 1, 1);
-        let notifier = {
-            let world = world.clone();
-            thread::spawn(move || {
-                world.retire(0);
-                world.produce(0, 1, 2);
-            })
-        };
-        while napi_consumed(&world, 1) < 2 {
-            napi_step(&mut poller, &world, 1);
-        }
-        notifier.join().unwrap();
-        napi_step(&mut poller, &world, 1);
-        assert_ne!(
-            world.napi(0).owner,
-            Owner::Kbp,
-            "a retired instance is still KBP's after a poll"
-        );
-        poller.shutdown();
-        invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
+        with_napi_poller(&world, Config::DEFAULT, |poller| {
+            world.produce(0, 1, 1);
+            let notifier = {
+                let world = world.clone();
+                thread::spawn(move || {
+                    world.retire(0);
+                    world.produce(0, 1, 2);
+                })
+            };
+            while napi_consumed(&world, 1) < 2 {
+                napi_step(poller, &world, 1);
+            }
+            notifier.join().unwrap();
+            napi_step(poller, &world, 1);
+            assert_ne!(
+                world.napi(0).owner,
+                Owner::Kbp,
+                "a retired instance is still KBP's after a poll"
+            );
+            poller.shutdown();
+            invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
+        });
     });
 }
 
 use kbp_core::binding::{self, Bind, DeviceWord, SlotWord, Unserve};
-use kbp_model::sync::Word;
 
 /// kbp.ko's device table and two slots, on loom's atomics (kbp-core's `binding`, which
 /// kbp.ko's `Context::unserve` and `Slot::claim` run).
