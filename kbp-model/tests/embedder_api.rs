@@ -107,6 +107,15 @@ struct Recording<'a> {
     deadlines: Cell<Vec<Option<Nanos>>>,
 }
 
+impl<'a> Recording<'a> {
+    fn new(sim: &'a SimPlatform) -> Self {
+        Recording {
+            sim,
+            deadlines: Cell::new(Vec::new()),
+        }
+    }
+}
+
 impl<'a> Platform for Recording<'a> {
     type SoftirqGuard = <&'a SimPlatform as Platform>::SoftirqGuard;
     fn mask_softirqs(&self) -> Self::SoftirqGuard {
@@ -130,10 +139,7 @@ impl<'a> Platform for Recording<'a> {
 fn custom_policy_parks_with_deadline_and_producer_wakes() {
     let nic = SimNic::new(SimPlatform::sequential());
     let ports = nic.ports();
-    let platform = Recording {
-        sim: &nic.platform,
-        deadlines: Cell::new(Vec::new()),
-    };
+    let platform = Recording::new(&nic.platform);
     let mut poller =
         Poller::with_policy(&nic.shared, &ports[..1], &platform, Config::DEFAULT, Timed).unwrap();
     poller.attach_all();
@@ -163,10 +169,7 @@ fn custom_policy_parks_with_deadline_and_producer_wakes() {
 fn step_then_runs_before_each_park_only() {
     let nic = SimNic::new(SimPlatform::sequential());
     let ports = nic.ports();
-    let platform = Recording {
-        sim: &nic.platform,
-        deadlines: Cell::new(Vec::new()),
-    };
+    let platform = Recording::new(&nic.platform);
     let mut poller =
         Poller::with_policy(&nic.shared, &ports[..1], &platform, Config::DEFAULT, Timed).unwrap();
     poller.attach_all();
