@@ -15,6 +15,7 @@ use crate::base::progress::{Stage, output};
 use crate::base::{Result, workspace_root};
 use crate::build::kernel::Flavor;
 use crate::build::{initramfs, kernel, module, toolchain};
+use crate::guest::probes::snmp_field;
 use crate::guest::vm::{Guest, Nic, QUEUE_PAIRS, Tcg, VCPUS};
 
 /// Where the module lives in the guest.
@@ -76,14 +77,7 @@ pub struct Drops {
 
 /// `Udp: RcvbufErrors` from a /proc/net/snmp text.
 fn udp_rcvbuf_errors(snmp: &str) -> u64 {
-    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
-    let (names, values) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == "RcvbufErrors")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
+    snmp_field(snmp, "Udp:", "RcvbufErrors")
 }
 
 impl Drops {

@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use crate::base::Result;
 use crate::build::initramfs::{ECHO_PORT, GUEST_ADDR};
+use crate::guest::probes::snmp_field;
 use crate::guest::vm::Guest;
 
 /// The container's address (inside the guest, behind a bridge on 10.78.0.0/24).
@@ -69,7 +70,8 @@ impl Container {
     /// The drop counters along the container's path, for locating a loss: the
     /// container's own UDP receive errors (its namespace has its own /proc/net/snmp,
     /// which [`crate::harness::Drops`] does not read), both veth ends' drops (a full
-    /// peer ring in `veth_xmit` counts as a TX drop of the sending end) and the
+    /// peer ring in `veth_xmit` counts as a TX drop of the sending end, veth being
+    /// `noqueue`) and the
     /// softnet backlog drops and squeezes of every CPU.
     pub fn path_drops(&self, guest: &Guest) -> Result<PathDrops> {
         let snmp = guest.check(&self.inside("cat /proc/net/snmp"))?;
@@ -111,8 +113,14 @@ impl Container {
     /// Stops [`Container::start_queue_sampling`]; returns the largest receive queue seen
     /// (bytes) and the number of samples.
     pub fn stop_queue_sampling(&self, guest: &Guest) -> Result<(u64, usize)> {
-        let text = guest.check("kill $(cat /tmp/kbp-queue.pid); sleep 0.2; cat /tmp/kbp-queue")?;
-        Ok(max_udp_rx_queue(&text))
+        // `kill` fails (and so does the line) if the sampler died on the way.
+        let text =
+            guest.check("kill $(cat /tmp/kbp-queue.pid) && sleep 0.2 && cat /tmp/kbp-queue")?;
+        let (max, samples) = max_udp_rx_queue(&text);
+        if samples == 0 {
+            return Err("container socket queue sampler: no samples".into());
+        }
+        Ok((max, samples))
     }
 
     /// Switches both veth ends to `veth` (GRO and TSO through `kbp-ctl offload`);
@@ -137,11 +145,17 @@ impl Container {
 /// Drop counters along the container's path ([`Container::path_drops`]).
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct PathDrops {
+    /// `Udp: RcvbufErrors` of the container's namespace: its echo socket was full.
     pub container_udp_rcvbuf_errors: u64,
+    /// `Udp: InErrors` there (RcvbufErrors included).
     pub container_udp_in_errors: u64,
+    /// `veth0`'s (the guest end's) receive drops, from /proc/net/dev.
     pub veth0_rx_dropped: u64,
+    /// Its transmit drops: `ceth0`'s ring was full.
     pub veth0_tx_dropped: u64,
+    /// `ceth0`'s (the container end's) receive drops.
     pub ceth0_rx_dropped: u64,
+    /// Its transmit drops: `veth0`'s ring was full.
     pub ceth0_tx_dropped: u64,
     /// `/proc/net/softnet_stat`'s dropped column, all CPUs (backlog full).
     pub softnet_dropped: u64,
@@ -170,18 +184,6 @@ impl PathDrops {
             softnet_time_squeeze: d(self.softnet_time_squeeze, before.softnet_time_squeeze),
         }
     }
-}
-
-/// A field of a /proc/net/snmp text: `section` is `Udp:`, `Tcp:`, ...
-fn snmp_field(snmp: &str, section: &str, name: &str) -> u64 {
-    let mut lines = snmp.lines().filter(|l| l.starts_with(section));
-    let (names, values) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == name)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// The largest `rx_queue` over the socket rows of /proc/net/udp texts, and the number

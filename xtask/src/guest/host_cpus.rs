@@ -369,35 +369,3 @@ mod tests {
         assert!(me.iter().any(|(tid, _)| *tid as u32 == std::process::id()));
     }
 }
-
-/// The host's aggregate `cpu` row of /proc/stat: (busy, steal, total) jiffies. This
-/// host is itself a virtual machine, and the time its hypervisor takes back (steal)
-/// moves every wall-clock figure of a TCG guest.
-pub fn host_cpu_jiffies() -> Result<(u64, u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").map_err(|e| format!("/proc/stat: {e}"))?;
-    let v: Vec<u64> = stat
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .ok_or("no cpu row in /proc/stat")?
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    // user nice system idle iowait irq softirq steal (guest, guest_nice are in user).
-    let total: u64 = v.iter().take(8).sum();
-    let steal = v.get(7).copied().unwrap_or(0);
-    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-    Ok((total - idle - steal, steal, total))
-}
-
-/// Host busy and steal percent (of all host CPUs) between two [`host_cpu_jiffies`].
-pub fn host_busy_steal_percent(a: (u64, u64, u64), b: (u64, u64, u64)) -> (u64, u64) {
-    let total = b.2.saturating_sub(a.2);
-    if total == 0 {
-        return (0, 0);
-    }
-    (
-        b.0.saturating_sub(a.0) * 100 / total,
-        b.1.saturating_sub(a.1) * 100 / total,
-    )
-}

@@ -1,5 +1,6 @@
 //! Probes of a running guest through its agent: the NET_RX softirq counts, the CPU
-//! sampler (polling threads and the whole guest) and eth0's RX queue count.
+//! samplers (polling threads and the whole guest; each guest CPU) and eth0's RX queue
+//! count; and the host's own busy and stolen CPU time.
 
 use crate::base::Result;
 use crate::guest::vm::{Guest, VCPUS};
@@ -62,8 +63,20 @@ pub fn eth0_rx_queues(guest: &Guest) -> Result<u32> {
         .map_err(|e| format!("RX queue count: {e}"))
 }
 
-/// Busy and total jiffies of each guest CPU (`cpuN` rows of /proc/stat; idle and
-/// iowait are not busy).
+/// A field of a /proc/net/snmp text: `section` is `Udp:`, `Tcp:`, ... (0 when absent).
+pub fn snmp_field(snmp: &str, section: &str, name: &str) -> u64 {
+    let mut lines = snmp.lines().filter(|l| l.starts_with(section));
+    let (names, values) = (lines.next().unwrap_or(""), lines.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Busy and total jiffies of each guest CPU (`cpuN` rows of /proc/stat; idle, iowait
+/// and steal are not busy).
 pub fn cpu_jiffies_per_cpu(guest: &Guest) -> Result<Vec<(u64, u64)>> {
     let text = guest.check("grep '^cpu[0-9]' /proc/stat")?;
     Ok(text
@@ -74,9 +87,12 @@ pub fn cpu_jiffies_per_cpu(guest: &Guest) -> Result<Vec<(u64, u64)>> {
                 .skip(1)
                 .filter_map(|x| x.parse().ok())
                 .collect();
-            let total: u64 = v.iter().sum();
+            // user nice system idle iowait irq softirq steal (guest and guest_nice
+            // are counted in user and nice already); busy is neither idle nor stolen.
+            let total: u64 = v.iter().take(8).sum();
             let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
-            (total - idle, total)
+            let steal = v.get(7).copied().unwrap_or(0);
+            (total - idle - steal, total)
         })
         .collect())
 }
@@ -94,4 +110,36 @@ pub fn busy_percent_between(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<u64> {
             }
         })
         .collect()
+}
+
+/// The host's aggregate `cpu` row of /proc/stat: (busy, steal, total) jiffies. Where
+/// the host is itself a virtual machine, the time its hypervisor takes back (steal)
+/// moves every wall-clock figure of a TCG guest.
+pub fn host_cpu_jiffies() -> Result<(u64, u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").map_err(|e| format!("/proc/stat: {e}"))?;
+    let v: Vec<u64> = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .ok_or("no cpu row in /proc/stat")?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest, guest_nice are in user).
+    let total: u64 = v.iter().take(8).sum();
+    let steal = v.get(7).copied().unwrap_or(0);
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Ok((total - idle - steal, steal, total))
+}
+
+/// Host busy and steal percent (of all host CPUs) between two [`host_cpu_jiffies`].
+pub fn host_busy_steal_percent(a: (u64, u64, u64), b: (u64, u64, u64)) -> (u64, u64) {
+    let total = b.2.saturating_sub(a.2);
+    if total == 0 {
+        return (0, 0);
+    }
+    (
+        b.0.saturating_sub(a.0) * 100 / total,
+        b.1.saturating_sub(a.1) * 100 / total,
+    )
 }

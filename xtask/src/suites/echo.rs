@@ -17,7 +17,7 @@
 //! | `unload-under-traffic` | rmmod halfway through the traffic (`scenario_with`) |
 //! | `bad_params` | every load in [`BAD_PARAMS`] must be refused with a line naming the parameter |
 //! | `unregister`, `napi-after-rebind` | the owned device unbound while two threads own it (`unregister_while_owned`), then echo |
-//! | `container` | the echo server in a container's network namespace behind veth + bridge + NAT, GRO on both veth ends, in `napi`, with kbp.ko owning eth0 only, and owning eth0 and both veth ends (`ifaces=eth0,veth0,ceth0@PID`, spin and adaptive), at a quarter of the UDP rate: NET_RX of the whole path per mode, 0 required with the veths owned ([`container`]) |
+//! | `container` | the echo server in a container's network namespace behind veth + bridge + NAT, GRO on both veth ends, in `napi`, with kbp.ko owning eth0 only (spin and adaptive), and owning eth0 and both veth ends (`ifaces=eth0,veth0,ceth0@PID`, spin and adaptive), at a quarter of the UDP rate: NET_RX of the whole path per mode, 0 required with the veths owned ([`container`]) |
 //! | `zero_loss_search_64b` | RFC 2544 zero-loss rate, 64 B (not with `--quick`) |
 //! | `tcp` | in `napi` and in each kbp mode (inside its module cycle): TCP request/response over one connection, then a bulk transfer host -> guest and guest -> host against `kbp-tcp`, with the sender's retransmissions and both sides' TCP counters (`tcp_scenario`) |
 //! | `tcp_goal` | each kbp mode against `napi` of the same run: retransmissions no higher, throughput at least 0.95x, each way (reported, not judged: see [`TcpGoal`]) |
@@ -740,8 +740,8 @@ fn container_packets(o: &Options) -> u64 {
 
 /// The `container` record's rate: a quarter of the UDP scenarios'. Every echo there
 /// crosses NAT, the bridge and both veth ends twice, and on this host (2 cores, itself
-/// a VM whose hypervisor steals 7-25 % of them) the guest cannot carry the UDP rate
-/// through that path in every mode: at 2000 pps the container's echo socket overflowed
+/// a VM whose hypervisor stole 11-33 % of them in the run after) the guest could not
+/// carry the UDP rate through that path in every mode: at 2000 pps the container's echo socket overflowed
 /// its 4 MiB buffer with napi (398 of 25,000 lost at 1518 B, all `RcvbufErrors` of the
 /// container's namespace) and with kbp.ko owning eth0 only (6038 and 4105 lost), and
 /// the one KBP thread carrying the whole path with the veths owned let the tap
