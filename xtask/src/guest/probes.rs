@@ -2,6 +2,8 @@
 //! samplers (polling threads and the whole guest; each guest CPU) and eth0's RX queue
 //! count; and the host's own busy and stolen CPU time.
 
+use std::collections::BTreeMap;
+
 use crate::base::Result;
 use crate::guest::vm::{Guest, VCPUS};
 
@@ -142,4 +144,104 @@ pub fn host_busy_steal_percent(a: (u64, u64, u64), b: (u64, u64, u64)) -> (u64, 
         b.0.saturating_sub(a.0) * 100 / total,
         b.1.saturating_sub(a.1) * 100 / total,
     )
+}
+
+/// Every guest thread's CPU ticks (utime + stime, 10 ms each) by thread id, with its
+/// name and the CPU it last ran on (`/proc/*/task/*/stat`).
+pub fn thread_ticks(guest: &Guest) -> Result<BTreeMap<u32, (String, u64, u32)>> {
+    let text = guest.check("cat /proc/[0-9]*/task/[0-9]*/stat 2>/dev/null; true")?;
+    Ok(text.lines().filter_map(parse_thread_stat).collect())
+}
+
+/// One `/proc/PID/task/TID/stat` line: (tid, (comm, utime + stime, processor)).
+fn parse_thread_stat(line: &str) -> Option<(u32, (String, u64, u32))> {
+    let (tid, rest) = line.split_once(" (")?;
+    let (comm, fields) = rest.rsplit_once(") ")?;
+    let f: Vec<&str> = fields.split_whitespace().collect();
+    // fields[0] is field 3 (state): utime 14, stime 15, processor 39.
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let cpu = f.get(36)?.parse().ok()?;
+    Some((tid.trim().parse().ok()?, (comm.to_string(), ticks, cpu)))
+}
+
+/// The `n` threads that used the most CPU between two [`thread_ticks`], as
+/// `comm/tid@cpu ticks`, most first.
+pub fn busiest_threads(
+    a: &BTreeMap<u32, (String, u64, u32)>,
+    b: &BTreeMap<u32, (String, u64, u32)>,
+    n: usize,
+) -> Vec<(String, u64)> {
+    let mut used: Vec<(String, u64)> = b
+        .iter()
+        .map(|(tid, (comm, ticks, cpu))| {
+            let before = a.get(tid).map_or(0, |t| t.1);
+            (format!("{comm}/{tid}@{cpu}"), ticks.saturating_sub(before))
+        })
+        .filter(|(_, d)| *d > 0)
+        .collect();
+    used.sort_by(|x, y| y.1.cmp(&x.1));
+    used.truncate(n);
+    used
+}
+
+/// Each guest CPU's time split between two [`cpu_columns_per_cpu`] samples, percent:
+/// `[user + nice, system, irq, softirq]`.
+pub fn cpu_split_between(a: &[Vec<u64>], b: &[Vec<u64>]) -> Vec<[u64; 4]> {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| {
+            let d = |i: usize| b.get(i).copied().unwrap_or(0) - a.get(i).copied().unwrap_or(0);
+            let total: u64 = (0..8).map(d).sum();
+            if total == 0 {
+                return [0; 4];
+            }
+            [d(0) + d(1), d(2), d(5), d(6)].map(|x| x * 100 / total)
+        })
+        .collect()
+}
+
+/// The first eight columns of each `cpuN` row of /proc/stat (user nice system idle
+/// iowait irq softirq steal).
+pub fn cpu_columns_per_cpu(guest: &Guest) -> Result<Vec<Vec<u64>>> {
+    let text = guest.check("grep '^cpu[0-9]' /proc/stat")?;
+    Ok(text
+        .lines()
+        .map(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .take(8)
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .collect())
+}
+
+/// Interrupts of eth0's virtio queues (`virtioN-input.M`, `virtioN-output.M` rows of
+/// /proc/interrupts), summed per guest CPU.
+pub fn virtio_net_irqs_per_cpu(guest: &Guest) -> Result<Vec<u64>> {
+    let text = guest.check("grep -E 'virtio[0-9]+-(input|output)' /proc/interrupts; true")?;
+    let mut per_cpu = vec![0u64; VCPUS as usize];
+    for line in text.lines() {
+        let counts = line.split_whitespace().skip(1).take(VCPUS as usize);
+        for (sum, n) in per_cpu.iter_mut().zip(counts) {
+            *sum += n.parse::<u64>().unwrap_or(0);
+        }
+    }
+    Ok(per_cpu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_thread_stat_reads_comm_with_spaces_ticks_and_cpu() {
+        let line = "77 (kbp echo) S 1 77 1 0 -1 4194560 90 0 0 0 12 30 0 0 20 0 1 0 300 \
+                    1000 50 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 2 0 0 0 0 0";
+        assert_eq!(
+            parse_thread_stat(line),
+            Some((77, ("kbp echo".to_string(), 42, 2)))
+        );
+        assert_eq!(parse_thread_stat("garbage"), None);
+    }
 }

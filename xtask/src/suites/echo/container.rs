@@ -27,8 +27,9 @@ use serde::Serialize;
 use crate::base::Result;
 use crate::guest::container::{self, CONTAINER_VETH, Container, HOST_VETH, PathDrops, Veth};
 use crate::guest::probes::{
-    busy_percent_between, cpu_jiffies_per_cpu, host_busy_steal_percent, host_cpu_jiffies,
-    net_rx_softirqs,
+    busiest_threads, busy_percent_between, cpu_columns_per_cpu, cpu_jiffies_per_cpu,
+    cpu_split_between, host_busy_steal_percent, host_cpu_jiffies, net_rx_softirqs, thread_ticks,
+    virtio_net_irqs_per_cpu,
 };
 use crate::guest::stats_file::napi_packets_by_dev;
 use crate::guest::vm::{Guest, count_warnings};
@@ -66,6 +67,13 @@ pub struct ContainerScenario {
     pub path_drops: PathDrops,
     /// How busy each guest CPU was over the scenario, percent.
     pub busy_percent_per_cpu: Vec<u64>,
+    /// Each guest CPU's time, percent: `[user + nice, system, irq, softirq]`.
+    pub cpu_split_percent: Vec<[u64; 4]>,
+    /// The threads that used the most CPU over the scenario (`comm/tid@cpu`, 10 ms
+    /// ticks).
+    pub busiest_threads: Vec<(String, u64)>,
+    /// eth0's virtio interrupts over the scenario, per guest CPU.
+    pub virtio_irqs_per_cpu: Vec<u64>,
     /// The largest receive queue of the container's echo socket seen in 500 ms samples
     /// (bytes of truesize; its buffer is 4 MiB): a lower bound of the peak.
     pub max_container_socket_queue_bytes: u64,
@@ -181,6 +189,9 @@ fn scenario(
     let drops_before = Drops::read(guest)?;
     let path_before = c.path_drops(guest)?;
     let busy_before = cpu_jiffies_per_cpu(guest)?;
+    let columns_before = cpu_columns_per_cpu(guest)?;
+    let threads_before = thread_ticks(guest)?;
+    let irqs_before = virtio_net_irqs_per_cpu(guest)?;
     let before = net_rx_softirqs(guest)?;
     c.start_queue_sampling(guest)?;
     let host_before = host_cpu_jiffies()?;
@@ -200,6 +211,13 @@ fn scenario(
     let (host_busy, host_steal) = host_busy_steal_percent(host_before, host_cpu_jiffies()?);
     let (max_queue, queue_samples) = c.stop_queue_sampling(guest)?;
     let busy = busy_percent_between(&busy_before, &cpu_jiffies_per_cpu(guest)?);
+    let split = cpu_split_between(&columns_before, &cpu_columns_per_cpu(guest)?);
+    let threads = busiest_threads(&threads_before, &thread_ticks(guest)?, 6);
+    let irqs: Vec<u64> = virtio_net_irqs_per_cpu(guest)?
+        .iter()
+        .zip(&irqs_before)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .collect();
     let drops = Drops::read(guest)?.since(drops_before);
     let path_drops = c.path_drops(guest)?.since(path_before);
     let kbp_after = kbp_packets(guest)?;
@@ -254,6 +272,9 @@ fn scenario(
         drops,
         path_drops,
         busy_percent_per_cpu: busy,
+        cpu_split_percent: split,
+        busiest_threads: threads,
+        virtio_irqs_per_cpu: irqs,
         max_container_socket_queue_bytes: max_queue,
         container_socket_queue_samples: queue_samples,
         host_busy_percent: host_busy,
@@ -283,6 +304,10 @@ fn scenario(
         s.max_container_socket_queue_bytes,
         s.drops,
         s.path_drops
+    );
+    println!(
+        "[xtask]     CPU time [user, system, irq, softirq] % {:?}; virtio IRQs per CPU {:?}; busiest threads {:?}",
+        s.cpu_split_percent, s.virtio_irqs_per_cpu, s.busiest_threads
     );
     for (site, n) in s.net_rx_raise_sites.iter().take(4) {
         println!("[xtask]     NET_RX raised {n} x at {site}");
