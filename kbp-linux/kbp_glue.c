@@ -163,7 +163,7 @@ struct net_device *kbp_napi_dev(const struct napi_struct *n) { return n->dev; }
 
 /*
  * napi->state as kbp-core's NapiBits (kbp-core/src/napi.rs): SCHED 0, MISSED 1,
- * DISABLE 2, NPSVC 3, IN_BUSY_POLL 4, THREADED 5. THREADED_BUSY_POLL implies THREADED.
+ * DISABLE 2, NPSVC 3, IN_BUSY_POLL 4, THREADED 5, NO_BUSY_POLL 6. THREADED_BUSY_POLL implies THREADED.
  */
 u32 kbp_napi_bits(const struct napi_struct *n)
 {
@@ -174,7 +174,8 @@ u32 kbp_napi_bits(const struct napi_struct *n)
 	       !!(s & NAPIF_STATE_DISABLE) << 2 |
 	       !!(s & NAPIF_STATE_NPSVC) << 3 |
 	       !!(s & NAPIF_STATE_IN_BUSY_POLL) << 4 |
-	       !!(s & (NAPIF_STATE_THREADED | NAPIF_STATE_THREADED_BUSY_POLL)) << 5;
+	       !!(s & (NAPIF_STATE_THREADED | NAPIF_STATE_THREADED_BUSY_POLL)) << 5 |
+	       !!(s & NAPIF_STATE_NO_BUSY_POLL) << 6;
 }
 
 u32 kbp_napi_weight(const struct napi_struct *n) { return READ_ONCE(n->weight); }

@@ -23,6 +23,9 @@
 //!                                             n->poll(min(budget, napi->weight))
 //!                                           must_release(): DISABLE or THREADED set,
 //!                                           or the embedder no longer serves it
+//!                                           busy_pollable(): NO_BUSY_POLL clear (a
+//!                                           TX-completion instance is released after
+//!                                           every poll under its weight)
 //!                                           Poller: complete KBP's word first, then
 //!                                           NapiPort::rearm_irq() = release():
 //!                                             clear MISSED, IN_BUSY_POLL (busy_poll_stop)
@@ -64,6 +67,11 @@ bitflags::bitflags! {
         const IN_BUSY_POLL = 1 << 4;
         /// `NAPIF_STATE_THREADED`: the administrator chose the kernel's threaded NAPI.
         const THREADED = 1 << 5;
+        /// `NAPIF_STATE_NO_BUSY_POLL`: the driver said the instance is not for busy
+        /// polling (`netif_napi_add_tx` sets it on TX-completion instances, which then
+        /// get no NAPI id): KBP polls it when it is scheduled and lets go as soon as a
+        /// poll finishes, whatever its idle policy.
+        const NO_BUSY_POLL = 1 << 6;
     }
 }
 
@@ -236,6 +244,10 @@ impl<N: Napi> RxInstance for NapiPort<N> {
         }
         let budget = budget.min(self.napi.weight()).max(1);
         self.napi.poll(budget).min(budget)
+    }
+
+    fn busy_pollable(&self) -> bool {
+        !self.napi.state().contains(NapiBits::NO_BUSY_POLL)
     }
 
     fn take_idle(&self) -> bool {

@@ -8,8 +8,9 @@
 //!     for each: mask softirqs, poll(weight), unmask;                     |
 //!       disable pending -> complete + re-arm IRQ (the disabler waits)    |
 //!       work == weight  -> still owned, re-listed behind new arrivals    |
-//!       work <  weight  -> keep_busy (the policy says so, and the        |
-//!                          instance found work within idle_release)      |
+//!       work <  weight  -> keep_busy (the instance is busy-pollable,     |
+//!                          the policy says so, and it found work         |
+//!                          within idle_release)                          |
 //!                          or complete + re-arm IRQ (idle / disabling)   |
 //!       detached        -> complete + re-arm IRQ (Poller::detach)        |
 //!     stop early at budget or time limit (squeeze)                       |
@@ -412,7 +413,10 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize, I: IdlePolic
         } else if work == weight {
             // Not finished: still owned, state untouched (NAPI's work == budget rule).
             Ok(token)
-        } else if !self.policy.keep_busy(id, now) {
+        } else if !self.rx.get(id).is_some_and(R::busy_pollable)
+            || !self.policy.keep_busy(id, now)
+        {
+            // Not for busy polling, or the policy lets go: complete and re-arm.
             Err(token)
         } else if self.idle_too_long(id, now) {
             // The policy would keep it, but a SCHED holder must let go in bounded time

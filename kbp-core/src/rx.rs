@@ -52,6 +52,15 @@ pub trait RxInstance {
     /// schedules) returns false.
     fn take_idle(&self) -> bool;
 
+    /// Whether the poller may keep the instance between packets (busy polling it until
+    /// its idle policy lets go). False for an instance its device says is not for busy
+    /// polling (Linux's NAPI_STATE_NO_BUSY_POLL on TX-completion instances): it is
+    /// polled when scheduled and released as soon as a poll does less than its weight,
+    /// as the softirq would.
+    fn busy_pollable(&self) -> bool {
+        true
+    }
+
     /// The device side wants the instance back now (a NAPI disable is pending, or the
     /// administrator switched it to another mode): the poller releases it after this
     /// poll even with work left, as `__napi_poll` does for a pending disable.

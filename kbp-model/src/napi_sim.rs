@@ -69,6 +69,8 @@ pub mod kbits {
     pub const NPSVC: u32 = 1 << 3;
     /// `NAPIF_STATE_LISTED`: added to the device's list (`netif_napi_add`).
     pub const LISTED: u32 = 1 << 4;
+    /// `NAPIF_STATE_NO_BUSY_POLL` (`netif_napi_add_tx`).
+    pub const NO_BUSY_POLL: u32 = 1 << 5;
     /// `NAPIF_STATE_IN_BUSY_POLL`.
     pub const IN_BUSY_POLL: u32 = 1 << 6;
     /// `NAPIF_STATE_PREFER_BUSY_POLL`.
@@ -341,6 +343,7 @@ impl NapiWorld {
             (kbits::NPSVC, NapiBits::NPSVC),
             (kbits::IN_BUSY_POLL, NapiBits::IN_BUSY_POLL),
             (kbits::THREADED, NapiBits::THREADED),
+            (kbits::NO_BUSY_POLL, NapiBits::NO_BUSY_POLL),
         ] {
             bits.set(b, w & k != 0);
         }
@@ -387,6 +390,12 @@ impl NapiWorld {
 
     /// Sets `NAPI_STATE_THREADED` (the administrator writes the sysfs `threaded` file;
     /// `napi_set_threaded` sets the bit with `set_bit`).
+    /// Marks instance `id` as a TX-completion instance, as `netif_napi_add_tx` does
+    /// when the driver adds it: NO_BUSY_POLL, which nothing clears.
+    pub fn mark_tx(&self, id: usize) {
+        self.napis[id].set_bits(kbits::NO_BUSY_POLL, 0);
+    }
+
     pub fn set_threaded(&self, id: usize, threaded: bool) {
         let n = &self.napis[id];
         if threaded {

@@ -2,11 +2,11 @@
 //! interrupt side, the poller and a disabler, on loom's atomics.
 //!
 //! Models a-e and j run kbp-core over the simulated NIC of `kbp_model::sim`; model l runs
-//! kbp-core's `binding` (how kbp.ko gives a device up while its hook adopts); models f-i run
-//! kbp.ko's protocol (kbp-core's `napi` module: the `__napi_schedule` entry hook and
-//! `NapiPort`) over the simulated kernel `napi->state` and virtio-like driver of
+//! kbp-core's `binding` (how kbp.ko gives a device up while its hook adopts); models f-i,
+//! k and m run kbp.ko's protocol (kbp-core's `napi` module: the `__napi_schedule` entry
+//! hook and `NapiPort`) over the simulated kernel `napi->state` and virtio-like driver of
 //! `kbp_model::napi_sim`, checked by the same checker (`invariants::napi_world`, after
-//! every poller step, and `invariants::napi_quiescent` at the end). Each of f-i names a
+//! every poller step, and `invariants::napi_quiescent` at the end). Each of f-m names a
 //! one-line bug it catches; each was seeded, seen to fail, and reverted.
 //!
 //! Run with `RUSTFLAGS="--cfg kbp_loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p kbp-model
@@ -421,6 +421,46 @@ fn k_retire_races_spinning_kbp() {
             poller.shutdown();
             invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
         });
+    });
+}
+
+/// (m) A TX-completion instance (NO_BUSY_POLL, as `netif_napi_add_tx` marks it) under
+/// a spinning KBP races its interrupt: KBP polls it when diverted and hands it back
+/// after every poll (spin keeps only busy-pollable instances), the packet landing
+/// before, during or after the hand-back is polled once, by KBP, and at the end the
+/// instance is the kernel's with its interrupt armed.
+///
+/// catches: the poller asking only the idle policy whether to keep an instance
+/// (`RxInstance::busy_pollable` ignored): the spinning KBP keeps the TX instance.
+#[test]
+fn m_tx_instance_released_by_spinning_kbp_races_irq() {
+    model(|| {
+        let world = new_world();
+        world.mark_tx(0);
+        with_napi_poller(&world, Config::DEFAULT, |poller| {
+            world.produce(0, 1, 1);
+            let irq = {
+                let world = world.clone();
+                thread::spawn(move || world.produce(0, 1, 1))
+            };
+            while napi_consumed(&world, 1) < 2 {
+                napi_step(poller, &world, 1);
+            }
+            irq.join().unwrap();
+            napi_step(poller, &world, 1);
+            assert_eq!(
+                world.napi(0).by_softirq,
+                0,
+                "a TX instance went to the softirq"
+            );
+            assert_eq!(
+                world.napi(0).owner,
+                Owner::Nobody,
+                "a spinning KBP kept a TX instance after its poll"
+            );
+            poller.shutdown();
+        });
+        invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
     });
 }
 

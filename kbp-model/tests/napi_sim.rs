@@ -184,3 +184,55 @@ fn napi_synchronize_would_hang_on_a_spinning_poller_without_idle_release() {
     poller.shutdown();
     invariants::napi_quiescent(&world, 1, PollerPhase::ShutDown).unwrap();
 }
+
+/// A TX-completion instance (NO_BUSY_POLL, as `netif_napi_add_tx` marks it) is polled
+/// when its interrupt schedules it and handed back after that poll, with its interrupt
+/// re-armed, even by a spinning KBP that keeps its RX instance; its next interrupt
+/// brings it to KBP again (no softirq).
+///
+/// catches: the poller asking only the idle policy whether to keep an instance
+/// (`RxInstance::busy_pollable` ignored): a spinning KBP busy-polls the TX instance
+/// forever, taking the driver's TX queue lock at every empty poll.
+#[test]
+fn tx_instance_is_released_after_each_poll() {
+    let world = NapiWorld::new(SimPlatform::sequential(), 64);
+    world.mark_tx(1);
+    let ports = world.ports();
+    let platform = &world.platform;
+    let mut poller = Poller::new(&world.shared, &ports[..2], &platform, Config::DEFAULT).unwrap();
+    poller.attach_all();
+    let check = || invariants::napi_world(&world, 2).unwrap();
+
+    world.produce(0, 3, 1);
+    world.produce(1, 2, 1);
+    assert_eq!(world.napi(1).owner, Owner::Kbp);
+    let _ = poller.step();
+    check();
+    assert_eq!((world.napi(0).by_kbp, world.napi(1).by_kbp), (3, 2));
+    assert_eq!(
+        world.napi(0).owner,
+        Owner::Kbp,
+        "Spin keeps the RX instance"
+    );
+    assert_eq!(
+        world.napi(1).owner,
+        Owner::Nobody,
+        "the TX instance is handed back after its poll"
+    );
+    assert!(world.napi(1).irq_armed);
+    assert_eq!(poller.instance_stats(1).unwrap().releases, 1);
+
+    world.produce(1, 1, 1);
+    assert_eq!(
+        world.napi(1).owner,
+        Owner::Kbp,
+        "its interrupt brings it back"
+    );
+    let _ = poller.step();
+    check();
+    assert_eq!(world.napi(1).by_kbp, 3);
+    assert_eq!(world.napi(1).by_softirq, 0);
+    assert_eq!(world.napi(1).owner, Owner::Nobody);
+    poller.shutdown();
+    invariants::napi_quiescent(&world, 2, PollerPhase::ShutDown).unwrap();
+}
