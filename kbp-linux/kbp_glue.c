@@ -163,7 +163,8 @@ struct net_device *kbp_napi_dev(const struct napi_struct *n) { return n->dev; }
 
 /*
  * napi->state as kbp-core's NapiBits (kbp-core/src/napi.rs): SCHED 0, MISSED 1,
- * DISABLE 2, NPSVC 3, IN_BUSY_POLL 4, THREADED 5, NO_BUSY_POLL 6. THREADED_BUSY_POLL implies THREADED.
+ * DISABLE 2, NPSVC 3, IN_BUSY_POLL 4, THREADED 5, NO_BUSY_POLL 6.
+ * THREADED_BUSY_POLL implies THREADED.
  */
 u32 kbp_napi_bits(const struct napi_struct *n)
 {

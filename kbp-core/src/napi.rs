@@ -23,9 +23,10 @@
 //!                                             n->poll(min(budget, napi->weight))
 //!                                           must_release(): DISABLE or THREADED set,
 //!                                           or the embedder no longer serves it
-//!                                           busy_pollable(): NO_BUSY_POLL clear (a
-//!                                           TX-completion instance is released after
-//!                                           every poll under its weight)
+//!                                           busy_pollable(): NO_BUSY_POLL clear (an
+//!                                           instance the driver excludes from busy
+//!                                           polling is released after every poll
+//!                                           under its weight)
 //!                                           Poller: complete KBP's word first, then
 //!                                           NapiPort::rearm_irq() = release():
 //!                                             clear MISSED, IN_BUSY_POLL (busy_poll_stop)
@@ -67,10 +68,11 @@ bitflags::bitflags! {
         const IN_BUSY_POLL = 1 << 4;
         /// `NAPIF_STATE_THREADED`: the administrator chose the kernel's threaded NAPI.
         const THREADED = 1 << 5;
-        /// `NAPIF_STATE_NO_BUSY_POLL`: the driver said the instance is not for busy
-        /// polling (`netif_napi_add_tx` sets it on TX-completion instances, which then
-        /// get no NAPI id): KBP polls it when it is scheduled and lets go as soon as a
-        /// poll finishes, whatever its idle policy.
+        /// `NAPIF_STATE_NO_BUSY_POLL`: the driver excluded the instance from busy
+        /// polling (`netif_napi_add_tx` sets it, on virtio-net's TX-completion
+        /// instances for one; such an instance gets no NAPI id): KBP polls it when it
+        /// is scheduled and lets go as soon as a poll finishes under its weight,
+        /// whatever its idle policy.
         const NO_BUSY_POLL = 1 << 6;
     }
 }

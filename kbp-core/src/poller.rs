@@ -413,8 +413,7 @@ impl<'a, A: AtomicWord, R: RxInstance, P: Platform, const N: usize, I: IdlePolic
         } else if work == weight {
             // Not finished: still owned, state untouched (NAPI's work == budget rule).
             Ok(token)
-        } else if !self.rx.get(id).is_some_and(R::busy_pollable)
-            || !self.policy.keep_busy(id, now)
+        } else if !self.rx.get(id).is_some_and(R::busy_pollable) || !self.policy.keep_busy(id, now)
         {
             // Not for busy polling, or the policy lets go: complete and re-arm.
             Err(token)

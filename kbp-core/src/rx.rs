@@ -53,8 +53,8 @@ pub trait RxInstance {
     fn take_idle(&self) -> bool;
 
     /// Whether the poller may keep the instance between packets (busy polling it until
-    /// its idle policy lets go). False for an instance its device says is not for busy
-    /// polling (Linux's NAPI_STATE_NO_BUSY_POLL on TX-completion instances): it is
+    /// its idle policy lets go). False for an instance its device excludes from busy
+    /// polling (Linux's NAPI_STATE_NO_BUSY_POLL, e.g. virtio-net's TX completion): it is
     /// polled when scheduled and released as soon as a poll does less than its weight,
     /// as the softirq would.
     fn busy_pollable(&self) -> bool {

@@ -80,7 +80,7 @@ pub mod kbits {
     /// `NAPIF_STATE_SCHED_THREADED`.
     pub const SCHED_THREADED: u32 = 1 << 9;
     /// `NAPIF_STATE_THREADED_BUSY_POLL`.
-    pub const THREADED_BUSY_POLL: u32 = 1 << 12;
+    pub const THREADED_BUSY_POLL: u32 = 1 << 11;
     /// Every kernel bit (the rest of the word is ghost state).
     pub const KERNEL: u32 = 0xffff;
 }
@@ -388,14 +388,15 @@ impl NapiWorld {
         self.napis[id].served.store(false, Ordering::Release);
     }
 
-    /// Sets `NAPI_STATE_THREADED` (the administrator writes the sysfs `threaded` file;
-    /// `napi_set_threaded` sets the bit with `set_bit`).
-    /// Marks instance `id` as a TX-completion instance, as `netif_napi_add_tx` does
-    /// when the driver adds it: NO_BUSY_POLL, which nothing clears.
+    /// Marks instance `id` as excluded from busy polling, as `netif_napi_add_tx` does
+    /// for a TX-completion instance when the driver adds it: NO_BUSY_POLL, which
+    /// nothing clears.
     pub fn mark_tx(&self, id: usize) {
         self.napis[id].set_bits(kbits::NO_BUSY_POLL, 0);
     }
 
+    /// Sets `NAPI_STATE_THREADED` (the administrator writes the sysfs `threaded` file;
+    /// `napi_set_threaded` sets the bit with `set_bit`).
     pub fn set_threaded(&self, id: usize, threaded: bool) {
         let n = &self.napis[id];
         if threaded {

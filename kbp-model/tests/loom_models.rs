@@ -6,8 +6,8 @@
 //! k and m run kbp.ko's protocol (kbp-core's `napi` module: the `__napi_schedule` entry
 //! hook and `NapiPort`) over the simulated kernel `napi->state` and virtio-like driver of
 //! `kbp_model::napi_sim`, checked by the same checker (`invariants::napi_world`, after
-//! every poller step, and `invariants::napi_quiescent` at the end). Each of f-m names a
-//! one-line bug it catches; each was seeded, seen to fail, and reverted.
+//! every poller step, and `invariants::napi_quiescent` at the end). Each of f-i and k-m
+//! names a one-line bug it catches; each was seeded, seen to fail, and reverted.
 //!
 //! Run with `RUSTFLAGS="--cfg kbp_loom" LOOM_MAX_PREEMPTIONS=3 cargo test -p kbp-model
 //! --release --test loom_models`. Each model checks, through the shared checker:
