@@ -150,7 +150,7 @@ fn raise_sites(guest: &Guest) -> Result<Vec<(String, u64)>> {
 const CONTENTION: &str = "/sys/kernel/tracing/events/lock/contention_begin";
 /// Spinlock contention (`queued_spin_lock_slowpath` queuing: `lock:contention_begin`,
 /// `kernel/locking/qspinlock.c:219`) counted per CPU and per stack.
-const CONTENTION_BY_CPU: &str = "hist:keys=common_cpu:vals=hitcount:size=64";
+const CONTENTION_BY_CPU: &str = "hist:keys=common_cpu:vals=hitcount:size=128";
 const CONTENTION_BY_STACK: &str = "hist:keys=common_stacktrace:vals=hitcount:size=256";
 
 /// Starts counting contended spinlocks per CPU and per stack.
