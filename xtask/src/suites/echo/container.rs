@@ -32,7 +32,7 @@ use crate::guest::probes::{
     virtio_net_irqs_per_cpu,
 };
 use crate::guest::stats_file::napi_packets_by_dev;
-use crate::guest::vm::{Guest, VCPUS, count_warnings};
+use crate::guest::vm::{Guest, count_warnings};
 use crate::harness::{Drops, MODULE_PATH};
 
 /// Frame sizes of each mode.
@@ -74,10 +74,10 @@ pub struct ContainerScenario {
     pub busiest_threads: Vec<(String, u64)>,
     /// eth0's virtio interrupts over the scenario, per guest CPU.
     pub virtio_irqs_per_cpu: Vec<u64>,
-    /// Contended spinlocks (`lock:contention_begin`) over the scenario, per guest CPU.
-    pub spinlock_contention_per_cpu: Vec<u64>,
+    /// Contended locks (`lock:contention_begin`) over the scenario, every CPU.
+    pub lock_contention: u64,
     /// The most frequent stacks of those, by their first frames outside the lock code.
-    pub spinlock_contention_sites: Vec<(String, u64)>,
+    pub lock_contention_sites: Vec<(String, u64)>,
     /// The largest receive queue of the container's echo socket seen in 500 ms samples
     /// (bytes of truesize; its buffer is 4 MiB): a lower bound of the peak.
     pub max_container_socket_queue_bytes: u64,
@@ -148,34 +148,31 @@ fn raise_sites(guest: &Guest) -> Result<Vec<(String, u64)>> {
 }
 
 const CONTENTION: &str = "/sys/kernel/tracing/events/lock/contention_begin";
-/// Spinlock contention (`queued_spin_lock_slowpath` queuing: `lock:contention_begin`,
-/// `kernel/locking/qspinlock.c:219`) counted per CPU and per stack.
-const CONTENTION_BY_CPU: &str = "hist:keys=common_cpu:vals=hitcount:size=128";
+/// Lock contention (`lock:contention_begin`: a queued spinlock's slow path,
+/// `kernel/locking/qspinlock.c:219`, and the sleeping locks' waits) counted per stack.
 const CONTENTION_BY_STACK: &str = "hist:keys=common_stacktrace:vals=hitcount:size=256";
 
-/// Starts counting contended spinlocks per CPU and per stack.
+/// Starts counting contended locks per stack.
 fn count_contention(guest: &Guest) -> Result {
     guest
         .check(&format!(
-            "echo '{CONTENTION_BY_CPU}' > {CONTENTION}/trigger && echo '{CONTENTION_BY_STACK}' > {CONTENTION}/trigger"
+            "echo '{CONTENTION_BY_STACK}' > {CONTENTION}/trigger"
         ))
         .map(drop)
 }
 
-/// Stops [`count_contention`]; returns the counts per CPU and the most frequent stacks
-/// (their first frames below the lock functions).
-fn contention(guest: &Guest) -> Result<(Vec<u64>, Vec<(String, u64)>)> {
+/// Stops [`count_contention`]; returns the total and the most frequent stacks (their
+/// first frames below the lock functions).
+fn contention(guest: &Guest) -> Result<(u64, Vec<(String, u64)>)> {
     let text = guest.check(&format!(
-        "cat {CONTENTION}/hist; echo '!{CONTENTION_BY_CPU}' > {CONTENTION}/trigger; \
-         echo '!{CONTENTION_BY_STACK}' > {CONTENTION}/trigger"
+        "cat {CONTENTION}/hist; echo '!{CONTENTION_BY_STACK}' > {CONTENTION}/trigger"
     ))?;
     Ok(parse_contention(&text))
 }
 
-/// The two hists of [`count_contention`] as one text: per-CPU counts and the stacks by
-/// their first frames outside the spinlock code, most frequent first.
-fn parse_contention(text: &str) -> (Vec<u64>, Vec<(String, u64)>) {
-    let mut per_cpu = vec![0u64; VCPUS as usize];
+/// The hist of [`count_contention`]: the total, and the stacks by their first frames
+/// outside the lock code, most frequent first.
+fn parse_contention(text: &str) -> (u64, Vec<(String, u64)>) {
     let mut stacks: BTreeMap<String, u64> = BTreeMap::new();
     let mut frames: Option<Vec<String>> = None;
     let hitcount = |l: &str| {
@@ -184,17 +181,7 @@ fn parse_contention(text: &str) -> (Vec<u64>, Vec<(String, u64)>) {
     };
     for line in text.lines() {
         let t = line.trim();
-        if let Some(rest) = t.strip_prefix("{ common_cpu:") {
-            let cpu = rest
-                .split('}')
-                .next()
-                .and_then(|c| c.trim().parse::<usize>().ok());
-            if let (Some(cpu), Some(n)) = (cpu, hitcount(t)) {
-                if let Some(slot) = per_cpu.get_mut(cpu) {
-                    *slot += n;
-                }
-            }
-        } else if t.starts_with("{ common_stacktrace:") {
+        if t.starts_with("{ common_stacktrace:") {
             frames = Some(Vec::new());
         } else if let Some(f) = frames.as_mut() {
             if t.starts_with('}') {
@@ -218,10 +205,11 @@ fn parse_contention(text: &str) -> (Vec<u64>, Vec<(String, u64)>) {
             }
         }
     }
+    let total = stacks.values().sum();
     let mut stacks: Vec<(String, u64)> = stacks.into_iter().collect();
     stacks.sort_by(|a, b| b.1.cmp(&a.1));
     stacks.truncate(6);
-    (per_cpu, stacks)
+    (total, stacks)
 }
 
 /// kbp.ko's per-device packets, or empty when it is not loaded.
@@ -358,8 +346,8 @@ fn scenario(
         cpu_split_percent: split,
         busiest_threads: threads,
         virtio_irqs_per_cpu: irqs,
-        spinlock_contention_per_cpu: contended,
-        spinlock_contention_sites: contention_sites,
+        lock_contention: contended,
+        lock_contention_sites: contention_sites,
         max_container_socket_queue_bytes: max_queue,
         container_socket_queue_samples: queue_samples,
         host_busy_percent: host_busy,
@@ -394,11 +382,8 @@ fn scenario(
         "[xtask]     CPU time [user, system, irq, softirq] % {:?}; virtio IRQs per CPU {:?}; busiest threads {:?}",
         s.cpu_split_percent, s.virtio_irqs_per_cpu, s.busiest_threads
     );
-    println!(
-        "[xtask]     contended spinlocks per CPU {:?}",
-        s.spinlock_contention_per_cpu
-    );
-    for (site, n) in s.spinlock_contention_sites.iter().take(3) {
+    println!("[xtask]     contended locks {}", s.lock_contention);
+    for (site, n) in s.lock_contention_sites.iter().take(3) {
         println!("[xtask]       {n} x at {site}");
     }
     for (site, n) in s.net_rx_raise_sites.iter().take(4) {
@@ -488,19 +473,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parse_contention_reads_per_cpu_counts_and_stacks() {
+    fn parse_contention_reads_the_stacks_and_their_total() {
         let text = "# event histogram\n\
-                    { common_cpu:          2 } hitcount:        120\n\
-                    { common_cpu:          3 } hitcount:          5\n\
-                    Totals:\n\
                     { common_stacktrace:\n\
                     \x20        queued_spin_lock_slowpath+0x1f/0x2a0\n\
                     \x20        _raw_spin_lock+0x29/0x30\n\
                     \x20        __netif_tx_lock+0x10/0x20\n\
                     \x20        virtnet_poll_tx+0x50/0x200\n\
                     } hitcount:         90\n";
-        let (per_cpu, stacks) = parse_contention(text);
-        assert_eq!(per_cpu, vec![0, 0, 120, 5]);
+        let (total, stacks) = parse_contention(text);
+        assert_eq!(total, 90);
         assert_eq!(
             stacks,
             vec![("__netif_tx_lock <- virtnet_poll_tx".to_string(), 90)]
