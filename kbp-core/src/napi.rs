@@ -176,6 +176,10 @@ pub struct NapiPort<N: Napi> {
     napi: N,
     /// We set IN_BUSY_POLL on the instance and have not cleared it yet.
     busy: Cell<bool>,
+    /// NO_BUSY_POLL clear, read once per ownership (at the poll that sets IN_BUSY_POLL):
+    /// the driver sets the bit before it adds the instance and nothing clears it, so
+    /// the poll loop does not read `napi->state` again for it.
+    busy_pollable: Cell<bool>,
     /// Packets processed by the hand-back polls of [`NapiPort::release`].
     release_packets: Cell<u64>,
 }
@@ -186,6 +190,7 @@ impl<N: Napi> NapiPort<N> {
         NapiPort {
             napi,
             busy: Cell::new(false),
+            busy_pollable: Cell::new(true),
             release_packets: Cell::new(0),
         }
     }
@@ -242,6 +247,8 @@ impl<N: Napi> RxInstance for NapiPort<N> {
             return 0;
         }
         if !self.busy.replace(true) {
+            self.busy_pollable
+                .set(!self.napi.state().contains(NapiBits::NO_BUSY_POLL));
             self.napi.set_in_busy_poll();
         }
         let budget = budget.min(self.napi.weight()).max(1);
@@ -249,7 +256,7 @@ impl<N: Napi> RxInstance for NapiPort<N> {
     }
 
     fn busy_pollable(&self) -> bool {
-        !self.napi.state().contains(NapiBits::NO_BUSY_POLL)
+        self.busy_pollable.get()
     }
 
     fn take_idle(&self) -> bool {
