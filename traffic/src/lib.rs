@@ -373,13 +373,19 @@ mod tests {
         assert_eq!(s.p99, 9_900.0);
     }
 
+    /// A local echo server's socket, with the meter's own buffer size: with the default
+    /// 208 KiB a starved echo thread (a TCG guest beside the test at nice 19) dropped
+    /// 131 of 2000 requests (2026-11-29), which is the echo server's loss, not the
+    /// meter's.
+    fn echo_server_socket() -> UdpSocket {
+        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
+        grow_receive_buffer(&server).unwrap();
+        server
+    }
+
     #[test]
     fn a_local_echo_answers_every_packet_of_every_flow() {
-        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        // The meter's own buffer size: with the default 208 KiB a starved echo thread
-        // (a TCG guest beside the test at nice 19) dropped 131 of 2000 requests
-        // (2026-11-29), which is the echo server's loss, not the meter's.
-        grow_receive_buffer(&server).unwrap();
+        let server = echo_server_socket();
         let target = server.local_addr().unwrap();
         thread::spawn(move || {
             let mut buf = [0u8; 2048];
@@ -415,11 +421,7 @@ mod tests {
     #[test]
     fn losses_are_counted_and_timed_and_bursts_pause() {
         // An echo that drops every 10th sequence number.
-        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        // The meter's own buffer size: with the default 208 KiB a starved echo thread
-        // (a TCG guest beside the test at nice 19) dropped 131 of 2000 requests
-        // (2026-11-29), which is the echo server's loss, not the meter's.
-        grow_receive_buffer(&server).unwrap();
+        let server = echo_server_socket();
         let target = server.local_addr().unwrap();
         thread::spawn(move || {
             let mut buf = [0u8; 2048];
