@@ -179,7 +179,9 @@ pub fn bulk_to(target: SocketAddr, seconds: f64) -> io::Result<BulkResult> {
 /// sender's counters are the guest's (its report file), not filled in here.
 pub fn bulk_from(target: SocketAddr, seconds: f64) -> io::Result<BulkResult> {
     let mut stream = connect(target)?;
-    writeln!(stream, "{seconds}")?;
+    // One write: a request split over two segments can reach a server that has read
+    // its line's first part and closed, and the rest then resets the connection.
+    stream.write_all(format!("{seconds}\n").as_bytes())?;
     let mut buf = vec![0u8; 1 << 20];
     let start = Instant::now();
     let (mut bytes, mut stall) = (0u64, Duration::ZERO);
@@ -288,6 +290,7 @@ pub fn nstat_delta(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader};
     use std::net::TcpListener;
     use std::thread;
 
@@ -356,12 +359,17 @@ mod tests {
         let source = TcpListener::bind("127.0.0.1:0").unwrap();
         let source_addr = source.local_addr().unwrap();
         thread::spawn(move || {
+            // As kbp-tcp's source: read the whole line, write, shut the sending side
+            // down and wait for the peer to close (closing with unread bytes would
+            // reset the connection under the reader).
             for mut s in source.incoming().flatten() {
-                let mut line = [0u8; 32];
-                let _ = s.read(&mut line);
+                let mut line = String::new();
+                let _ = BufReader::new(&s).read_line(&mut line);
                 for _ in 0..100 {
                     s.write_all(&[1u8; 4096]).unwrap();
                 }
+                let _ = s.shutdown(Shutdown::Write);
+                while let Ok(1..) = s.read(&mut [0u8; 64]) {}
             }
         });
         let f = bulk_from(source_addr, 0.2).unwrap();
